@@ -1,0 +1,1 @@
+"""The shardplan command line (installed as shardplan.cli)."""

@@ -1,0 +1,810 @@
+"""Every data type of shardplan, and the abstract bases its stages implement.
+
+Reading this module alone shows the architecture:
+
+    Workload + Topology --(enumerators)--> ShardingOption per table
+                        --(CostModel)-----> ShardCost per shard and rank class
+                        --(solver)--------> Assignment (option per table, rank per shard)
+                        --(plans.build)---> Plan (shards, per-rank memory/time, summary)
+
+All specs are frozen, keyword-only dataclasses validated in ``__post_init__``; parsing
+(YAML, CSV, CLI) lives in :mod:`shardplan.loaders` and turns strings into the enums below
+before anything reaches these constructors. Units are in field names: ``_bytes``,
+``_bytes_per_s``, ``_s``, ``_ms``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
+
+
+# ---------------------------------------------------------------------------------------------
+# Enums: small choice sets. Only members travel inward; strings stop at the loaders.
+# ---------------------------------------------------------------------------------------------
+
+
+class ShardingType(StrEnum):
+    TABLE_WISE = "table_wise"
+    ROW_WISE = "row_wise"
+    COLUMN_WISE = "column_wise"
+    TABLE_ROW_WISE = "table_row_wise"
+    TABLE_COLUMN_WISE = "table_column_wise"
+    DATA_PARALLEL = "data_parallel"
+
+    @property
+    def short(self) -> str:
+        return _SHORT[self]
+
+
+_SHORT = {
+    ShardingType.TABLE_WISE: "TW",
+    ShardingType.ROW_WISE: "RW",
+    ShardingType.COLUMN_WISE: "CW",
+    ShardingType.TABLE_ROW_WISE: "TWRW",
+    ShardingType.TABLE_COLUMN_WISE: "TWCW",
+    ShardingType.DATA_PARALLEL: "DP",
+}
+
+
+class PlacementKind(StrEnum):
+    """Where a shard's rows live. ``uvm_caching`` keeps a cache of hot rows in HBM."""
+
+    HBM = "hbm"
+    UVM_CACHING = "uvm_caching"
+    UVM = "uvm"
+    DDR = "ddr"
+
+
+class DType(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+    @property
+    def bits(self) -> int:
+        return _DTYPE_BITS[self]
+
+    @property
+    def is_quantized(self) -> bool:
+        return self in (DType.INT8, DType.INT4)
+
+
+_DTYPE_BITS = {DType.FP32: 32, DType.FP16: 16, DType.BF16: 16, DType.INT8: 8, DType.INT4: 4}
+
+
+class Optimizer(StrEnum):
+    NONE = "none"
+    SGD = "sgd"
+    ADAGRAD = "adagrad"
+    ROWWISE_ADAGRAD = "rowwise_adagrad"
+    ADAM = "adam"
+
+
+class BatchScope(StrEnum):
+    PER_RANK = "per_rank"
+    GLOBAL = "global"
+
+
+class Mode(StrEnum):
+    TRAINING = "training"
+    INFERENCE = "inference"
+
+
+class LinkType(StrEnum):
+    NVLINK2 = "nvlink2"
+    NVLINK3 = "nvlink3"
+    NVLINK4 = "nvlink4"
+    PCIE4 = "pcie4"
+    PCIE5 = "pcie5"
+    LOOPBACK = "loopback"
+
+
+class NetworkType(StrEnum):
+    INFINIBAND = "infiniband"
+    ROCE = "roce"
+    ETHERNET = "ethernet"
+    LOOPBACK = "loopback"
+
+
+class Tier(StrEnum):
+    HBM = "hbm"
+    DDR = "ddr"
+
+
+class Stage(StrEnum):
+    """Stages of one training step on one rank, in the order they run."""
+
+    FWD_COMPUTE = "fwd_compute"
+    FWD_COMM = "fwd_comm"
+    BWD_COMPUTE = "bwd_compute"
+    BWD_COMM = "bwd_comm"
+    DP_SYNC = "dp_sync"
+
+
+def _check(cond: bool, field_name: str, value: object, why: str) -> None:
+    if not cond:
+        raise ValueError(f"{field_name}={value!r}: {why}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources: values with their own arithmetic, so solver code reads like the problem.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Memory:
+    """Bytes per tier: device memory (HBM) and host memory (DDR)."""
+
+    hbm: float = 0.0
+    ddr: float = 0.0
+
+    def __add__(self, other: Memory) -> Memory:
+        return Memory(hbm=self.hbm + other.hbm, ddr=self.ddr + other.ddr)
+
+    def __sub__(self, other: Memory) -> Memory:
+        return Memory(hbm=self.hbm - other.hbm, ddr=self.ddr - other.ddr)
+
+    def scale(self, k: float) -> Memory:
+        return Memory(hbm=self.hbm * k, ddr=self.ddr * k)
+
+    def fits_in(self, capacity: Memory) -> bool:
+        return self.hbm <= capacity.hbm and self.ddr <= capacity.ddr
+
+    def get(self, tier: Tier) -> float:
+        return self.hbm if tier is Tier.HBM else self.ddr
+
+    def as_dict(self) -> dict[str, float]:
+        return {Tier.HBM.value: self.hbm, Tier.DDR.value: self.ddr}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Perf:
+    """Estimated milliseconds per stage of one step, on one rank."""
+
+    fwd_compute: float = 0.0
+    fwd_comm: float = 0.0
+    bwd_compute: float = 0.0
+    bwd_comm: float = 0.0
+    dp_sync: float = 0.0
+
+    def __add__(self, other: Perf) -> Perf:
+        return Perf(
+            fwd_compute=self.fwd_compute + other.fwd_compute,
+            fwd_comm=self.fwd_comm + other.fwd_comm,
+            bwd_compute=self.bwd_compute + other.bwd_compute,
+            bwd_comm=self.bwd_comm + other.bwd_comm,
+            dp_sync=self.dp_sync + other.dp_sync,
+        )
+
+    def scale(self, k: float) -> Perf:
+        return Perf(
+            fwd_compute=self.fwd_compute * k,
+            fwd_comm=self.fwd_comm * k,
+            bwd_compute=self.bwd_compute * k,
+            bwd_comm=self.bwd_comm * k,
+            dp_sync=self.dp_sync * k,
+        )
+
+    @property
+    def compute(self) -> float:
+        return self.fwd_compute + self.bwd_compute
+
+    @property
+    def comm(self) -> float:
+        return self.fwd_comm + self.bwd_comm + self.dp_sync
+
+    @property
+    def total(self) -> float:
+        """Sum of all stages: no overlap. A cost model with overlap uses ``CostModel.total``."""
+        return self.compute + self.comm
+
+    def get(self, stage: Stage) -> float:
+        return getattr(self, stage.value)
+
+    def as_dict(self) -> dict[str, float]:
+        return {s.value: self.get(s) for s in Stage}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workload
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Placement:
+    """A placement kind, with the HBM cache ratio (cached rows / rows) for ``uvm_caching``."""
+
+    kind: PlacementKind = PlacementKind.HBM
+    cache_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is PlacementKind.UVM_CACHING:
+            _check(
+                self.cache_ratio is not None and 0.0 < self.cache_ratio < 1.0,
+                "cache_ratio",
+                self.cache_ratio,
+                "uvm_caching needs a cache ratio strictly between 0 and 1",
+            )
+        else:
+            _check(self.cache_ratio is None, "cache_ratio", self.cache_ratio,
+                   f"only uvm_caching takes a cache ratio, not {self.kind.value}")
+
+    def __str__(self) -> str:
+        if self.kind is PlacementKind.UVM_CACHING:
+            return f"{self.kind.value}@{self.cache_ratio:g}"
+        return self.kind.value
+
+    @classmethod
+    def parse(cls, text: str) -> Placement:
+        """``hbm``, ``uvm``, ``ddr`` or ``uvm_caching@0.2``. Raises ValueError."""
+        kind, _, ratio = text.partition("@")
+        return cls(kind=PlacementKind(kind), cache_ratio=float(ratio) if ratio else None)
+
+
+HBM = Placement()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccessSkew:
+    """How unevenly rows are accessed; decides UVM cache hit rates.
+
+    Give either a Zipf exponent (rank-frequency law over rows) or a hot-row fraction with
+    the fraction of accesses that go to those hot rows.
+    """
+
+    zipf_exponent: float | None = None
+    hot_row_fraction: float | None = None
+    hot_access_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        has_zipf = self.zipf_exponent is not None
+        has_hot = self.hot_row_fraction is not None
+        _check(has_zipf != has_hot, "access", self,
+               "give exactly one of zipf_exponent or hot_row_fraction")
+        if has_zipf:
+            _check(self.zipf_exponent > 0, "zipf_exponent", self.zipf_exponent, "must be > 0")
+            _check(self.hot_access_fraction is None, "hot_access_fraction",
+                   self.hot_access_fraction, "only goes with hot_row_fraction")
+        else:
+            _check(0 < self.hot_row_fraction < 1, "hot_row_fraction", self.hot_row_fraction,
+                   "must be between 0 and 1")
+            haf = self.hot_access_fraction
+            _check(haf is not None and 0 < haf <= 1, "hot_access_fraction", haf,
+                   "hot_row_fraction needs hot_access_fraction in (0, 1]")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableConstraints:
+    """Per-table user constraints. ``None`` means unconstrained."""
+
+    sharding_types: tuple[ShardingType, ...] | None = None
+    placements: tuple[PlacementKind, ...] | None = None
+    pinned_ranks: tuple[int, ...] | None = None
+    min_column_shard_width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sharding_types is not None:
+            _check(len(self.sharding_types) > 0, "sharding_types", self.sharding_types,
+                   "must list at least one sharding type (or be left out)")
+        if self.placements is not None:
+            _check(len(self.placements) > 0, "placements", self.placements,
+                   "must list at least one placement (or be left out)")
+        if self.pinned_ranks is not None:
+            _check(len(self.pinned_ranks) > 0 and all(r >= 0 for r in self.pinned_ranks),
+                   "pinned_ranks", self.pinned_ranks, "must be non-negative rank numbers")
+        if self.min_column_shard_width is not None:
+            _check(self.min_column_shard_width > 0, "min_column_shard_width",
+                   self.min_column_shard_width, "must be > 0")
+
+    def allows(self, sharding_type: ShardingType) -> bool:
+        return self.sharding_types is None or sharding_type in self.sharding_types
+
+    def allows_placement(self, kind: PlacementKind) -> bool:
+        return self.placements is None or kind in self.placements
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableSpec:
+    """One embedding table.
+
+    Attributes:
+        name: unique table name.
+        num_embeddings: rows.
+        embedding_dim: columns.
+        pooling_factor: mean ids looked up per sample, summed over the features it serves.
+        features: the input features this table serves (one table may serve several).
+        dtype: storage type of the weights.
+        optimizer: ``None`` means the workload's default optimizer.
+        access: access skew, ``None`` means uniform.
+        constraints: user constraints on sharding and placement.
+    """
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    pooling_factor: float = 1.0
+    features: tuple[str, ...] = ()
+    dtype: DType = DType.FP32
+    optimizer: Optimizer | None = None
+    access: AccessSkew | None = None
+    constraints: TableConstraints = field(default_factory=TableConstraints)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name != "", "name", self.name,
+               "must be a non-empty string")
+        _check(_is_int(self.num_embeddings) and self.num_embeddings > 0, "num_embeddings",
+               self.num_embeddings, "must be a positive integer")
+        _check(_is_int(self.embedding_dim) and self.embedding_dim > 0, "embedding_dim",
+               self.embedding_dim, "must be a positive integer")
+        _check(isinstance(self.pooling_factor, (int, float)) and math.isfinite(self.pooling_factor)
+               and self.pooling_factor > 0, "pooling_factor", self.pooling_factor,
+               "must be a positive number")
+        if not self.features:
+            object.__setattr__(self, "features", (self.name,))
+
+    @property
+    def num_features(self) -> int:
+        return len(self.features)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Workload:
+    """Tables plus the batch they are trained or served with.
+
+    Attributes:
+        name: a label for reports.
+        tables: the embedding tables, names unique.
+        batch_size: samples per step, per rank or for the whole cluster (``batch_scope``).
+        batch_scope: whether ``batch_size`` is per rank or global.
+        mode: training (optimizer state, backward) or inference.
+        default_optimizer: the optimizer of tables that name none.
+        colocate: groups of tables that must share ranks (each group placed on the same rank).
+        separate: groups of tables no two of which may share a rank.
+        source: where the numbers came from.
+    """
+
+    name: str = "workload"
+    tables: tuple[TableSpec, ...]
+    batch_size: int
+    batch_scope: BatchScope = BatchScope.PER_RANK
+    mode: Mode = Mode.TRAINING
+    default_optimizer: Optimizer = Optimizer.ROWWISE_ADAGRAD
+    colocate: tuple[tuple[str, ...], ...] = ()
+    separate: tuple[tuple[str, ...], ...] = ()
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check(len(self.tables) > 0, "tables", "[]", "a workload needs at least one table")
+        _check(_is_int(self.batch_size) and self.batch_size > 0, "batch_size", self.batch_size,
+               "must be a positive integer")
+        seen: set[str] = set()
+        for t in self.tables:
+            _check(t.name not in seen, "tables", t.name, "duplicate table name")
+            seen.add(t.name)
+        for kind, groups in (("colocate", self.colocate), ("separate", self.separate)):
+            for g in groups:
+                _check(len(g) >= 2, kind, g, "a group needs at least two tables")
+                for name in g:
+                    _check(name in seen, kind, name, "names no table of this workload")
+
+    def table(self, name: str) -> TableSpec:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def optimizer_of(self, table: TableSpec) -> Optimizer:
+        """The optimizer that updates ``table``: its own, else the workload's default."""
+        if self.mode is Mode.INFERENCE:
+            return Optimizer.NONE
+        return table.optimizer if table.optimizer is not None else self.default_optimizer
+
+    def batch_per_rank(self, world_size: int) -> float:
+        if self.batch_scope is BatchScope.PER_RANK:
+            return float(self.batch_size)
+        return self.batch_size / world_size
+
+    def global_batch(self, world_size: int) -> float:
+        if self.batch_scope is BatchScope.GLOBAL:
+            return float(self.batch_size)
+        return float(self.batch_size * world_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Topology
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceModel:
+    """An accelerator (or a CPU process standing in for one)."""
+
+    model: str
+    hbm_capacity_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+
+    def __post_init__(self) -> None:
+        _check(self.hbm_capacity_bytes > 0, "hbm_capacity", self.hbm_capacity_bytes, "must be > 0")
+        _check(self.hbm_bandwidth_bytes_per_s > 0, "hbm_bandwidth",
+               self.hbm_bandwidth_bytes_per_s, "must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HostSpec:
+    ddr_capacity_bytes: int
+    ddr_bandwidth_bytes_per_s: float
+    pcie_bandwidth_bytes_per_s: float
+
+    def __post_init__(self) -> None:
+        _check(self.ddr_capacity_bytes >= 0, "ddr_capacity", self.ddr_capacity_bytes, "must be >= 0")
+        _check(self.ddr_bandwidth_bytes_per_s > 0, "ddr_bandwidth",
+               self.ddr_bandwidth_bytes_per_s, "must be > 0")
+        _check(self.pcie_bandwidth_bytes_per_s > 0, "pcie_bandwidth",
+               self.pcie_bandwidth_bytes_per_s, "must be > 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Link:
+    """A link: bandwidth per direction and one-way latency."""
+
+    type: LinkType | NetworkType
+    bandwidth_bytes_per_s: float
+    latency_s: float
+
+    def __post_init__(self) -> None:
+        _check(self.bandwidth_bytes_per_s > 0, "bandwidth", self.bandwidth_bytes_per_s, "must be > 0")
+        _check(self.latency_s >= 0, "latency", self.latency_s, "must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HostGroup:
+    """Identical hosts. A heterogeneous cluster has several groups.
+
+    Attributes:
+        intra_host_link: each device's link into the host fabric (NVSwitch or PCIe switch).
+        network: each host's link to the cluster network; ``bandwidth_bytes_per_s`` is the
+            host's total over all its NICs, shared by its devices.
+    """
+
+    name: str
+    hosts: int
+    devices_per_host: int
+    device: DeviceModel
+    host: HostSpec
+    intra_host_link: Link
+    network: Link
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.hosts) and self.hosts > 0, "hosts", self.hosts, "must be a positive integer")
+        _check(_is_int(self.devices_per_host) and self.devices_per_host > 0, "devices_per_host",
+               self.devices_per_host, "must be a positive integer")
+
+    @property
+    def num_devices(self) -> int:
+        return self.hosts * self.devices_per_host
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RankInfo:
+    rank: int
+    host: int
+    local_rank: int
+    group: int  # index into Topology.host_groups: ranks of one group cost the same
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Topology:
+    """Hosts, devices and links. Ranks are numbered host by host, group by group.
+
+    Attributes:
+        hbm_reserved_fraction: share of each device's HBM kept for the dense model, activations
+            and the allocator; the planner may use the rest.
+        workload_path: a default workload named by the topology file, if any.
+    """
+
+    name: str
+    host_groups: tuple[HostGroup, ...]
+    hbm_reserved_fraction: float = 0.0
+    description: str = ""
+    workload_path: str | None = None
+    _ranks: tuple[RankInfo, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check(len(self.host_groups) > 0, "host_groups", "[]", "a topology needs a host group")
+        _check(0.0 <= self.hbm_reserved_fraction < 1.0, "hbm_reserved_fraction",
+               self.hbm_reserved_fraction, "must be in [0, 1)")
+        names = [g.name for g in self.host_groups]
+        _check(len(set(names)) == len(names), "host_groups", names, "group names must be unique")
+        ranks, host = [], 0
+        for gi, g in enumerate(self.host_groups):
+            for _ in range(g.hosts):
+                for lr in range(g.devices_per_host):
+                    ranks.append(RankInfo(rank=len(ranks), host=host, local_rank=lr, group=gi))
+                host += 1
+        object.__setattr__(self, "_ranks", tuple(ranks))
+
+    @property
+    def world_size(self) -> int:
+        return len(self._ranks)
+
+    @property
+    def num_hosts(self) -> int:
+        return sum(g.hosts for g in self.host_groups)
+
+    @property
+    def ranks(self) -> tuple[RankInfo, ...]:
+        return self._ranks
+
+    def rank(self, r: int) -> RankInfo:
+        return self._ranks[r]
+
+    def group_of(self, r: int) -> HostGroup:
+        return self.host_groups[self._ranks[r].group]
+
+    def ranks_of_host(self, host: int) -> tuple[int, ...]:
+        return tuple(ri.rank for ri in self._ranks if ri.host == host)
+
+    def hosts_of_group(self, gi: int) -> tuple[int, ...]:
+        return tuple(sorted({ri.host for ri in self._ranks if ri.group == gi}))
+
+    def capacity(self, r: int) -> Memory:
+        """Usable bytes per tier on rank ``r``: HBM less the reserve; the host's DDR split
+        evenly among its devices."""
+        g = self.group_of(r)
+        return Memory(
+            hbm=g.device.hbm_capacity_bytes * (1.0 - self.hbm_reserved_fraction),
+            ddr=g.host.ddr_capacity_bytes / g.devices_per_host,
+        )
+
+    def graph(self) -> nx.Graph:
+        """The topology as a networkx graph (built by :func:`shardplan.topology.build_graph`)."""
+        from shardplan.topology import build_graph
+
+        return build_graph(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: options, costs, assignments
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardSpec:
+    """A rectangle of a table: rows [row_offset, row_offset+num_rows) x cols likewise."""
+
+    row_offset: int
+    num_rows: int
+    col_offset: int
+    num_cols: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardingOption:
+    """One way to shard one table: a sharding type, a placement and the shards it makes.
+
+    ``candidate_ranks[i]`` restricts where shard ``i`` may go (``None``: any rank). Row-wise
+    and data-parallel shards are fixed to one rank each; table-row-wise shards to the ranks
+    of one host.
+    """
+
+    table: str
+    sharding_type: ShardingType
+    placement: Placement
+    shards: tuple[ShardSpec, ...]
+    candidate_ranks: tuple[tuple[int, ...] | None, ...]
+
+    def __post_init__(self) -> None:
+        _check(len(self.shards) == len(self.candidate_ranks), "candidate_ranks",
+               len(self.candidate_ranks), "needs one entry per shard")
+
+    @property
+    def label(self) -> str:
+        return f"{self.sharding_type.short}x{len(self.shards)}/{self.placement}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardCost:
+    """What one shard costs the rank that holds it (or, for an option's everywhere-cost, each rank)."""
+
+    memory: Memory
+    perf: Perf
+
+    def __add__(self, other: ShardCost) -> ShardCost:
+        return ShardCost(memory=self.memory + other.memory, perf=self.perf + other.perf)
+
+
+ZERO_COST = ShardCost(memory=Memory(), perf=Perf())
+
+
+class CostModel(ABC):
+    """Estimates memory and time. Linear by construction, so solvers can optimise it exactly:
+
+        rank r's cost = rank_overhead(group(r))
+                      + sum over options chosen: everywhere_cost(option, group(r))
+                      + sum over shards placed on r: shard_cost(option, i, group(r))
+
+    and ``total(perf)`` must be linear in the stages. Costs depend on a rank only through its
+    host group (``RankInfo.group``), so solvers evaluate each shard once per group.
+    """
+
+    name: str = "cost-model"
+
+    @abstractmethod
+    def shard_cost(self, option: ShardingOption, shard_index: int, group: int) -> ShardCost:
+        """Cost of shard ``shard_index`` of ``option`` on a rank of host group ``group``."""
+
+    def shard_costs(self, option: ShardingOption, group: int) -> list[ShardCost]:
+        """Costs of all shards of ``option`` on a rank of ``group`` (override to vectorise)."""
+        return [self.shard_cost(option, i, group) for i in range(len(option.shards))]
+
+    @abstractmethod
+    def everywhere_cost(self, option: ShardingOption, group: int) -> ShardCost:
+        """Cost every rank of ``group`` pays because the table is sharded this way (e.g. the
+        buffers and all-to-all receives of its pooled outputs for the rank's own samples)."""
+
+    @abstractmethod
+    def rank_overhead(self, group: int) -> ShardCost:
+        """Fixed cost of a rank of ``group`` (kernel launches, collective latencies)."""
+
+    def total(self, perf: Perf) -> float:
+        """A rank's step time in ms from its stages (linear). Default: no overlap."""
+        return perf.total
+
+    def describe(self) -> dict[str, object]:
+        """What the plan records about the model (name, profile, options)."""
+        return {"name": self.name}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Assignment:
+    """A solver's answer: for each table (workload order) its option and its shards' ranks."""
+
+    options: tuple[ShardingOption, ...]
+    ranks: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        _check(len(self.options) == len(self.ranks), "ranks", len(self.ranks),
+               "needs one rank tuple per option")
+        for o, rs in zip(self.options, self.ranks):
+            _check(len(rs) == len(o.shards), "ranks", (o.table, rs), "needs one rank per shard")
+
+    def placed(self) -> Iterator[tuple[ShardingOption, int, int]]:
+        """(option, shard index, rank) for every placed shard."""
+        for o, rs in zip(self.options, self.ranks):
+            for i, r in enumerate(rs):
+                yield o, i, r
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlanningContext:
+    """What a solver gets: the problem, the cost model, the options and the budget."""
+
+    workload: Workload
+    topology: Topology
+    cost_model: CostModel
+    options: Mapping[str, Sequence[ShardingOption]]
+    time_limit_s: float = 60.0
+    threads: int = 1
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan: what the planner writes. Serialised by shardplan.plans.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Shard:
+    rank: int
+    row_offset: int
+    num_rows: int
+    col_offset: int
+    num_cols: int
+    placement: Placement = HBM
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TablePlan:
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    sharding_type: ShardingType
+    shards: tuple[Shard, ...]
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(sorted({s.rank for s in self.shards}))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RankPlan:
+    rank: int
+    host: int
+    device: str
+    memory_bytes: Memory
+    capacity_bytes: Memory
+    estimated_ms: Perf
+    total_ms: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Summary:
+    makespan_ms: float
+    lower_bound_ms: float | None
+    solver: str
+    num_tables: int
+    num_ranks: int
+    solve_time_s: float
+    sharding_mix: Mapping[str, int]
+    status: str = "feasible"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Provenance:
+    solver: str
+    solver_options: Mapping[str, object]
+    shardplan_version: str
+    inputs_sha256: str
+    cost_model: Mapping[str, object]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    """A sharding plan, self-contained: it embeds the workload and topology it was made for."""
+
+    tables: tuple[TablePlan, ...]
+    ranks: tuple[RankPlan, ...]
+    summary: Summary
+    provenance: Provenance
+    workload: Workload
+    topology: Topology
+
+    def table(self, name: str) -> TablePlan:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SolveResult:
+    """What a solver returns.
+
+    Attributes:
+        assignment: the option and ranks chosen per table.
+        status: ``optimal``, ``feasible`` (time limit hit), ...
+        lower_bound_ms: the best bound the solver proved, if any.
+        details: solver-specific facts (objective, gap, iterations), JSON-serialisable.
+    """
+
+    assignment: Assignment
+    status: str = "feasible"
+    lower_bound_ms: float | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+class Solver(ABC):
+    """A placement algorithm. Subclasses are small; ``solve`` is all they must define."""
+
+    name: str = "solver"
+
+    @abstractmethod
+    def solve(self, ctx: PlanningContext) -> SolveResult:
+        """Choose an option per table and a rank per shard. Raises InfeasiblePlanError."""
+
+    def options(self) -> dict[str, object]:
+        """The solver's settings, recorded in the plan's provenance."""
+        return {}
