@@ -519,7 +519,7 @@ class Topology:
     host_groups: tuple[HostGroup, ...]
     hbm_reserved_fraction: float = 0.0
     description: str = ""
-    workload_path: str | None = None
+    workload_path: str | None = field(default=None, compare=False)
     _ranks: tuple[RankInfo, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,100 @@
+"""`shardplan solve` end to end: summary, plan.json, exit codes 0 / 1 / 2, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shardplan.cli.app import app
+
+runner = CliRunner()
+
+TOPO = textwrap.dedent("""\
+    name: tiny
+    host_groups:
+      - name: g
+        hosts: 1
+        devices_per_host: 2
+        device: {model: L4-24GB, hbm_capacity_gib: 1, hbm_bandwidth_gbytes_per_s: 300}
+        host: {ddr_capacity_gib: 1, ddr_bandwidth_gbytes_per_s: 100, pcie_bandwidth_gbytes_per_s: 16}
+        intra_host_link: {type: pcie4, bandwidth_gbytes_per_s: 16}
+        network: {type: ethernet, nics_per_host: 1, nic_bandwidth_gbits_per_s: 100}
+    """)
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_solve_bundled_default(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    r = run("solve", "dgx-h100-2x8", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "makespan" in r.output and "t_cat_" not in r.output
+    d = json.loads(out.read_text())
+    assert len(d["tables"]) == 26 and len(d["ranks"]) == 16
+
+
+def test_solve_with_csv_tables(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(TOPO)
+    (tmp_path / "w.csv").write_text("name,num_embeddings,embedding_dim,pooling_factor\na,1000,16,2\n")
+    r = run("solve", str(tmp_path / "t.yaml"), "--tables", str(tmp_path / "w.csv"),
+            "--out", str(tmp_path / "p.json"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("csv", "needle"),
+    [
+        ("name,num_embeddings,embedding_dim,pooling_factor\na,-3,16,2\n", "num_embeddings"),
+        ("name,num_embeddings,embedding_dim,pooling_factor\na,10,0,2\n", "embedding_dim"),
+        ("name,num_embeddings,embedding_dim,pooling_factor\na,10,16,x\n", "pooling_factor"),
+        ("name,num_embeddings,embedding_dim,pooling_factor\na,10,16,1\na,5,8,1\n", "duplicate"),
+        ("name,num_embeddings,embedding_dim,pooling_factor\n", "no tables"),
+        ("name,num_embeddings,embedding_dim,pooling_factor,dtype\na,10,16,1,fp7\n", "fp7"),
+    ],
+)
+def test_bad_tables_exit_1(tmp_path: Path, csv: str, needle: str) -> None:
+    (tmp_path / "w.csv").write_text(csv)
+    r = run("solve", "cpu-2", "--tables", str(tmp_path / "w.csv"), "--out", str(tmp_path / "p.json"))
+    assert r.exit_code == 1, r.output
+    assert needle in r.output and "w.csv" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_file_exit_1(tmp_path: Path) -> None:
+    r = run("solve", str(tmp_path / "nope.yaml"))
+    assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(TOPO.replace("hosts: 1", "hosts: [1"))
+    r = run("solve", str(tmp_path / "t.yaml"))
+    assert r.exit_code == 1 and "YAML syntax error" in r.output and "t.yaml:" in r.output
+
+
+def test_unknown_key_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(TOPO.replace("hosts: 1", "hosts: 1\n    colour: red"))
+    r = run("solve", str(tmp_path / "t.yaml"))
+    assert r.exit_code == 1 and "unknown key 'colour'" in r.output
+
+
+def test_table_larger_than_cluster_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(TOPO)
+    (tmp_path / "w.csv").write_text(
+        "name,num_embeddings,embedding_dim,pooling_factor\nhuge,100000000,128,1\nsmall,10,8,1\n")
+    r = run("solve", str(tmp_path / "t.yaml"), "--tables", str(tmp_path / "w.csv"),
+            "--out", str(tmp_path / "p.json"))
+    assert r.exit_code == 2, r.output
+    assert "huge" in r.output and "short" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_help_lists_exit_codes() -> None:
+    r = run("--help")
+    assert r.exit_code == 0 and "Exit codes" in r.output and "solve" in r.output
