@@ -1,0 +1,159 @@
+"""Explanations: every estimate of a plan, per rank, shard, component and stage, as a DataFrame.
+
+One row per (rank, cost item): a rank's fixed overhead, the everywhere-cost of every table, and
+each shard it holds, itemised by :class:`~shardplan.estimators.cost_model.Component`. Summing
+a rank's rows gives exactly the rank's estimate in the plan, so a report can show why a rank is
+slow (``df.groupby("rank")[...].sum()``, or ``df[df["rank"] == r]`` sorted by ``total_ms``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from shardplan.errors import SpecError
+from shardplan.estimators.cost_model import (
+    CostModelOptions,
+    EmbeddingCostModel,
+    LinkDuplex,
+    default_cost_model,
+)
+from shardplan.estimators.profiles import (
+    Coefficients,
+    DeviceProfile,
+    ProfileProvenance,
+    ProvenanceKind,
+)
+from shardplan.types import (
+    Assignment,
+    DType,
+    Plan,
+    ShardingOption,
+    ShardSpec,
+    Stage,
+    Topology,
+    Workload,
+)
+
+COLUMNS = ["rank", "host", "group", "table", "sharding_type", "placement", "shard", "kind",
+           "component", "hbm_bytes", "ddr_bytes", *[f"{s.value}_ms" for s in Stage], "total_ms"]
+
+
+def assignment_of(plan: Plan) -> Assignment:
+    """The solver assignment a plan was built from (options rebuilt from its shards)."""
+    opts, ranks = [], []
+    for t in plan.tables:
+        placement = t.shards[0].placement
+        opts.append(ShardingOption(
+            table=t.name, sharding_type=t.sharding_type, placement=placement,
+            shards=tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
+                                   col_offset=s.col_offset, num_cols=s.num_cols) for s in t.shards),
+            candidate_ranks=tuple(None for _ in t.shards)))
+        ranks.append(tuple(s.rank for s in t.shards))
+    return Assignment(options=tuple(opts), ranks=tuple(ranks))
+
+
+def cost_model_of(plan: Plan) -> EmbeddingCostModel:
+    """The cost model a plan records in ``provenance.cost_model`` (options and the profiles'
+    coefficients), rebuilt; the default model if the plan names another model."""
+    rec: Mapping[str, Any] = plan.provenance.cost_model
+    if rec.get("name") != EmbeddingCostModel.name:
+        return default_cost_model(plan.workload, plan.topology)
+    try:
+        o = dict(rec.get("options", {}))
+        options = CostModelOptions(
+            pipeline_depth=int(o["pipeline_depth"]),
+            hbm_reserved_fraction=o["hbm_reserved_fraction"],
+            comm_overlap_fraction=float(o["comm_overlap_fraction"]),
+            duplex=LinkDuplex(o["duplex"]), output_dtype=DType(o["output_dtype"]))
+        profiles = []
+        for hg in plan.topology.host_groups:
+            p = rec["profiles"][hg.name]
+            prov = dict(p["provenance"])
+            profiles.append(DeviceProfile(
+                name=p["name"], device_model=p["device_model"], source=p.get("source", ""),
+                provenance=ProfileProvenance(kind=ProvenanceKind(prov.pop("kind")), **prov),
+                coefficients=Coefficients(**p["coefficients"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError(f"the plan's cost-model record is incomplete or malformed ({exc!r}); "
+                        "pass cost_model= explicitly", key_path="provenance.cost_model") from None
+    return EmbeddingCostModel(plan.workload, plan.topology, profiles=profiles, options=options)
+
+
+def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | None = None,
+              topology: Topology | None = None, cost_model: EmbeddingCostModel | None = None,
+              ranks: Iterable[int] | None = None) -> pd.DataFrame:
+    """Every cost item of a plan (or a solver's assignment), one row per rank and item.
+
+    Args:
+        plan_or_assignment: a Plan, or an Assignment (then ``workload`` and ``topology`` are
+            required).
+        workload: the workload (taken from the plan if omitted).
+        topology: the topology (taken from the plan if omitted).
+        cost_model: the model to explain with; default: the one the plan records, else
+            :func:`default_cost_model`. Must itemise (an ``EmbeddingCostModel``).
+        ranks: only these ranks (default: all).
+
+    Returns:
+        A DataFrame with columns :data:`COLUMNS`. ``kind`` is ``overhead`` (the rank's fixed
+        cost), ``everywhere`` (what every rank pays for a table's sharding) or ``shard``.
+        ``total_ms`` is the item's contribution to the rank's step time (``cost_model.total``).
+        Rows are sorted by rank, then kind, table, shard, component.
+
+    Raises:
+        SpecError: an Assignment without workload/topology, or a model that cannot itemise.
+    """
+    if isinstance(plan_or_assignment, Plan):
+        plan = plan_or_assignment
+        workload = workload or plan.workload
+        topology = topology or plan.topology
+        assignment = assignment_of(plan)
+        if cost_model is None:
+            cost_model = cost_model_of(plan)
+    else:
+        assignment = plan_or_assignment
+        if workload is None or topology is None:
+            raise SpecError("breakdown of an Assignment needs workload= and topology=")
+        if cost_model is None:
+            cost_model = default_cost_model(workload, topology)
+    if not isinstance(cost_model, EmbeddingCostModel):
+        raise SpecError(f"breakdown needs an EmbeddingCostModel (it itemises costs); got "
+                        f"{type(cost_model).__name__}")
+    wanted = set(range(topology.world_size)) if ranks is None else set(ranks)
+    bad = sorted(r for r in wanted if not 0 <= r < topology.world_size)
+    if bad:
+        raise SpecError(f"ranks {bad} are not in topology {topology.name!r} "
+                        f"(ranks 0..{topology.world_size - 1})")
+    rows: list[tuple] = []
+
+    def emit(r: int, table: str, st: str, pl: str, shard: int, kind: str, items) -> None:
+        ri = topology.rank(r)
+        for comp, c in items:
+            perf = c.perf
+            rows.append((r, ri.host, ri.group, table, st, pl, shard, kind, comp.value,
+                         c.memory.hbm, c.memory.ddr, *[perf.get(s) for s in Stage],
+                         cost_model.total(perf)))
+
+    for r in sorted(wanted):
+        g = topology.rank(r).group
+        emit(r, "", "", "", -1, "overhead", cost_model.overhead_items(g)[0])
+        for o in assignment.options:
+            emit(r, o.table, o.sharding_type.value, str(o.placement), -1, "everywhere",
+                 cost_model.everywhere_items(o, g)[0])
+    for o, i, r in assignment.placed():
+        if r in wanted:
+            emit(r, o.table, o.sharding_type.value, str(o.placement), i, "shard",
+                 cost_model.shard_items(o, i, topology.rank(r).group))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    kind_order = {"overhead": 0, "everywhere": 1, "shard": 2}
+    df = df.assign(_k=df["kind"].map(kind_order)).sort_values(
+        ["rank", "_k", "table", "shard", "component"], kind="stable").drop(columns="_k")
+    return df.reset_index(drop=True)
+
+
+def per_rank(df: pd.DataFrame) -> pd.DataFrame:
+    """A breakdown summed per rank: memory per tier and ms per stage, slowest rank first."""
+    cols = ["hbm_bytes", "ddr_bytes", *[f"{s.value}_ms" for s in Stage], "total_ms"]
+    out = df.groupby("rank")[cols].sum()
+    return out.sort_values(["total_ms"], ascending=False, kind="stable")
