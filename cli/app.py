@@ -14,6 +14,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from shardplan.errors import InfeasiblePlanError, ShardplanError
 
@@ -21,11 +22,35 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2
 
 HELP = """Sharding planner and cost model for recommender-model embedding tables.
 
-Exit codes: 0 success; 1 bad input (missing file, bad YAML/CSV, unknown key or value) or a
-solver failure; 2 infeasible (no plan fits; the message says what would make it fit).
+Plan with `solve`; look at plans with `report`, `explain` and `export`; weigh solvers with `compare` and cluster sizes with `sweep`. Each command's --help has examples; docs/cli.md has them all.
+
+Exit codes: 0 success; 1 bad input (missing file, bad YAML/CSV, unknown key or value) or a solver failure; 2 infeasible (no plan fits; the message says what would make it fit). A command line the parser rejects (unknown option, missing argument, a value of the wrong type) is bad input too: exit 1, with a usage message.
 """
 
-app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False,
+# click's UsageError (typer vendors click in recent releases and exports only BadParameter).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _Group(TyperGroup):
+    """Click exits 2 on a usage error; for shardplan 2 means infeasible, so a command line the
+    parser rejects exits 1 (bad input) instead."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as exc:
+            exc.exit_code = EXIT_BAD_INPUT
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            exc.exit_code = EXIT_BAD_INPUT
+            raise
+
+
+app = typer.Typer(cls=_Group, help=HELP, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode="rich")
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -57,3 +82,5 @@ def main() -> None:
 
 # Command modules: each adds its commands to ``app``.
 from shardplan.cli import commands  # noqa: E402,F401
+from shardplan.cli import report_commands  # noqa: E402,F401
+from shardplan.cli import executor_commands  # noqa: E402,F401

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
+    import pandas as pd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -777,6 +778,24 @@ class Plan:
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per table (see :func:`shardplan.frames.table_frame`)."""
+        from shardplan.frames import table_frame
+
+        return table_frame(self)
+
+    def rank_frame(self) -> pd.DataFrame:
+        """One row per rank (see :func:`shardplan.frames.rank_frame`)."""
+        from shardplan.frames import rank_frame
+
+        return rank_frame(self)
+
+    def shard_frame(self) -> pd.DataFrame:
+        """One row per shard (see :func:`shardplan.frames.shard_frame`)."""
+        from shardplan.frames import shard_frame
+
+        return shard_frame(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -98,3 +98,9 @@ def test_table_larger_than_cluster_exit_2(tmp_path: Path) -> None:
 def test_help_lists_exit_codes() -> None:
     r = run("--help")
     assert r.exit_code == 0 and "Exit codes" in r.output and "solve" in r.output
+
+
+@pytest.mark.parametrize("args", [["solve", "--time-limit", "abc"], ["solvee"], ["--bogus"]])
+def test_command_line_errors_exit_1_not_2(args: list[str]) -> None:
+    r = run(*args)
+    assert r.exit_code == 1, r.output
