@@ -34,9 +34,13 @@ def synthetic_workload(num_tables: int, *, seed: int = 0, batch_size: int = 512,
         raise SpecError(f"num_tables must be in 1..100000, got {num_tables}", key_path="tables")
     rng = np.random.default_rng(seed)
     # rows: log10 uniform on [2, 7] for most, a heavy tail up to max_rows
-    log_rows = rng.uniform(2.0, 7.0, num_tables)
+    if max_rows < 100:
+        raise SpecError(f"max_rows must be >= 100, got {max_rows}", key_path="max_rows")
+    top = float(np.log10(max_rows))
+    body = min(7.0, top)
+    log_rows = rng.uniform(2.0, body, num_tables)
     tail = rng.random(num_tables) < 0.05
-    log_rows[tail] = rng.uniform(7.0, np.log10(max_rows), tail.sum())
+    log_rows[tail] = rng.uniform(body, top, tail.sum())
     rows = np.maximum(2, (10 ** log_rows).astype(np.int64))
     dims = rng.choice(DIMS, size=num_tables, p=DIM_WEIGHTS)
     pf = np.clip(np.round(rng.lognormal(mean=1.0, sigma=1.2, size=num_tables), 1), 1.0, 500.0)
