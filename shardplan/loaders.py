@@ -217,13 +217,15 @@ def _as_num(v: Any, path: str, ctx: _Ctx, positive: bool = False) -> float:
 
 
 def _as_enum(v: Any, cls: type[E], path: str, ctx: _Ctx) -> E:
+    if isinstance(v, str):
+        try:
+            return cls(v.strip().lower())
+        except ValueError:
+            pass
     allowed = ", ".join(m.value for m in cls)
     if not isinstance(v, str):
         raise ctx.fail(path, f"expected one of {allowed}, got {_kind(v)}")
-    try:
-        return cls(v.strip().lower())
-    except ValueError:
-        raise ctx.fail(path, f"unknown value {v!r}; expected one of {allowed}") from None
+    raise ctx.fail(path, f"unknown value {v!r}; expected one of {allowed}")
 
 
 def _list(v: Any, path: str, ctx: _Ctx, what: str) -> list[Any]:

@@ -294,15 +294,18 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             solve_time_s=float(s["solve_time_s"]), sharding_mix=dict(s["sharding_mix"]),
             status=str(s["status"]))
         tables = []
+        placements: dict[tuple[Any, Any], Placement] = {}
         for i, t in enumerate(r.raw("tables")):
             st = _as_enum(t["sharding_type"], ShardingType, f"tables[{i}].sharding_type", ctx)
             shards = []
             for sh in t["shards"]:
-                kind = _as_enum(sh["placement"], PlacementKind, f"tables[{i}].shards", ctx)
+                key = (sh["placement"], sh.get("cache_ratio"))
+                if key not in placements:  # a plan has few distinct placements: build each once
+                    kind = _as_enum(key[0], PlacementKind, f"tables[{i}].shards", ctx)
+                    placements[key] = Placement(kind=kind, cache_ratio=key[1])
                 shards.append(Shard(rank=int(sh["rank"]), row_offset=int(sh["row_offset"]),
                                     num_rows=int(sh["num_rows"]), col_offset=int(sh["col_offset"]),
-                                    num_cols=int(sh["num_cols"]),
-                                    placement=Placement(kind=kind, cache_ratio=sh.get("cache_ratio"))))
+                                    num_cols=int(sh["num_cols"]), placement=placements[key]))
             tables.append(TablePlan(name=str(t["name"]), num_embeddings=int(t["num_embeddings"]),
                                     embedding_dim=int(t["embedding_dim"]), sharding_type=st,
                                     shards=tuple(shards)))
