@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shardplan.errors import SpecError
 from shardplan.types import (
     Placement,
     PlacementKind,
@@ -33,6 +34,24 @@ class EnumerationOptions:
         sharding_types: the types offered at all (a table's constraints narrow further).
         placements: the placement kinds offered at all.
         data_parallel_max_rows: largest table offered as data-parallel (a replica per rank).
+        max_hosts_per_option: table-row-wise and table-column-wise options are offered on at
+            most this many hosts per table (hosts of one group cost the same; tables start at
+            different hosts, round-robin, so together they cover the cluster).
+        wide_min_share: a table is offered the options that touch many ranks (row-wise,
+            table-row-wise, table-column-wise, data-parallel) only if its lookup bytes per
+            sample (pooling x dim x dtype) or its size is at least this share of the mean per
+            rank, or it is larger than a quarter of a device's HBM; on clusters of more than 64
+            ranks the others do not get column-wise options either. 0 offers them to every
+            table. Small tables gain nothing from them but add
+            thousands of shards on large clusters.
+        world_min_share: row-wise and data-parallel options (a shard on every rank) are
+            offered only to tables whose lookup bytes are at least this multiple of the mean
+            per rank, or larger than a quarter of one host's HBM (on clusters of up to 64 ranks
+            ``wide_min_share`` applies instead).
+        uvm_min_hbm_share: UVM and UVM-caching placements (slower than HBM, smaller in HBM)
+            are offered only when the whole workload's estimated footprint (weights plus
+            optimizer state, all in HBM) exceeds this share of the cluster's usable HBM, or to
+            tables larger than a quarter of a device's HBM. 0 always offers them.
     """
 
     column_alignment: int = 4
@@ -42,6 +61,22 @@ class EnumerationOptions:
     placements: tuple[PlacementKind, ...] = (PlacementKind.HBM, PlacementKind.UVM_CACHING,
                                              PlacementKind.UVM)
     data_parallel_max_rows: int = 1_000_000
+    max_hosts_per_option: int = 4
+    wide_min_share: float = 0.25
+    world_min_share: float = 2.0
+    uvm_min_hbm_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.column_alignment < 1:
+            raise ValueError(f"column_alignment={self.column_alignment!r}: must be >= 1")
+        if self.max_column_shards < 1:
+            raise ValueError(f"max_column_shards={self.max_column_shards!r}: must be >= 1")
+        if any(not 0.0 < c < 1.0 for c in self.cache_ratios):
+            raise ValueError(f"cache_ratios={self.cache_ratios!r}: each must be in (0, 1)")
+        if self.max_hosts_per_option < 1:
+            raise ValueError(f"max_hosts_per_option={self.max_hosts_per_option!r}: must be >= 1")
+        if self.wide_min_share < 0:
+            raise ValueError(f"wide_min_share={self.wide_min_share!r}: must be >= 0")
 
 
 def split(n: int, k: int) -> list[tuple[int, int]]:
@@ -66,10 +101,14 @@ def column_splits(dim: int, k: int, alignment: int) -> list[tuple[int, int]] | N
     return [(o * alignment, s * alignment) for o, s in units]
 
 
-def _placements(table: TableSpec, opts: EnumerationOptions, workload: Workload) -> list[Placement]:
+def _placements(table: TableSpec, opts: EnumerationOptions, workload: Workload,
+                uvm: bool = True) -> list[Placement]:
     out = []
     for kind in opts.placements:
         if not table.constraints.allows_placement(kind):
+            continue
+        if not uvm and kind is not PlacementKind.HBM and table.constraints.allows_placement(
+                PlacementKind.HBM):
             continue
         if kind is PlacementKind.UVM_CACHING:
             out += [Placement(kind=kind, cache_ratio=c) for c in opts.cache_ratios]
@@ -79,16 +118,49 @@ def _placements(table: TableSpec, opts: EnumerationOptions, workload: Workload) 
 
 
 def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
-                    opts: EnumerationOptions | None = None) -> list[ShardingOption]:
-    """Every sharding option of one table, in a fixed order."""
+                    opts: EnumerationOptions | None = None, *, wide: bool = True,
+                    world_wide: bool = True, uvm: bool = True, host_start: int = 0
+                    ) -> list[ShardingOption]:
+    """Every sharding option of one table, in a fixed order.
+
+    Args:
+        table: the table.
+        workload: its workload (for co-location groups).
+        topology: the cluster.
+        opts: enumeration knobs.
+        wide: offer the options that touch many ranks (see ``wide_min_share``).
+        world_wide: offer row-wise and data-parallel (see ``world_min_share``).
+        uvm: offer UVM placements (see ``uvm_min_hbm_share``).
+        host_start: first host of the table's host-local options.
+
+    Returns:
+        The options; empty if the constraints allow none.
+
+    Raises:
+        SpecError: a pinned rank the topology does not have.
+    """
     opts = opts or EnumerationOptions()
     world = topology.world_size
     rows, dim = table.num_embeddings, table.embedding_dim
     cons = table.constraints
     pinned = tuple(sorted(set(cons.pinned_ranks))) if cons.pinned_ranks else None
     if pinned and pinned[-1] >= world:
-        pinned = tuple(r for r in pinned if r < world) or None
+        raise SpecError(f"pinned_ranks names rank {pinned[-1]}, but {topology.name!r} has ranks "
+                        f"0..{world - 1}; pin it to existing ranks",
+                        key_path=f"tables[{table.name}].constraints.pinned_ranks")
+    colocated = any(table.name in g for g in workload.colocate)
     allowed = tuple(t for t in opts.sharding_types if cons.allows(t))
+    if colocated:  # a co-location group shares one rank: whole tables only
+        allowed = tuple(t for t in allowed if t is ShardingType.TABLE_WISE)
+    if not wide:  # column-wise only while ranks are few enough for it to help balance
+        keep = (ShardingType.TABLE_WISE,) if world > 64 else (ShardingType.TABLE_WISE,
+                                                              ShardingType.COLUMN_WISE)
+        allowed = tuple(t for t in allowed if t in keep)
+    if not world_wide:
+        allowed = tuple(t for t in allowed if t not in (ShardingType.ROW_WISE,
+                                                        ShardingType.DATA_PARALLEL))
+    nh = topology.num_hosts
+    hosts = [(host_start + i) % nh for i in range(min(nh, opts.max_hosts_per_option))]
     alignment = max(opts.column_alignment, 1)
     min_width = cons.min_column_shard_width or alignment
     out: list[ShardingOption] = []
@@ -106,7 +178,7 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
             k *= 2
         return ks
 
-    for pl in _placements(table, opts, workload):
+    for pl in _placements(table, opts, workload, uvm):
         host_only = pl.kind is PlacementKind.HBM
         for st in allowed:
             if st is ShardingType.TABLE_WISE:
@@ -124,7 +196,7 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                 add(st, pl, [ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
                              for o, n in blocks], [(r,) for r in range(len(blocks))])
             elif st is ShardingType.TABLE_ROW_WISE and topology.num_hosts > 1 and not pinned:
-                for h in range(topology.num_hosts):
+                for h in hosts:
                     hr = topology.ranks_of_host(h)
                     if len(hr) < 2:
                         continue
@@ -132,7 +204,7 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                     add(st, pl, [ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
                                  for o, n in blocks], [(hr[i],) for i in range(len(blocks))])
             elif st is ShardingType.TABLE_COLUMN_WISE and topology.num_hosts > 1 and not pinned:
-                for h in range(topology.num_hosts):
+                for h in hosts:
                     hr = topology.ranks_of_host(h)
                     for k in k_values():
                         cols = column_splits(dim, k, alignment)
@@ -149,5 +221,43 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
 
 def enumerate_options(workload: Workload, topology: Topology,
                       opts: EnumerationOptions | None = None) -> dict[str, list[ShardingOption]]:
-    """Options for every table of the workload, keyed by table name, in workload order."""
-    return {t.name: enumerate_table(t, workload, topology, opts) for t in workload.tables}
+    """Options for every table of the workload, keyed by table name, in workload order.
+
+    Raises:
+        SpecError: a pinned rank the topology does not have.
+    """
+    opts = opts or EnumerationOptions()
+    world = topology.world_size
+    lookup = [t.pooling_factor * t.embedding_dim * t.dtype.bits / 8 for t in workload.tables]
+    size = [t.num_embeddings * t.embedding_dim * t.dtype.bits / 8 for t in workload.tables]
+    mean_lookup, mean_size = sum(lookup) / world, sum(size) / world
+    hbm = min(topology.capacity(r).hbm for r in range(world))
+    foot = [_footprint_bytes(t, workload) for t in workload.tables]
+    cluster_hbm = sum(topology.capacity(r).hbm for r in range(world))
+    tight = opts.uvm_min_hbm_share == 0 or sum(foot) > opts.uvm_min_hbm_share * cluster_hbm
+    out = {}
+    for i, t in enumerate(workload.tables):
+        wide = (opts.wide_min_share == 0 or lookup[i] >= opts.wide_min_share * mean_lookup
+                or size[i] >= opts.wide_min_share * mean_size or size[i] >= 0.25 * hbm)
+        big = size[i] >= 0.25 * hbm * min(g.devices_per_host for g in topology.host_groups)
+        world_wide = wide if world <= 64 else (
+            big or opts.wide_min_share == 0 or lookup[i] >= opts.world_min_share * mean_lookup)
+        out[t.name] = enumerate_table(t, workload, topology, opts, wide=wide, world_wide=world_wide,
+                                      uvm=tight or foot[i] > 0.25 * hbm,
+                                      host_start=i % topology.num_hosts)
+    return out
+
+
+#: Optimizer state per weight element, in fp32 elements (Adam: two moments; Adagrad: one).
+_STATE_PER_ELEMENT = {"adam": 2.0, "adagrad": 1.0}
+
+
+def _footprint_bytes(t: TableSpec, workload: Workload) -> float:
+    """Weights plus optimizer state, a rough estimate used only to decide whether to offer
+    UVM placements (the cost model gives the real memory)."""
+    elems = t.num_embeddings * t.embedding_dim
+    opt = workload.optimizer_of(t).value
+    state = _STATE_PER_ELEMENT.get(opt, 0.0) * elems * 4
+    if opt == "rowwise_adagrad":
+        state = t.num_embeddings * 4
+    return elems * t.dtype.bits / 8 + state

@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from shardplan.bounds import DEFAULT_LP_MAX_VARS, lower_bound
 from shardplan.enumerators import EnumerationOptions, enumerate_options
+from shardplan.errors import SolverError
 from shardplan.plans import build_plan
 from shardplan.solvers import DEFAULT_SOLVER, get_solver
+from shardplan.solvers.common import CostTables, TableGroups, check_groups
 from shardplan.types import CostModel, Plan, PlanningContext, Solver, Topology, Workload
 
 
@@ -21,6 +24,7 @@ def plan(
     threads: int = 1,
     seed: int = 0,
     enumeration: EnumerationOptions | None = None,
+    bound_lp_max_vars: int = DEFAULT_LP_MAX_VARS,
 ) -> Plan:
     """Plan the sharding of ``workload`` on ``topology``.
 
@@ -33,19 +37,25 @@ def plan(
         threads: threads a solver backend may use.
         seed: for solvers with randomness; the same seed gives the same plan.
         enumeration: knobs of the option enumeration.
+        bound_lp_max_vars: the LP relaxation behind ``summary.lower_bound_ms`` is solved only
+            for models up to this many variables (0: never; the work and largest-unit bounds
+            are always computed).
 
     Returns:
         The plan, with per-rank memory and time estimates.
 
     Raises:
         InfeasiblePlanError: no plan fits; the error says what would make it fit.
-        SpecError: a bad solver name or option.
+        SpecError: a bad solver name or option, or a pinned rank the topology lacks.
+        SolverError: a solver failed, or broke a co-location/separation constraint.
 
     Example:
         >>> from shardplan import load_problem, plan
         >>> topo, work = load_problem("dgx-h100-2x8")
-        >>> p = plan(work, topo, solver="greedy")
+        >>> p = plan(work, topo)  # solver="auto"
         >>> len(p.tables) == len(work.tables)
+        True
+        >>> p.summary.makespan_ms >= p.summary.lower_bound_ms
         True
     """
     if cost_model is None:
@@ -59,9 +69,16 @@ def plan(
                           options=options, time_limit_s=time_limit_s, threads=threads, seed=seed)
     result = s.solve(ctx)
     elapsed = time.perf_counter() - start
+    ct = CostTables.of(ctx)
+    problem = check_groups(ct, TableGroups.of(ctx, ct), ct.choice_of(result.assignment))
+    if problem:
+        raise SolverError(f"solver {s.name!r} broke a co-location/separation constraint: {problem}")
+    bound = lower_bound(ctx, ct, lp_max_vars=bound_lp_max_vars)
+    lb = bound.value_ms
+    if result.lower_bound_ms is not None:
+        lb = max(lb, result.lower_bound_ms)
     opts: dict[str, Any] = {"time_limit_s": time_limit_s, "threads": threads, "seed": seed}
     opts.update(s.options())
     return build_plan(workload=workload, topology=topology, cost_model=cost_model,
                       assignment=result.assignment, solver=s.name, solver_options=opts,
-                      lower_bound_ms=result.lower_bound_ms, solve_time_s=elapsed,
-                      status=result.status)
+                      lower_bound_ms=lb, solve_time_s=elapsed, status=result.status)

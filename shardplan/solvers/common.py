@@ -1,22 +1,47 @@
-"""What every solver shares: the cost of every option as arrays, and infeasibility diagnosis."""
+"""What every solver shares: the cost of every option as arrays, the per-rank load state,
+table-group constraints (co-location, separation) and infeasibility diagnosis.
+
+Costs come only through the linear ``CostModel`` interface (``shardplan.types``): a rank's
+time is ``rank_overhead + sum(everywhere_cost) + sum(shard_cost)``, and depends on the rank
+only through its host group, so every shard is costed once per host group.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from shardplan.errors import InfeasiblePlanError, Shortfall
-from shardplan.types import PlanningContext, ShardingOption, Tier
+from shardplan.errors import InfeasiblePlanError, Shortfall, SolverError
+from shardplan.types import (
+    Assignment,
+    PlacementKind,
+    PlanningContext,
+    ShardingOption,
+    ShardingType,
+    Tier,
+)
+
+#: Relative tolerance under which two makespans count as equal (float noise of summed costs).
+REL_EPS = 1e-9
 
 
 @dataclass(slots=True)
 class OptionCosts:
-    """One option's costs. Shard arrays are (shards, host groups); everywhere arrays are per rank."""
+    """One option's costs. Shard arrays are (shards, host groups); everywhere arrays are per rank.
+
+    Attributes:
+        fixed: for options whose every shard has exactly one candidate rank (row-wise,
+            data-parallel, table-row-wise), that rank per shard; else ``None``.
+        work_ms: the least total time the option adds to the cluster (each shard on its
+            cheapest group, plus the everywhere-costs of every rank).
+        max_shard_ms: the largest single shard, on its cheapest group.
+    """
 
     option: ShardingOption
-    candidates: list[np.ndarray]  # rank indices allowed per shard
+    candidates: Sequence[np.ndarray]  # rank indices allowed per shard
     time_g: np.ndarray
     hbm_g: np.ndarray
     ddr_g: np.ndarray
@@ -24,6 +49,11 @@ class OptionCosts:
     every_hbm: np.ndarray
     every_ddr: np.ndarray
     group_of: np.ndarray
+    fixed: np.ndarray | None = None
+    work_ms: float = 0.0
+    max_shard_ms: float = 0.0
+    hbm_bytes: float = 0.0  # total over shards and ranks, on group 0
+    ddr_bytes: float = 0.0
 
     @property
     def num_shards(self) -> int:
@@ -44,8 +74,8 @@ class OptionCosts:
 
     @property
     def total_time(self) -> float:
-        """Work this option adds to the cluster (shards on their group 0 ranks plus everywhere)."""
-        return float(self.time_g[:, 0].sum() + self.every_time.sum())
+        """Work this option adds to the cluster (kept for callers of the first greedy)."""
+        return self.work_ms
 
 
 class _PerRank:
@@ -72,7 +102,12 @@ class _Row:
 
 @dataclass(slots=True)
 class CostTables:
-    """Every option of every table, costed once per host group."""
+    """Every option of every table, costed once per host group.
+
+    Options that differ only in which host they use (table-row-wise and table-column-wise
+    over each host) share their cost arrays when the hosts are of the same group, and the
+    identical replicas of a data-parallel option are costed once.
+    """
 
     tables: list[str]
     options: list[list[OptionCosts]]
@@ -84,6 +119,16 @@ class CostTables:
     base_ddr: np.ndarray
     cap_hbm: np.ndarray
     cap_ddr: np.ndarray
+    num_groups: int = 1
+    index: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, ctx: PlanningContext) -> CostTables:
+        """The cost tables of ``ctx``, built once: the last context's tables are kept, so the
+        planner's lower bound and the solver share one build."""
+        if _LAST[0] is not ctx:
+            _LAST[0], _LAST[1] = ctx, cls.build(ctx)
+        return _LAST[1]
 
     @classmethod
     def build(cls, ctx: PlanningContext) -> CostTables:
@@ -91,79 +136,372 @@ class CostTables:
         world = topo.world_size
         group_of = np.array([ri.group for ri in topo.ranks], dtype=np.int64)
         groups = sorted(set(group_of.tolist()))
+        ng = max(groups) + 1
         all_ranks = np.arange(world)
         caps = [topo.capacity(r) for r in range(world)]
         cap_hbm = np.array([c.hbm for c in caps])
         cap_ddr = np.array([c.ddr for c in caps])
-        base = [cm.rank_overhead(g) for g in groups]
+        base = {g: cm.rank_overhead(g) for g in groups}
         base_time = np.array([cm.total(base[g].perf) for g in group_of])
         base_hbm = np.array([base[g].memory.hbm for g in group_of])
         base_ddr = np.array([base[g].memory.ddr for g in group_of])
         tables, options, weights = [], [], []
+        arr_cache: dict[tuple[int, ...], np.ndarray] = {}
         for t in ctx.workload.tables:
-            ocs = []
+            ocs: list[OptionCosts] = []
+            cache: dict[tuple, tuple] = {}
             for o in ctx.options[t.name]:
                 n = len(o.shards)
-                tg = np.zeros((n, len(groups)))
-                hg = np.zeros((n, len(groups)))
-                dg = np.zeros((n, len(groups)))
-                ev_t, ev_h, ev_d = np.zeros(len(groups)), np.zeros(len(groups)), np.zeros(len(groups))
-                for g in groups:
-                    for si, c in enumerate(cm.shard_costs(o, g)):
-                        tg[si, g], hg[si, g], dg[si, g] = cm.total(c.perf), c.memory.hbm, c.memory.ddr
-                    e = cm.everywhere_cost(o, g)
-                    ev_t[g], ev_h[g], ev_d[g] = cm.total(e.perf), e.memory.hbm, e.memory.ddr
-                cands = [all_ranks if c is None else np.array(c, dtype=np.int64)
-                         for c in o.candidate_ranks]
-                ocs.append(OptionCosts(option=o, candidates=cands, time_g=tg, hbm_g=hg, ddr_g=dg,
-                                       every_time=ev_t[group_of], every_hbm=ev_h[group_of],
-                                       every_ddr=ev_d[group_of], group_of=group_of))
+                fixed = None
+                if all(c is not None and len(c) == 1 for c in o.candidate_ranks):
+                    fixed = np.fromiter((c[0] for c in o.candidate_ranks), dtype=np.int64, count=n)
+                    cands: Sequence[np.ndarray] = _FixedCandidates(fixed)
+                else:
+                    cands = [all_ranks if c is None else _as_array(c, arr_cache)
+                             for c in o.candidate_ranks]
+                if ng == 1:
+                    gpat: tuple | None = None
+                else:
+                    gpat = tuple(None if c is None else tuple(sorted({int(group_of[r]) for r in c}))
+                                 for c in o.candidate_ranks)
+                key = (o.sharding_type, o.placement, o.shards, gpat)
+                arrays = cache.get(key)
+                if arrays is None:
+                    arrays = _cost_arrays(cm, o, groups, ng, n)
+                    cache[key] = arrays
+                tg, hg, dg, ev_t, ev_h, ev_d = arrays
+                tmin = tg[:, groups].min(axis=1) if n else np.zeros(0)
+                every_time = ev_t[group_of]
+                if fixed is not None:
+                    work = float(tg[np.arange(n), group_of[fixed]].sum() + every_time.sum())
+                    max_shard = float(tg[np.arange(n), group_of[fixed]].max()) if n else 0.0
+                else:
+                    work = float(tmin.sum() + every_time.sum())
+                    max_shard = float(tmin.max()) if n else 0.0
+                g0 = groups[0]
+                ocs.append(OptionCosts(
+                    option=o, candidates=cands, time_g=tg, hbm_g=hg, ddr_g=dg,
+                    every_time=every_time, every_hbm=ev_h[group_of], every_ddr=ev_d[group_of],
+                    group_of=group_of, fixed=fixed, work_ms=work, max_shard_ms=max_shard,
+                    hbm_bytes=float(hg[:, g0].sum() + ev_h[group_of].sum()),
+                    ddr_bytes=float(dg[:, g0].sum() + ev_d[group_of].sum())))
             tables.append(t.name)
             options.append(ocs)
-            weights.append(min((oc.total_time for oc in ocs), default=0.0))
+            weights.append(min((oc.work_ms for oc in ocs), default=0.0))
         return cls(tables=tables, options=options, table_weight=weights, world=world,
                    group_of=group_of, base_time=base_time, base_hbm=base_hbm, base_ddr=base_ddr,
-                   cap_hbm=cap_hbm, cap_ddr=cap_ddr)
+                   cap_hbm=cap_hbm, cap_ddr=cap_ddr, num_groups=ng,
+                   index={n: i for i, n in enumerate(tables)})
+
+    def assignment(self, ctx: PlanningContext, choice: list[tuple[int, tuple[int, ...]]]
+                   ) -> Assignment:
+        """An Assignment from ``choice[t] = (option index, ranks)``, tables in workload order."""
+        opts = tuple(self.options[ti][oi].option for ti, (oi, _) in enumerate(choice))
+        ranks = tuple(tuple(int(r) for r in rs) for _, rs in choice)
+        return Assignment(options=opts, ranks=ranks)
+
+    def choice_of(self, assignment: Assignment) -> list[tuple[int, tuple[int, ...]]]:
+        """The inverse of :meth:`assignment` (option indices looked up by identity/equality)."""
+        out = []
+        for ti, (o, rs) in enumerate(zip(assignment.options, assignment.ranks)):
+            oi = next((k for k, oc in enumerate(self.options[ti]) if oc.option is o), None)
+            if oi is None:
+                oi = next((k for k, oc in enumerate(self.options[ti]) if oc.option == o), None)
+            if oi is None:
+                raise SolverError(f"table {o.table!r}: the assignment uses an option that was "
+                                  "not enumerated")
+            out.append((oi, tuple(rs)))
+        return out
 
 
-def diagnose_infeasible(ctx: PlanningContext, failed: list[str]) -> InfeasiblePlanError:
-    """Explain why ``failed`` tables could not be placed: the cluster-wide shortfall per tier
-    (each table at its least-memory option) and changes that would close it."""
-    topo, cm = ctx.topology, ctx.cost_model
-    world = topo.world_size
-    cap = [topo.capacity(r) for r in range(world)]
-    total_cap = {Tier.HBM: sum(c.hbm for c in cap), Tier.DDR: sum(c.ddr for c in cap)}
-    need = {Tier.HBM: 0.0, Tier.DDR: 0.0}
+_LAST: list = [None, None]
+
+
+class _FixedCandidates(Sequence):
+    """Candidates of an option whose shard i may only go to ``fixed[i]`` (no per-shard arrays)."""
+
+    __slots__ = ("fixed",)
+
+    def __init__(self, fixed: np.ndarray) -> None:
+        self.fixed = fixed
+
+    def __len__(self) -> int:
+        return len(self.fixed)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.fixed[i:i + 1]
+
+
+def _as_array(c: tuple[int, ...], cache: dict) -> np.ndarray:
+    a = cache.get(c)
+    if a is None:
+        a = cache[c] = np.array(c, dtype=np.int64)
+    return a
+
+
+def _cost_arrays(cm, o: ShardingOption, groups: list[int], ng: int, n: int) -> tuple:
+    tg, hg, dg = np.zeros((n, ng)), np.zeros((n, ng)), np.zeros((n, ng))
+    ev_t, ev_h, ev_d = np.zeros(ng), np.zeros(ng), np.zeros(ng)
+    replicas = o.sharding_type is ShardingType.DATA_PARALLEL and n > 1 and len(set(o.shards)) == 1
+    for g in groups:
+        if replicas:  # identical replicas: cost one, copy to all
+            c = cm.shard_cost(o, 0, g)
+            tg[:, g], hg[:, g], dg[:, g] = cm.total(c.perf), c.memory.hbm, c.memory.ddr
+        else:
+            for si, c in enumerate(cm.shard_costs(o, g)):
+                tg[si, g], hg[si, g], dg[si, g] = cm.total(c.perf), c.memory.hbm, c.memory.ddr
+        e = cm.everywhere_cost(o, g)
+        ev_t[g], ev_h[g], ev_d[g] = cm.total(e.perf), e.memory.hbm, e.memory.ddr
+    return tg, hg, dg, ev_t, ev_h, ev_d
+
+
+# ---------------------------------------------------------------------------------------------
+# Load state
+# ---------------------------------------------------------------------------------------------
+
+
+class LoadState:
+    """Per-rank time and memory of a partial or full assignment, with add / remove."""
+
+    __slots__ = ("ct", "load", "hbm", "ddr")
+
+    def __init__(self, ct: CostTables) -> None:
+        self.ct = ct
+        self.load = ct.base_time.copy()
+        self.hbm = ct.base_hbm.copy()
+        self.ddr = ct.base_ddr.copy()
+
+    def copy(self) -> LoadState:
+        s = LoadState.__new__(LoadState)
+        s.ct, s.load, s.hbm, s.ddr = self.ct, self.load.copy(), self.hbm.copy(), self.ddr.copy()
+        return s
+
+    def apply(self, oc: OptionCosts, ranks: tuple[int, ...] | np.ndarray, sign: float = 1.0) -> None:
+        """Add (``sign=1``) or remove (``sign=-1``) an option placed on ``ranks``."""
+        self.load += sign * oc.every_time
+        self.hbm += sign * oc.every_hbm
+        self.ddr += sign * oc.every_ddr
+        r = np.asarray(ranks, dtype=np.int64)
+        if len(r):
+            g = self.ct.group_of[r]
+            idx = np.arange(len(r))
+            np.add.at(self.load, r, sign * oc.time_g[idx, g])
+            np.add.at(self.hbm, r, sign * oc.hbm_g[idx, g])
+            np.add.at(self.ddr, r, sign * oc.ddr_g[idx, g])
+
+    def fits(self) -> bool:
+        ct = self.ct
+        return bool((self.hbm <= ct.cap_hbm * (1 + REL_EPS)).all()
+                    and (self.ddr <= ct.cap_ddr * (1 + REL_EPS)).all())
+
+    @property
+    def makespan(self) -> float:
+        return float(self.load.max())
+
+
+def evaluate(ct: CostTables, choice: list[tuple[int, tuple[int, ...]]]) -> LoadState:
+    """The load state of a full choice."""
+    st = LoadState(ct)
+    for ti, (oi, rs) in enumerate(choice):
+        st.apply(ct.options[ti][oi], rs)
+    return st
+
+
+# ---------------------------------------------------------------------------------------------
+# Table groups: co-location and separation (Workload.colocate / Workload.separate)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TableGroups:
+    """Co-location and separation constraints, as table indices.
+
+    Attributes:
+        coloc_of: table index -> the indices of its co-location group (merged transitively),
+            absent for free tables. Co-located tables are table-wise and share one rank.
+        mates: table index -> the tables it must share no rank with.
+    """
+
+    coloc_of: dict[int, tuple[int, ...]]
+    mates: dict[int, frozenset[int]]
+
+    @classmethod
+    def of(cls, ctx: PlanningContext, ct: CostTables) -> TableGroups:
+        idx = ct.index
+        parent = list(range(len(ct.tables)))
+
+        def find(a: int) -> int:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for g in ctx.workload.colocate:
+            ids = [idx[n] for n in g]
+            for a in ids[1:]:
+                parent[find(a)] = find(ids[0])
+        members: dict[int, list[int]] = {}
+        for g in ctx.workload.colocate:
+            for n in g:
+                members.setdefault(find(idx[n]), []).append(idx[n])
+        coloc = {}
+        for ids in members.values():
+            grp = tuple(sorted(set(ids)))
+            for i in grp:
+                coloc[i] = grp
+        mates: dict[int, set[int]] = {}
+        for g in ctx.workload.separate:
+            ids = sorted({idx[n] for n in g})
+            for i in ids:
+                mates.setdefault(i, set()).update(j for j in ids if j != i)
+        for i, grp in coloc.items():
+            for j in grp:
+                if j in mates.get(i, ()):
+                    raise InfeasiblePlanError(
+                        f"tables {ct.tables[i]!r} and {ct.tables[j]!r} must both share a rank "
+                        "(colocate) and not share one (separate)",
+                        tables=(ct.tables[i], ct.tables[j]),
+                        suggestions=("remove one of them from its colocate or separate group",))
+        return cls(coloc_of=coloc, mates={k: frozenset(v) for k, v in mates.items()})
+
+    @property
+    def empty(self) -> bool:
+        return not self.coloc_of and not self.mates
+
+    def units(self, order: list[int]) -> list[tuple[int, ...]]:
+        """``order`` turned into placement units: a co-location group at its first member."""
+        out, done = [], set()
+        for ti in order:
+            if ti in done:
+                continue
+            grp = self.coloc_of.get(ti, (ti,))
+            done.update(grp)
+            out.append(grp)
+        return out
+
+
+def check_groups(ct: CostTables, tg: TableGroups, choice: list[tuple[int, tuple[int, ...]]]
+                 ) -> str | None:
+    """A description of the first violated co-location/separation constraint, else None."""
+    for i, grp in tg.coloc_of.items():
+        rs = set(choice[i][1])
+        for j in grp:
+            if set(choice[j][1]) != rs or len(rs) != 1:
+                return f"co-located tables {ct.tables[i]!r} and {ct.tables[j]!r} are on {sorted(rs)} " \
+                       f"and {sorted(set(choice[j][1]))}"
+    for i, ms in tg.mates.items():
+        for j in ms:
+            common = set(choice[i][1]) & set(choice[j][1])
+            if common:
+                return f"separated tables {ct.tables[i]!r} and {ct.tables[j]!r} share rank(s) {sorted(common)}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Infeasibility
+# ---------------------------------------------------------------------------------------------
+
+
+def diagnose_infeasible(ctx: PlanningContext, failed: list[str],
+                        ct: CostTables | None = None) -> InfeasiblePlanError:
+    """Explain why ``failed`` tables could not be placed.
+
+    Computes, from the cost model: the cluster-wide memory each tier needs (each table at its
+    least-memory option) against what the cluster has; the tables whose smallest shard fits on
+    no rank; and changes that would close the gap (devices of this kind needed, the HBM saved
+    by UVM caching, by a smaller dtype, by row-wise sharding).
+    """
+    ct = ct or CostTables.of(ctx)
+    topo = ctx.topology
+    world = ct.world
+    total_cap = {Tier.HBM: float(ct.cap_hbm.sum()), Tier.DDR: float(ct.cap_ddr.sum())}
+    need = {Tier.HBM: float(ct.base_hbm.sum()), Tier.DDR: float(ct.base_ddr.sum())}
     need_hbm_only = 0.0
-    no_options = []
-    for t in ctx.workload.tables:
-        best = None
-        for o in ctx.options[t.name]:
-            m_h = sum(c.memory.hbm for c in cm.shard_costs(o, 0)) + world * cm.everywhere_cost(o, 0).memory.hbm
-            m_d = sum(c.memory.ddr for c in cm.shard_costs(o, 0)) + world * cm.everywhere_cost(o, 0).memory.ddr
-            if best is None or (m_h, m_d) < best:
-                best = (m_h, m_d)
-        if best is None:
+    no_options, nowhere = [], []
+    uvm_allowed_hbm = 0.0
+    for ti, t in enumerate(ctx.workload.tables):
+        ocs = ct.options[ti]
+        if not ocs:
             no_options.append(t.name)
             continue
-        need[Tier.HBM] += best[0]
-        need[Tier.DDR] += best[1]
-        hbm_only = [o for o in ctx.options[t.name] if o.placement.kind.value == "hbm"]
+        best = min(ocs, key=lambda oc: (oc.hbm_bytes / max(total_cap[Tier.HBM], 1.0)
+                                        + oc.ddr_bytes / max(total_cap[Tier.DDR], 1.0)))
+        need[Tier.HBM] += best.hbm_bytes
+        need[Tier.DDR] += best.ddr_bytes
+        hbm_only = [oc for oc in ocs if oc.option.placement.kind is PlacementKind.HBM]
         if hbm_only:
-            need_hbm_only += min(sum(c.memory.hbm for c in cm.shard_costs(o, 0)) for o in hbm_only)
+            need_hbm_only += min(oc.hbm_bytes for oc in hbm_only)
+        uvm_allowed_hbm += min((oc.hbm_bytes for oc in ocs
+                                if oc.option.placement.kind is not PlacementKind.HBM),
+                               default=min(oc.hbm_bytes for oc in ocs))
+        # a table fits nowhere if, for every option, some shard fits on none of its ranks
+        fits_somewhere = False
+        for oc in ocs:
+            ok = True
+            for si in range(oc.num_shards):
+                c = oc.candidates[si]
+                room = ((oc.every_hbm[c] + ct.base_hbm[c] + oc.hbm[si][c] <= ct.cap_hbm[c])
+                        & (oc.every_ddr[c] + ct.base_ddr[c] + oc.ddr[si][c] <= ct.cap_ddr[c]))
+                if not room.any():
+                    ok = False
+                    break
+            if ok:
+                fits_somewhere = True
+                break
+        if not fits_somewhere:
+            nowhere.append(t.name)
     shortfalls = tuple(
         Shortfall(tier=tier.value, needed_bytes=int(need[tier]), available_bytes=int(total_cap[tier]))
         for tier in (Tier.HBM, Tier.DDR) if need[tier] > total_cap[tier])
     suggestions = []
     per_dev_hbm = total_cap[Tier.HBM] / world
+    per_dev_ddr = total_cap[Tier.DDR] / world
     if need[Tier.HBM] > total_cap[Tier.HBM] and per_dev_hbm > 0:
-        suggestions.append(f"at least {math.ceil(need[Tier.HBM] / per_dev_hbm)} devices of this kind "
-                           f"(have {world})")
+        devs = math.ceil(need[Tier.HBM] / per_dev_hbm)
+        if per_dev_ddr > 0:
+            devs = max(devs, math.ceil(need[Tier.DDR] / per_dev_ddr))
+        suggestions.append(f"at least {devs} devices of this kind (have {world})")
+    elif need[Tier.DDR] > total_cap[Tier.DDR] and per_dev_ddr > 0:
+        suggestions.append(f"at least {math.ceil(need[Tier.DDR] / per_dev_ddr)} devices' worth of "
+                           f"host memory (have {world})")
     if need_hbm_only > total_cap[Tier.HBM]:
-        suggestions.append("allow UVM caching or host-memory placements for the largest tables")
-    suggestions.append("a smaller dtype (fp16 halves the weights; int8 quarters them)")
+        saved = need_hbm_only - uvm_allowed_hbm
+        suggestions.append(f"allow UVM caching or host-memory placement (saves up to "
+                           f"{saved / 2**30:.1f} GiB of HBM; the all-HBM plan needs "
+                           f"{need_hbm_only / 2**30:.1f} GiB, the cluster has "
+                           f"{total_cap[Tier.HBM] / 2**30:.1f} GiB)")
+    weights = _weight_bytes(ctx)
+    if weights > 0 and need[Tier.HBM] > total_cap[Tier.HBM]:
+        half = need[Tier.HBM] - weights / 2
+        verdict = "enough" if half <= total_cap[Tier.HBM] else "not enough alone"
+        suggestions.append(f"a smaller dtype (fp32 -> fp16 saves {weights / 2 / 2**30:.1f} GiB of "
+                           f"weights, {verdict})")
+    if nowhere:
+        per_rank = max(float(ct.cap_hbm.max()), 1.0)
+        rw = [n for n in nowhere if _largest_table_bytes(ctx, n) > per_rank]
+        if rw:
+            suggestions.append(f"row-wise sharding for {', '.join(rw[:5])} (each is larger than "
+                               f"one device's {per_rank / 2**30:.1f} GiB; allow row_wise or "
+                               "table_row_wise in their constraints)")
+        pinned = [n for n in nowhere if ctx.workload.table(n).constraints.pinned_ranks]
+        if pinned:
+            suggestions.append(f"unpin {', '.join(pinned[:5])} or pin them to ranks with room")
     if no_options:
         suggestions.append(f"relax the constraints of {', '.join(no_options[:5])}: they allow no option")
+    if not suggestions:
+        suggestions.append("fewer co-location/separation groups or pins: the cluster has the "
+                           "memory in total, but not where the constraints allow it")
+    tables = tuple(dict.fromkeys(list(failed) + nowhere + no_options))
     return InfeasiblePlanError(
-        f"no plan fits: {len(failed)} table(s) could not be placed in memory",
-        tables=tuple(failed), shortfalls=shortfalls, suggestions=tuple(suggestions))
+        f"no plan fits: {len(tables)} table(s) could not be placed in memory",
+        tables=tables, shortfalls=shortfalls, suggestions=tuple(suggestions))
+
+
+def _weight_bytes(ctx: PlanningContext) -> float:
+    return float(sum(t.num_embeddings * t.embedding_dim * 4 for t in ctx.workload.tables
+                     if t.dtype.bits == 32))
+
+
+def _largest_table_bytes(ctx: PlanningContext, name: str) -> float:
+    t = ctx.workload.table(name)
+    return t.num_embeddings * t.embedding_dim * t.dtype.bits / 8

@@ -1,0 +1,420 @@
+"""ILP: the exact placement problem as a mixed-integer program (PuLP), solved by HiGHS (default,
+via highspy) or CBC (fallback); see ``docs/solvers.md`` for the model written out.
+
+Sets: tables t; options o of t; shard classes c of (t, o) (shards of one option with the same
+candidate ranks and the same costs, ``m_c`` of them); ranks r.
+
+Variables:
+    ``choose[t,o]``    binary: table t uses option o;
+    ``place[t,o,c,r]`` integer in [0, m_c]: how many shards of class c sit on rank r (classes
+                       whose shards each have one fixed rank need none: they follow ``choose``);
+    ``sep[t,r]``       binary, only for tables in a separation group: t uses rank r;
+    ``makespan``       continuous: the slowest rank's time, ms.
+
+Constraints (labels as in the model): ``one_option_<t>``, ``place_all_<t>_<o>_<c>``,
+``time_r<r>``, ``hbm_r<r>``, ``ddr_r<r>``, ``largest_shard_<t>`` (a valid cut: every table's
+largest shard is on some rank, which also pays every rank's fixed costs),
+``coloc_<t>_<t2>_r<r>``, ``sep_use_*``, ``separate_<k>_r<r>``.
+
+Objective: minimise ``makespan``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pulp
+
+from shardplan.errors import SolverError
+from shardplan.solvers.common import CostTables, LoadState, TableGroups, diagnose_infeasible, evaluate
+from shardplan.solvers.greedy import Choice, greedy_choice, shortlist, work_target
+from shardplan.types import PlanningContext, SolveResult, Solver
+
+
+@dataclass(slots=True)
+class ShardClass:
+    shards: list[int]  # shard indices of the option, in order
+    ranks: np.ndarray  # candidate ranks
+    fixed: bool  # a single shard with a single candidate rank
+
+
+def shard_classes(ct: CostTables, ti: int, oi: int) -> list[ShardClass]:
+    """The shards of option ``oi`` of table ``ti``, grouped by candidates and costs."""
+    oc = ct.options[ti][oi]
+    if oc.fixed is not None:
+        return [ShardClass(shards=[si], ranks=oc.fixed[si:si + 1], fixed=True)
+                for si in range(oc.num_shards)]
+    out: dict[tuple, ShardClass] = {}
+    for si in range(oc.num_shards):
+        cand = oc.candidates[si]
+        key = (tuple(cand.tolist()), tuple(oc.time_g[si]), tuple(oc.hbm_g[si]), tuple(oc.ddr_g[si]))
+        if key not in out:
+            out[key] = ShardClass(shards=[], ranks=cand, fixed=False)
+        out[key].shards.append(si)
+    return list(out.values())
+
+
+@dataclass(slots=True)
+class Model:
+    """A built PuLP model and the maps from variables back to the plan."""
+
+    prob: pulp.LpProblem
+    makespan: pulp.LpVariable
+    choose: dict[tuple[int, int], pulp.LpVariable]
+    place: dict[tuple[int, int, int, int], pulp.LpVariable]
+    classes: dict[tuple[int, int], list[ShardClass]]
+    allowed: list[list[int]]  # option indices per table kept in the model
+    num_vars: int
+    everywhere: pulp.LpVariable | None = None
+
+
+def model_size(ct: CostTables, allowed: list[list[int]]) -> int:
+    """Variables the model would have (choose + place), without building it."""
+    n = 0
+    for ti, ois in enumerate(allowed):
+        for oi in ois:
+            oc = ct.options[ti][oi]
+            n += 1
+            if oc.fixed is None:
+                n += sum(len(c) for c in oc.candidates) if oc.num_shards <= 2 else \
+                    len(oc.candidates[0]) * min(oc.num_shards, 2)
+    return n
+
+
+def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *,
+                relax: bool = False, name: str = "shardplan") -> Model:
+    """The placement MIP (or its LP relaxation with ``relax=True``) over the ``allowed``
+    options of each table."""
+    cat_b = pulp.LpContinuous if relax else pulp.LpBinary
+    cat_i = pulp.LpContinuous if relax else pulp.LpInteger
+    world = ct.world
+    g_of = ct.group_of
+    prob = pulp.LpProblem(name, pulp.LpMinimize)
+    z = prob.add_variable("makespan", 0)
+    prob += z
+    choose: dict[tuple[int, int], pulp.LpVariable] = {}
+    place: dict[tuple[int, int, int, int], pulp.LpVariable] = {}
+    classes: dict[tuple[int, int], list[ShardClass]] = {}
+    # per-rank coefficients; dicts, since one variable may carry several terms of one rank
+    time_terms: list[dict] = [{} for _ in range(world)]
+    hbm_terms: list[dict] = [{} for _ in range(world)]
+    ddr_terms: list[dict] = [{} for _ in range(world)]
+
+    def add(terms: dict, v: pulp.LpVariable, a: float) -> None:
+        if a:
+            terms[v] = terms.get(v, 0.0) + a
+
+    cut_terms: dict[int, list] = {}
+    uses: dict[int, dict[int, list]] = {ti: {} for ti in groups.mates}
+    for ti, ois in enumerate(allowed):
+        for oi in ois:
+            oc = ct.options[ti][oi]
+            y = prob.add_variable(f"choose_t{ti}_o{oi}", 0, 1, cat_b)
+            choose[ti, oi] = y
+            # everywhere-costs: every rank pays them if this option is chosen
+            for r in range(world):
+                add(time_terms[r], y, float(oc.every_time[r]))
+                add(hbm_terms[r], y, float(oc.every_hbm[r]))
+                add(ddr_terms[r], y, float(oc.every_ddr[r]))
+            cls = shard_classes(ct, ti, oi)
+            classes[ti, oi] = cls
+            for ci, c in enumerate(cls):
+                si = c.shards[0]
+                if c.fixed:
+                    r = int(c.ranks[0])
+                    g = g_of[r]
+                    add(time_terms[r], y, float(oc.time_g[si, g]))
+                    add(hbm_terms[r], y, float(oc.hbm_g[si, g]))
+                    add(ddr_terms[r], y, float(oc.ddr_g[si, g]))
+                    if ti in uses:
+                        uses[ti].setdefault(r, []).append((y, 1.0))
+                    continue
+                m = len(c.shards)
+                xs = []
+                for r in c.ranks.tolist():
+                    g = g_of[r]
+                    x = prob.add_variable(f"place_t{ti}_o{oi}_c{ci}_r{r}", 0, m, cat_b if m == 1 else cat_i)
+                    place[ti, oi, ci, r] = x
+                    xs.append(x)
+                    add(time_terms[r], x, float(oc.time_g[si, g]))
+                    add(hbm_terms[r], x, float(oc.hbm_g[si, g]))
+                    add(ddr_terms[r], x, float(oc.ddr_g[si, g]))
+                    if ti in uses:
+                        uses[ti].setdefault(r, []).append((x, 1.0 / m))
+                prob += (pulp.lpSum(xs) == m * y, f"place_all_t{ti}_o{oi}_c{ci}")
+            cut_terms.setdefault(ti, []).append((y, oc.max_shard_ms))
+        prob += (pulp.lpSum(choose[ti, oi] for oi in ois) == 1, f"one_option_t{ti}")
+    for r in range(world):
+        prob += (pulp.LpAffineExpression(list(time_terms[r].items())) + float(ct.base_time[r]) <= z,
+                 f"time_r{r}")
+        prob += (pulp.LpAffineExpression(list(hbm_terms[r].items())) <= float(ct.cap_hbm[r] - ct.base_hbm[r]),
+                 f"hbm_r{r}")
+        prob += (pulp.LpAffineExpression(list(ddr_terms[r].items())) <= float(ct.cap_ddr[r] - ct.base_ddr[r]),
+                 f"ddr_r{r}")
+    # largest_shard cut: z >= least base + every table's least everywhere-cost (the variable
+    # ``everywhere``) + table t's largest shard. Valid: some rank holds that shard.
+    ev = prob.add_variable("everywhere", 0)
+    prob += (pulp.LpAffineExpression(
+        [(y, float(ct.options[ti][oi].every_time.min())) for (ti, oi), y in choose.items()])
+        == ev, "everywhere_least")
+    base_min = float(ct.base_time.min())
+    order = sorted(range(len(allowed)), key=lambda i: (-ct.table_weight[i], i))[:200]
+    for ti in order:
+        prob += (pulp.LpAffineExpression(cut_terms[ti]) + ev + base_min <= z,
+                 f"largest_shard_t{ti}")
+    # co-location: equal rank use
+    for ti, grp in groups.coloc_of.items():
+        if ti != grp[0]:
+            continue
+        for tj in grp[1:]:
+            for r in range(world):
+                a = [place[k] for k in place if k[0] == ti and k[3] == r]
+                b = [place[k] for k in place if k[0] == tj and k[3] == r]
+                prob += (pulp.lpSum(a) == pulp.lpSum(b), f"coloc_t{ti}_t{tj}_r{r}")
+    # separation: a table's use of a rank, at most one table of a group per rank
+    sep: dict[tuple[int, int], pulp.LpVariable] = {}
+    for ti, per_rank in uses.items():
+        for r, terms in per_rank.items():
+            u = prob.add_variable(f"sep_t{ti}_r{r}", 0, 1, cat_b)
+            sep[ti, r] = u
+            for k, (v, _) in enumerate(terms):
+                prob += (v <= u * (1 if v.name.startswith("choose") else v.upBound),
+                         f"sep_use_t{ti}_r{r}_{k}")
+    for k, grp_names in enumerate(_separate_groups(ct, groups)):
+        for r in range(world):
+            us = [sep[ti, r] for ti in grp_names if (ti, r) in sep]
+            if len(us) > 1:
+                prob += (pulp.lpSum(us) <= 1, f"separate_{k}_r{r}")
+    return Model(prob=prob, makespan=z, choose=choose, place=place, classes=classes,
+                 allowed=allowed, num_vars=len(choose) + len(place) + len(sep) + 2,
+                 everywhere=ev)
+
+
+def _separate_groups(ct: CostTables, groups: TableGroups) -> list[list[int]]:
+    seen, out = set(), []
+    for ti, ms in sorted(groups.mates.items()):
+        grp = tuple(sorted({ti, *ms}))
+        if grp not in seen:
+            seen.add(grp)
+            out.append(list(grp))
+    return out
+
+
+def set_start(model: Model, ct: CostTables, choice: Choice) -> None:
+    """Give every variable its value in ``choice`` (the warm start)."""
+    for v in model.prob.variables():
+        v.setInitialValue(0)
+        if v.name.startswith("sep_t"):  # sep_t<ti>_r<r>
+            ti, r = (int(p[1:]) for p in v.name[4:].split("_"))
+            v.setInitialValue(1 if r in choice[ti][1] else 0)
+    for ti, (oi, rs) in enumerate(choice):
+        if (ti, oi) not in model.choose:
+            continue
+        model.choose[ti, oi].setInitialValue(1)
+        for ci, c in enumerate(model.classes[ti, oi]):
+            if c.fixed:
+                continue
+            counts: dict[int, int] = {}
+            for si in c.shards:
+                counts[rs[si]] = counts.get(rs[si], 0) + 1
+            for r, n in counts.items():
+                model.place[ti, oi, ci, r].setInitialValue(n)
+    load = evaluate(ct, choice).load
+    model.makespan.setInitialValue(float(load.max()))
+    if model.everywhere is not None:
+        model.everywhere.setInitialValue(sum(float(ct.options[ti][oi].every_time.min())
+                                             for ti, (oi, _) in enumerate(choice)))
+
+
+def decode(model: Model, ct: CostTables) -> Choice:
+    """The option and ranks per table from a solved model (rounded)."""
+    choice: Choice = []
+    for ti, ois in enumerate(model.allowed):
+        oi = max(ois, key=lambda o: ((model.choose[ti, o].value() or 0.0), -o))
+        ranks: list[int] = [-1] * ct.options[ti][oi].num_shards
+        for ci, c in enumerate(model.classes[ti, oi]):
+            if c.fixed:
+                ranks[c.shards[0]] = int(c.ranks[0])
+                continue
+            slots: list[int] = []
+            for r in c.ranks.tolist():
+                n = int(round(model.place[ti, oi, ci, r].value() or 0.0))
+                slots += [r] * n
+            if len(slots) != len(c.shards):
+                raise SolverError(f"ILP solution places {len(slots)} of {len(c.shards)} shards of "
+                                  f"table {ct.tables[ti]!r}")
+            for si, r in zip(c.shards, sorted(slots)):
+                ranks[si] = r
+        choice.append((oi, tuple(ranks)))
+    return choice
+
+
+class _WarmHiGHS(pulp.HiGHS):
+    """PuLP's HiGHS interface, plus a MIP start from the variables' initial values."""
+
+    def callSolver(self, lp):  # noqa: N802 (PuLP's name)
+        import highspy
+
+        vs = lp.variables()
+        if any(v.varValue is not None for v in vs):
+            sol = highspy.HighsSolution()
+            vals = [0.0] * len(vs)
+            for v in vs:
+                vals[v.index] = float(v.varValue or 0.0)
+            sol.col_value = vals
+            sol.value_valid = True
+            lp.solverModel.setSolution(sol)
+        lp.solverModel.run()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MipOutcome:
+    status: str
+    objective: float | None
+    best_bound: float | None
+    gap: float | None
+    backend: str
+    choice: Choice | None
+    num_vars: int
+    num_constraints: int
+    wall_s: float
+
+
+def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: float,
+                threads: int, gap: float, warm: Choice | None, relax: bool = False) -> MipOutcome:
+    """Run ``backend`` (``highs`` or ``cbc``) on the model."""
+    start = time.perf_counter()
+    if warm is not None and not relax:
+        set_start(model, ct, warm)
+    if backend == "highs":
+        solver = _WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.1), threads=threads,
+                            gapRel=gap, mip=not relax)
+    elif backend == "cbc":
+        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(time_limit_s, 1.0), threads=threads,
+                                   gapRel=gap, warmStart=warm is not None, mip=not relax)
+    else:
+        raise SolverError(f"unknown ILP backend {backend!r}; use 'highs' or 'cbc'")
+    if not solver.available():
+        raise SolverError(f"ILP backend {backend!r} is not available")
+    model.prob.solve(solver)
+    wall = time.perf_counter() - start
+    status = pulp.LpStatus[model.prob.status]
+    sol_status = model.prob.sol_status
+    has_solution = sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    objective = float(model.makespan.value()) if has_solution and model.makespan.value() is not None else None
+    best_bound = None
+    if backend == "highs":
+        h = model.prob.solverModel
+        info = h.getInfo()
+        ms = h.getModelStatus()
+        import highspy
+
+        if relax:
+            best_bound = objective
+        else:
+            bb = float(info.mip_dual_bound)
+            best_bound = bb if math.isfinite(bb) else None
+        status = {highspy.HighsModelStatus.kOptimal: "optimal",
+                  highspy.HighsModelStatus.kTimeLimit: "time_limit",
+                  highspy.HighsModelStatus.kInfeasible: "infeasible"}.get(ms, str(ms).split(".")[-1])
+    elif sol_status == pulp.LpSolutionOptimal:
+        status = "optimal"
+        best_bound = objective
+    elif status == "Infeasible":
+        status = "infeasible"
+    else:
+        status = "time_limit" if has_solution else "no_solution"
+    g = None
+    if objective is not None and best_bound is not None and objective > 0:
+        g = max(0.0, (objective - best_bound) / objective)
+    choice = decode(model, ct) if has_solution and not relax else None
+    return MipOutcome(status=status, objective=objective, best_bound=best_bound, gap=g,
+                      backend=backend, choice=choice, num_vars=model.num_vars,
+                      num_constraints=model.prob.numConstraints(), wall_s=wall)
+
+
+def ilp_options(ct: CostTables, max_options: int | None, warm: Choice | None) -> list[list[int]]:
+    """Options per table kept in the model: all, or the ``max_options`` best by estimated
+    cost plus the warm start's."""
+    target = work_target(ct)
+    out = []
+    for ti, ocs in enumerate(ct.options):
+        if max_options is None or len(ocs) <= max_options:
+            keep = list(range(len(ocs)))
+        else:
+            keep = shortlist(ocs, target, ct.world)[:max_options]
+            if warm is not None and warm[ti][0] not in keep:
+                keep.append(warm[ti][0])
+        out.append(sorted(keep))
+    return out
+
+
+class ILPSolver(Solver):
+    """The placement MIP, warm-started from greedy.
+
+    Args:
+        backend: ``highs`` (default; via highspy) or ``cbc`` (PuLP's bundled CBC).
+        gap: relative gap at which the solver stops (0.01 = 1%).
+        max_options: options per table kept in the model (``None``: all). With fewer, the
+            proven bound is for the reduced model only; ``details['restricted']`` says so.
+        fallback: try CBC when HiGHS is not installed.
+    """
+
+    name = "ilp"
+
+    def __init__(self, backend: str = "highs", gap: float = 0.005, max_options: int | None = 10,
+                 fallback: bool = True) -> None:
+        self.backend = backend
+        self.gap = gap
+        self.max_options = max_options
+        self.fallback = fallback
+
+    def solve(self, ctx: PlanningContext) -> SolveResult:
+        start = time.perf_counter()
+        ct = CostTables.of(ctx)
+        groups = TableGroups.of(ctx, ct)
+        g = greedy_choice(ct, groups)
+        warm = g.choice
+        return self.solve_tables(ctx, ct, groups, warm, start=start)
+
+    def solve_tables(self, ctx: PlanningContext, ct: CostTables, groups: TableGroups,
+                     warm: Choice | None, *, start: float, time_limit_s: float | None = None
+                     ) -> SolveResult:
+        """Solve with prebuilt cost tables and a warm start (used by ``auto``)."""
+        limit = ctx.time_limit_s if time_limit_s is None else time_limit_s
+        allowed = ilp_options(ct, self.max_options, warm)
+        restricted = any(len(a) < len(o) for a, o in zip(allowed, ct.options))
+        model = build_model(ct, groups, allowed)
+        backend = self.backend
+        if backend == "highs" and not pulp.HiGHS().available() and self.fallback:
+            backend = "cbc"
+        left = max(limit - (time.perf_counter() - start), 1.0)
+        out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
+                          gap=self.gap, warm=warm)
+        if out.status == "infeasible":
+            raise diagnose_infeasible(ctx, [], ct)
+        choice = out.choice
+        warm_ms = evaluate(ct, warm).makespan if warm is not None else None
+        if choice is None:
+            if warm is None:
+                raise SolverError(f"the ILP ({out.backend}) found no plan in {left:.1f} s and "
+                                  "greedy found none either; give it more time")
+            choice = warm
+        st: LoadState = evaluate(ct, choice)
+        if warm is not None and warm_ms is not None and warm_ms < st.makespan:
+            choice, st = warm, evaluate(ct, warm)
+        details = {"backend": out.backend, "mip_status": out.status,
+                   "objective_ms": out.objective, "best_bound_ms": out.best_bound,
+                   "gap": out.gap, "makespan_ms": st.makespan, "warm_start_ms": warm_ms,
+                   "variables": out.num_vars, "constraints": out.num_constraints,
+                   "restricted": restricted, "mip_wall_s": round(out.wall_s, 3)}
+        status = "optimal" if out.status == "optimal" and not restricted else "feasible"
+        lb = out.best_bound if (out.best_bound is not None and not restricted) else None
+        return SolveResult(assignment=ct.assignment(ctx, choice), status=status,
+                           lower_bound_ms=lb, details=details)
+
+    def options(self) -> dict[str, object]:
+        return {"backend": self.backend, "gap": self.gap, "max_options": self.max_options}

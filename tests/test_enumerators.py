@@ -1,0 +1,112 @@
+"""Enumeration: every option tiles its table; constraints narrow the options."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_topology, make_workload
+from shardplan.enumerators import EnumerationOptions, column_splits, enumerate_options, split
+from shardplan.errors import SpecError
+from shardplan.types import (
+    PlacementKind,
+    ShardingType,
+    TableConstraints,
+    TableSpec,
+    Workload,
+)
+
+
+def _cells(o) -> int:
+    return sum(s.num_rows * s.num_cols for s in o.shards)
+
+
+def test_split_and_column_splits():
+    assert split(10, 3) == [(0, 4), (4, 3), (7, 3)]
+    assert split(2, 4) == [(0, 1), (1, 1)]
+    assert column_splits(64, 4, 4) == [(0, 16), (16, 16), (32, 16), (48, 16)]
+    assert column_splits(12, 4, 4) is None  # 3 units of 4 cannot make 4 shards
+    assert column_splits(10, 2, 4) is None  # not a multiple of the alignment
+
+
+def test_every_option_tiles_its_table(dozen, topo16):
+    opts = enumerate_options(dozen, topo16, EnumerationOptions(wide_min_share=0,
+                                                               uvm_min_hbm_share=0))
+    kinds = set()
+    for t in dozen.tables:
+        for o in opts[t.name]:
+            kinds.add(o.sharding_type)
+            if o.sharding_type is ShardingType.DATA_PARALLEL:
+                assert len(o.shards) == topo16.world_size
+                assert all(s.num_rows == t.num_embeddings for s in o.shards)
+            else:
+                assert _cells(o) == t.num_embeddings * t.embedding_dim
+            if o.sharding_type in (ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE):
+                assert all(s.num_cols % 4 == 0 for s in o.shards)
+                k = len(o.shards)
+                assert k & (k - 1) == 0 and 2 <= k <= 8
+            if o.sharding_type is ShardingType.TABLE_ROW_WISE:
+                hosts = {topo16.rank(c[0]).host for c in o.candidate_ranks}
+                assert len(hosts) == 1
+    assert kinds == set(ShardingType)
+
+
+def test_placements_offered(dozen, topo16):
+    opts = enumerate_options(dozen, topo16, EnumerationOptions(uvm_min_hbm_share=0))
+    kinds = {o.placement.kind for o in opts["t0"]}
+    assert kinds == {PlacementKind.HBM, PlacementKind.UVM_CACHING, PlacementKind.UVM}
+    ratios = {o.placement.cache_ratio for o in opts["t0"]
+              if o.placement.kind is PlacementKind.UVM_CACHING}
+    assert ratios == {0.05, 0.2}
+
+
+def test_constraints_narrow_options(topo16):
+    t = TableSpec(name="c", num_embeddings=10_000, embedding_dim=64, constraints=TableConstraints(
+        sharding_types=(ShardingType.COLUMN_WISE,), placements=(PlacementKind.HBM,),
+        min_column_shard_width=16))
+    opts = enumerate_options(Workload(tables=(t,), batch_size=8), topo16)["c"]
+    assert opts
+    assert all(o.sharding_type is ShardingType.COLUMN_WISE for o in opts)
+    assert all(o.placement.kind is PlacementKind.HBM for o in opts)
+    assert all(min(s.num_cols for s in o.shards) >= 16 for o in opts)
+    assert max(len(o.shards) for o in opts) == 4  # 64 / 16
+
+
+def test_pins_and_colocation(topo16):
+    w = make_workload(4)
+    tables = list(w.tables)
+    tables[0] = TableSpec(name="t0", num_embeddings=100, embedding_dim=8,
+                          constraints=TableConstraints(pinned_ranks=(3, 4)))
+    w = Workload(tables=tuple(tables), batch_size=8, colocate=(("t1", "t2"),))
+    opts = enumerate_options(w, topo16)
+    for o in opts["t0"]:
+        assert all(c == (3, 4) for c in o.candidate_ranks)
+    for name in ("t1", "t2"):
+        assert {o.sharding_type for o in opts[name]} == {ShardingType.TABLE_WISE}
+
+
+def test_pin_outside_topology_is_spec_error(topo16):
+    t = TableSpec(name="p", num_embeddings=100, embedding_dim=8,
+                  constraints=TableConstraints(pinned_ranks=(16,)))
+    with pytest.raises(SpecError, match="ranks 0..15"):
+        enumerate_options(Workload(tables=(t,), batch_size=8), topo16)
+
+
+def test_large_cluster_prunes_small_tables():
+    topo = make_topology(hosts=16, devices_per_host=8)
+    w = make_workload(40)
+    opts = enumerate_options(w, topo)
+    total_shards = sum(len(o.shards) for v in opts.values() for o in v)
+    full = enumerate_options(w, topo, EnumerationOptions(wide_min_share=0, uvm_min_hbm_share=0))
+    assert total_shards < sum(len(o.shards) for v in full.values() for o in v)
+    for v in opts.values():  # every table keeps table-wise
+        assert any(o.sharding_type is ShardingType.TABLE_WISE for o in v)
+    hosts = [{topo.rank(o.candidate_ranks[0][0]).host for o in v
+              if o.sharding_type is ShardingType.TABLE_ROW_WISE} for v in full.values()]
+    assert all(len(h) <= 4 for h in hosts)
+
+
+def test_enumeration_options_validated():
+    with pytest.raises(ValueError, match="cache_ratios"):
+        EnumerationOptions(cache_ratios=(1.5,))
+    with pytest.raises(ValueError, match="column_alignment"):
+        EnumerationOptions(column_alignment=0)
