@@ -21,8 +21,12 @@ Objective: minimise ``makespan``.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,6 +287,26 @@ class MipOutcome:
     wall_s: float
 
 
+@functools.cache
+def _silence_highs_banner() -> None:
+    """HiGHS prints a copyright banner to the process's stdout (C level) the first time a
+    solver is made, even with output off; make that first one with stdout pointed at
+    /dev/null so it never lands in the CLI's output or a piped plan summary."""
+    try:
+        import highspy
+    except ImportError:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: float,
                 threads: int, gap: float, warm: Choice | None, relax: bool = False) -> MipOutcome:
     """Run ``backend`` (``highs`` or ``cbc``) on the model."""
@@ -290,11 +314,15 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     if warm is not None and not relax:
         set_start(model, ct, warm)
     if backend == "highs":
+        _silence_highs_banner()
         solver = _WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.1), threads=threads,
                             gapRel=gap, mip=not relax)
     elif backend == "cbc":
-        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(time_limit_s, 1.0), threads=threads,
-                                   gapRel=gap, warmStart=warm is not None, mip=not relax)
+        with warnings.catch_warnings():  # PuLP 3.x: bundled CBC "deprecated in 4.0"; still ships
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(time_limit_s, 1.0),
+                                       threads=threads, gapRel=gap, warmStart=warm is not None,
+                                       mip=not relax)
     else:
         raise SolverError(f"unknown ILP backend {backend!r}; use 'highs' or 'cbc'")
     if not solver.available():
