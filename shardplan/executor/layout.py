@@ -1,0 +1,277 @@
+"""From a Plan to what each rank runs: its local shards ("slots"), in a fixed order, and how
+every pooled output travels back to the rank that owns the samples.
+
+Pure Python, no torch: every rank builds the same ``Layout`` from the same plan, so the
+split sizes of every collective are known on both ends without extra messages.
+
+Terms:
+    slot: one non-data-parallel shard as a local lookup table of its rank. A slot sees the ids
+        of its table for the whole global batch (all sources, in rank order), filtered to its
+        rows for row-wise kinds, with row ids made local (``id - row_offset``).
+    output kind: how a slot's pooled output reaches the sample owners:
+        ``columns`` (TW, CW, TWCW): all-to-all of a [B_global, num_cols] block, sliced by owner.
+        ``rows`` (RW): partial sums [B_global, dim] reduced and scattered over all ranks.
+        ``host_rows`` (TWRW): reduce-scatter inside the host, then all-to-all across hosts
+        among the ranks of equal local rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shardplan.errors import PlanError
+from shardplan.plans import check_plan
+from shardplan.types import Mode, Optimizer, Plan, ShardingType
+
+__all__ = ["OutputKind", "Slot", "DPTable", "Layout", "build_layout", "SUPPORTED_OPTIMIZERS"]
+
+SUPPORTED_OPTIMIZERS = (Optimizer.SGD, Optimizer.ROWWISE_ADAGRAD)
+
+
+class OutputKind(StrEnum):
+    COLUMNS = "columns"
+    ROWS = "rows"
+    HOST_ROWS = "host_rows"
+
+
+_KIND = {
+    ShardingType.TABLE_WISE: OutputKind.COLUMNS,
+    ShardingType.COLUMN_WISE: OutputKind.COLUMNS,
+    ShardingType.TABLE_COLUMN_WISE: OutputKind.COLUMNS,
+    ShardingType.ROW_WISE: OutputKind.ROWS,
+    ShardingType.TABLE_ROW_WISE: OutputKind.HOST_ROWS,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Slot:
+    """One local shard of a rank (a table of its batched lookup kernel)."""
+
+    table: str
+    table_index: int  # index in the workload
+    shard_index: int  # index in the plan's shard list of the table
+    rank: int
+    kind: OutputKind
+    row_offset: int
+    num_rows: int
+    col_offset: int
+    num_cols: int
+    host: int  # the rank's host (TWRW: the host that holds the table)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DPTable:
+    table: str
+    table_index: int
+    num_rows: int
+    dim: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Layout:
+    """Everything a rank needs to know about every rank's shards.
+
+    Attributes:
+        world_size: ranks.
+        batch_per_rank: samples each rank owns per step.
+        slots: per rank, its slots in kernel order (table index, then shard index).
+        dp_tables: data-parallel tables (a full replica on every rank), workload order.
+        dims: embedding dim per table, workload order.
+        table_names: workload order.
+        optimizer: the one optimizer of every table (SGD or row-wise Adagrad).
+        rows_tables: row-wise tables, workload order; their partial sums share one tensor.
+        host_rows_tables: per host, its table-row-wise tables, workload order.
+        host_ranks: per host, its ranks in local-rank order.
+        col_blocks: per table, the column blocks that keep their own row-wise optimizer state.
+    """
+
+    world_size: int
+    batch_per_rank: int
+    slots: tuple[tuple[Slot, ...], ...]
+    dp_tables: tuple[DPTable, ...]
+    dims: tuple[int, ...]
+    table_names: tuple[str, ...]
+    optimizer: Optimizer
+    rows_tables: tuple[int, ...]
+    host_rows_tables: tuple[tuple[int, ...], ...]
+    host_ranks: tuple[tuple[int, ...], ...]
+    col_blocks: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def batch_global(self) -> int:
+        return self.batch_per_rank * self.world_size
+
+    @property
+    def num_hosts(self) -> int:
+        return len(self.host_ranks)
+
+    def columns_width(self, rank: int) -> int:
+        """Total columns of rank ``rank``'s ``columns`` slots (its output all-to-all block)."""
+        return sum(s.num_cols for s in self.slots[rank] if s.kind is OutputKind.COLUMNS)
+
+    def rows_width(self) -> int:
+        return sum(self.dims[t] for t in self.rows_tables)
+
+    def rows_offset(self, table_index: int) -> int:
+        off = 0
+        for t in self.rows_tables:
+            if t == table_index:
+                return off
+            off += self.dims[t]
+        raise KeyError(table_index)
+
+    def host_rows_width(self, host: int) -> int:
+        return sum(self.dims[t] for t in self.host_rows_tables[host])
+
+    def host_rows_offset(self, host: int, table_index: int) -> int:
+        off = 0
+        for t in self.host_rows_tables[host]:
+            if t == table_index:
+                return off
+            off += self.dims[t]
+        raise KeyError(table_index)
+
+    @property
+    def has_host_rows(self) -> bool:
+        return any(self.host_rows_tables)
+
+
+def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
+    """Check ``plan`` and derive every rank's shards. Nothing runs before this succeeds.
+
+    Args:
+        plan: a plan (usually from :func:`shardplan.plans.load_plan`).
+        world_size: the ranks that will run it; must equal the plan's topology.
+
+    Returns:
+        The layout every rank builds identically.
+
+    Raises:
+        PlanError: the plan is inconsistent (shards moved, dropped or overlapping; a rank
+            outside the topology), a shard shape the sharding type cannot have, an optimizer
+            the executor does not implement, or a world size other than the plan's.
+    """
+    check_plan(plan, check_memory=False)
+    topo, work = plan.topology, plan.workload
+    world = topo.world_size
+    if world_size is not None and world_size != world:
+        raise PlanError(
+            f"the plan was made for {world} ranks ({topo.name}) but {world_size} were asked for; "
+            f"the executor never remaps shards: re-solve for a {world_size}-rank topology "
+            f"(e.g. `shardplan solve cpu-{world_size} --out plan.json`)", key_path="topology")
+    if work.mode is not Mode.TRAINING:
+        raise PlanError("the executor runs training steps; this workload is in inference mode",
+                        key_path="workload.mode")
+    opts = {work.optimizer_of(t) for t in work.tables}
+    if len(opts) != 1 or next(iter(opts)) not in SUPPORTED_OPTIMIZERS:
+        raise PlanError(f"the executor runs one optimizer for all tables, one of "
+                        f"{', '.join(o.value for o in SUPPORTED_OPTIMIZERS)}; this workload uses "
+                        f"{', '.join(sorted(o.value for o in opts))}",
+                        key_path="workload.default_optimizer")
+    batch = work.batch_per_rank(world)
+    if batch != int(batch) or batch < 1:
+        raise PlanError(f"the global batch {work.batch_size} does not split evenly over {world} "
+                        "ranks", key_path="workload.batch_size")
+    index = {t.name: i for i, t in enumerate(work.tables)}
+    by_table = {t.name: t for t in plan.tables}
+    host_of = [ri.host for ri in topo.ranks]
+    host_ranks = tuple(topo.ranks_of_host(h) for h in range(topo.num_hosts))
+    per_rank: list[list[Slot]] = [[] for _ in range(world)]
+    dp: list[DPTable] = []
+    rows_tables: list[int] = []
+    host_rows: list[list[int]] = [[] for _ in host_ranks]
+    col_blocks: list[tuple[tuple[int, int], ...]] = []
+    for spec in work.tables:
+        ti = index[spec.name]
+        tp = by_table[spec.name]
+        where = f"tables[{spec.name}]"
+        st = tp.sharding_type
+        blocks = sorted({(s.col_offset, s.num_cols) for s in tp.shards})
+        col_blocks.append(tuple(blocks) if st in (ShardingType.COLUMN_WISE,
+                                                   ShardingType.TABLE_COLUMN_WISE)
+                          else ((0, spec.embedding_dim),))
+        if st is ShardingType.DATA_PARALLEL:
+            dp.append(DPTable(table=spec.name, table_index=ti, num_rows=spec.num_embeddings,
+                              dim=spec.embedding_dim))
+            continue
+        kind = _KIND[st]
+        for i, s in enumerate(tp.shards):
+            if kind is OutputKind.COLUMNS and s.num_rows != spec.num_embeddings:
+                raise PlanError(f"shard {i} of {st.short} table {spec.name!r} on rank {s.rank} "
+                                f"holds rows {s.row_offset}+{s.num_rows}; {st.short} shards hold "
+                                "every row", key_path=f"{where}.shards[{i}]")
+            if kind is not OutputKind.COLUMNS and s.num_cols != spec.embedding_dim:
+                raise PlanError(f"shard {i} of {st.short} table {spec.name!r} on rank {s.rank} "
+                                f"holds columns {s.col_offset}+{s.num_cols}; {st.short} shards "
+                                "hold every column", key_path=f"{where}.shards[{i}]")
+        if st is ShardingType.TABLE_WISE and len(tp.shards) != 1:
+            raise PlanError(f"table-wise table {spec.name!r} has {len(tp.shards)} shards, not 1",
+                            key_path=where)
+        if kind is OutputKind.ROWS:
+            rows_tables.append(ti)
+        if kind is OutputKind.HOST_ROWS:
+            hosts = sorted({host_of[s.rank] for s in tp.shards})
+            if len(hosts) != 1:
+                raise PlanError(f"table-row-wise table {spec.name!r} has shards on hosts "
+                                f"{hosts}; its row blocks must stay on one host", key_path=where)
+            if len({len(h) for h in host_ranks}) != 1:
+                raise PlanError("table-row-wise sharding needs the same number of ranks on "
+                                "every host", key_path=where)
+            host_rows[hosts[0]].append(ti)
+        for i, s in enumerate(tp.shards):
+            per_rank[s.rank].append(Slot(
+                table=spec.name, table_index=ti, shard_index=i, rank=s.rank, kind=kind,
+                row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
+                num_cols=s.num_cols, host=host_of[s.rank]))
+    slots = tuple(tuple(sorted(p, key=lambda s: (s.table_index, s.shard_index)))
+                  for p in per_rank)
+    return Layout(
+        world_size=world, batch_per_rank=int(batch), slots=slots, dp_tables=tuple(dp),
+        dims=tuple(t.embedding_dim for t in work.tables),
+        table_names=tuple(t.name for t in work.tables), optimizer=next(iter(opts)),
+        rows_tables=tuple(rows_tables), host_rows_tables=tuple(tuple(h) for h in host_rows),
+        host_ranks=host_ranks, col_blocks=tuple(col_blocks))
+
+
+def check_estimates_match(plan: Plan) -> bool:
+    """Catch shards moved between ranks after solving: recompute each rank's memory with the
+    cost model that made the plan and compare it with what the plan records.
+
+    Runs only when the current default cost model describes itself exactly as the plan's
+    provenance does (same model, same settings); otherwise the recorded figures cannot be
+    reproduced and the check is skipped.
+
+    Returns:
+        True if the check ran (and passed), False if it was skipped.
+
+    Raises:
+        PlanError: a rank's recorded memory differs from what its shards need.
+    """
+    from shardplan.estimators import default_cost_model
+    from shardplan.plans import rank_costs
+    from shardplan.types import Assignment, ShardingOption, ShardSpec
+
+    cm = default_cost_model(plan.workload, plan.topology)
+    if dict(cm.describe()) != dict(plan.provenance.cost_model):
+        return False
+    by_table = {t.name: t for t in plan.tables}
+    options, ranks = [], []
+    for spec in plan.workload.tables:
+        tp = by_table[spec.name]
+        shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
+                                 col_offset=s.col_offset, num_cols=s.num_cols) for s in tp.shards)
+        options.append(ShardingOption(table=tp.name, sharding_type=tp.sharding_type,
+                                      placement=tp.shards[0].placement, shards=shards,
+                                      candidate_ranks=(None,) * len(shards)))
+        ranks.append(tuple(s.rank for s in tp.shards))
+    costs = rank_costs(Assignment(options=tuple(options), ranks=tuple(ranks)), plan.topology, cm)
+    for rp, c in zip(plan.ranks, costs):
+        for tier, want, got in (("hbm", rp.memory_bytes.hbm, c.memory.hbm),
+                                ("ddr", rp.memory_bytes.ddr, c.memory.ddr)):
+            if abs(want - got) > 1024 + 1e-3 * max(want, got):
+                raise PlanError(
+                    f"rank {rp.rank} records {want:.0f} B of {tier} but the shards the plan puts "
+                    f"on it need {got:.0f} B: the plan was edited after solving (a shard moved "
+                    "or resized); re-solve with `shardplan solve`", key_path=f"ranks[{rp.rank}]")
+    return True

@@ -1,0 +1,199 @@
+"""What each rank does for ``validate`` and ``profile`` (called inside an initialised process
+group; see :mod:`shardplan.executor.launch` for starting the processes)."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import warnings
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from shardplan.executor.batches import make_batch
+from shardplan.executor.kernels import OptimizerConfig, choose_backend
+from shardplan.executor.layout import Layout, OutputKind, build_layout
+from shardplan.executor.reference import Reference
+from shardplan.executor.sharded import ShardedEmbeddings, make_comm
+from shardplan.plans import plan_from_json
+from shardplan.types import Plan, Stage
+
+__all__ = ["JobKind", "Job", "RTOL", "ATOL", "run_job"]
+
+# Tolerance of the comparison with the reference (fp32; sums in a different order).
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+class JobKind(StrEnum):
+    VALIDATE = "validate"
+    PROFILE = "profile"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One run of one plan on every rank.
+
+    Attributes:
+        kind: validate against the reference, or profile stage times.
+        plan_json: the plan, as written by ``plan_to_json`` (picklable for any start method).
+        steps: steps compared (validate) or timed (profile).
+        warmup: untimed steps before a profile.
+        seed: seeds weights, batches and gradients.
+        backend: kernel backend: ``fbgemm``, ``torch`` or ``auto``.
+        exclusive_compute: profile compute stages one rank at a time (ranks sharing cores).
+        corrupt: (table, rank): add 0.01 to that rank's copy of the table after loading (to
+            test that validation catches and names a mismatch).
+    """
+
+    kind: JobKind
+    plan_json: str
+    steps: int = 2
+    warmup: int = 2
+    seed: int = 0
+    backend: str = "auto"
+    exclusive_compute: bool = True
+    corrupt: tuple[str, int] | None = None
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> tuple[bool, float]:
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    if a.shape != b.shape:
+        return False, float("inf")
+    if a.numel() == 0:
+        return True, 0.0
+    err = (a - b).abs()
+    return bool((err <= ATOL + RTOL * b.abs()).all()), float(err.max())
+
+
+def _producers(layout: Layout, table_index: int, col: int) -> list[tuple[int, int]]:
+    """(shard index, rank) of the shards that produce column ``col`` of a table's output."""
+    out = []
+    for rank_slots in layout.slots:
+        for s in rank_slots:
+            if s.table_index == table_index and s.col_offset <= col < s.col_offset + s.num_cols:
+                out.append((s.shard_index, s.rank))
+    return sorted(out)
+
+
+def _corrupt(model: ShardedEmbeddings, table: str) -> None:
+    with torch.no_grad():
+        for s, w in zip(model.slots, model.lookup.weights()):
+            if s.table == table:
+                w.add_(0.01)
+        for d, w in zip(model.layout.dp_tables, model.dp_weights):
+            if d.table == table:
+                w.add_(0.01)
+
+
+def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
+              pg_backend: str) -> dict[str, Any]:
+    backend = choose_backend(job.backend, dev)
+    cfg = OptimizerConfig(optimizer=layout.optimizer)
+    comm = make_comm(layout, rank, dev, pg_backend)
+    rows = [t.num_embeddings for t in plan.workload.tables]
+    model = ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows)
+    ref = Reference(plan.workload, layout, cfg, job.seed)
+    if job.corrupt is not None and job.corrupt[1] == rank:
+        _corrupt(model, job.corrupt[0])
+    B = layout.batch_per_rank
+    mismatches: list[dict[str, Any]] = []
+    worst = {"output": 0.0, "gradient": 0.0, "weight": 0.0, "state": 0.0}
+
+    def record(what: str, step: int | None, table: str, shard: str, ok: bool, err: float,
+               **extra: Any) -> None:
+        worst[what] = max(worst[what], err)
+        if not ok:
+            mismatches.append({"what": what, "step": step, "table": table, "shard": shard,
+                               "rank": rank, "max_abs_error": err, **extra})
+
+    for step in range(job.steps):
+        batch = make_batch(plan.workload, job.seed, step, layout.batch_global)
+        got = model.step(batch)
+        want = ref.step(batch)
+        for ti, name in enumerate(layout.table_names):
+            exp = want[ti][rank * B:(rank + 1) * B]
+            ok, err = _close(got.pooled[ti], exp)
+            if not ok:
+                diff = (got.pooled[ti].cpu() - exp).abs()
+                col = int(diff.max(0).values.argmax()) if diff.numel() else 0
+                prod = _producers(layout, ti, col)
+                shard = (", ".join(f"{i} (rank {q})" for i, q in prod) if prod
+                         else "data-parallel replica")
+            else:
+                shard = "-"
+            record("output", step, name, shard, ok, err)
+        for k, s in enumerate(model.slots):
+            exp = batch[s.table_index].grad[:, s.col_offset:s.col_offset + s.num_cols]
+            ok, err = _close(got.slot_grads[k], exp)
+            record("gradient", step, s.table, str(s.shard_index), ok, err)
+    for s, w, st in zip(model.slots, model.lookup.weights(), model.lookup.states()):
+        exp = ref.weights[s.table_index][s.row_offset:s.row_offset + s.num_rows,
+                                         s.col_offset:s.col_offset + s.num_cols]
+        ok, err = _close(w, exp)
+        record("weight", None, s.table, str(s.shard_index), ok, err)
+        if st is not None:
+            ok, err = _close(st, ref.state_of(s.table_index, s.row_offset, s.num_rows,
+                                              s.col_offset))
+            record("state", None, s.table, str(s.shard_index), ok, err)
+    for d, w, st in zip(layout.dp_tables, model.dp_weights, model.dp_states):
+        ok, err = _close(w, ref.weights[d.table_index])
+        record("weight", None, d.table, f"replica {rank}", ok, err)
+        if st is not None:
+            ok, err = _close(st, ref.state_of(d.table_index, 0, d.num_rows, 0))
+            record("state", None, d.table, f"replica {rank}", ok, err)
+    est = plan.ranks[rank].memory_bytes
+    return {
+        "rank": rank, "backend": backend.value, "steps": job.steps,
+        "mismatches": mismatches, "max_abs_error": worst,
+        "num_slots": len(model.slots), "num_dp_tables": len(layout.dp_tables),
+        "kinds": sorted({s.kind.value for s in model.slots}),
+        "param_bytes": model.param_bytes, "peak_buffer_bytes": model.peak_buffer_bytes,
+        "measured_bytes": model.param_bytes + model.peak_buffer_bytes,
+        "estimated_bytes": est.hbm + est.ddr,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
+             pg_backend: str) -> dict[str, Any]:
+    backend = choose_backend(job.backend, dev)
+    cfg = OptimizerConfig(optimizer=layout.optimizer)
+    comm = make_comm(layout, rank, dev, pg_backend)
+    rows = [t.num_embeddings for t in plan.workload.tables]
+    model = ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows)
+    model.barrier_stages = True
+    model.exclusive_compute = job.exclusive_compute
+    per_stage: dict[Stage, list[float]] = {s: [] for s in Stage}
+    batches = [make_batch(plan.workload, job.seed, i, layout.batch_global)
+               for i in range(min(job.warmup + job.steps, 4))]
+    for i in range(job.warmup + job.steps):
+        model.timings = {s: 0.0 for s in Stage}
+        model.step(batches[i % len(batches)])
+        if i >= job.warmup:
+            for s in Stage:
+                per_stage[s].append(model.timings[s])
+    medians = {s.value: statistics.median(v) for s, v in per_stage.items()}
+    est = plan.ranks[rank].estimated_ms
+    return {
+        "rank": rank, "backend": backend.value, "steps": job.steps, "warmup": job.warmup,
+        "measured_ms": medians, "measured_total_ms": sum(medians.values()),
+        "estimated_ms": est.as_dict(), "estimated_total_ms": plan.ranks[rank].total_ms,
+        "exclusive_compute": job.exclusive_compute,
+        "num_slots": len(model.slots),
+        "kinds": sorted({s.kind.value for s in model.slots if s.kind is not OutputKind.COLUMNS}),
+    }
+
+
+def run_job(job: Job, rank: int, dev: torch.device, pg_backend: str) -> dict[str, Any]:
+    """Run ``job`` on this rank. Every rank calls it with the same job, in the same order."""
+    plan = plan_from_json(job.plan_json)
+    layout = build_layout(plan, dist.get_world_size())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if job.kind is JobKind.VALIDATE:
+            return _validate(plan, layout, job, rank, dev, pg_backend)
+        return _profile(plan, layout, job, rank, dev, pg_backend)
