@@ -242,9 +242,14 @@ def enumerate_options(workload: Workload, topology: Topology,
         big = size[i] >= 0.25 * hbm * min(g.devices_per_host for g in topology.host_groups)
         world_wide = wide if world <= 64 else (
             big or opts.wide_min_share == 0 or lookup[i] >= opts.world_min_share * mean_lookup)
-        out[t.name] = enumerate_table(t, workload, topology, opts, wide=wide, world_wide=world_wide,
-                                      uvm=tight or foot[i] > 0.25 * hbm,
-                                      host_start=i % topology.num_hosts)
+        if t.constraints.sharding_types is not None:  # the user's choice beats the pruning
+            wide = world_wide = True
+        options = enumerate_table(t, workload, topology, opts, wide=wide, world_wide=world_wide,
+                                  uvm=tight or foot[i] > 0.25 * hbm,
+                                  host_start=i % topology.num_hosts)
+        if not options:  # pruning must never be what leaves a table without options
+            options = enumerate_table(t, workload, topology, opts, host_start=i % topology.num_hosts)
+        out[t.name] = options
     return out
 
 

@@ -110,3 +110,20 @@ def test_enumeration_options_validated():
         EnumerationOptions(cache_ratios=(1.5,))
     with pytest.raises(ValueError, match="column_alignment"):
         EnumerationOptions(column_alignment=0)
+
+
+def test_pruning_never_overrides_a_tables_own_sharding_types() -> None:
+    """A small table restricted to wide types keeps options under the default pruning."""
+    from shardplan.enumerators import enumerate_options
+    from shardplan.types import ShardingType, TableConstraints, TableSpec, Workload
+
+    from conftest import make_topology
+
+    big = [TableSpec(name=f"big{i}", num_embeddings=10**7, embedding_dim=128, pooling_factor=20.0)
+           for i in range(8)]
+    small = TableSpec(name="small", num_embeddings=100, embedding_dim=8, constraints=TableConstraints(
+        sharding_types=(ShardingType.ROW_WISE, ShardingType.DATA_PARALLEL)))
+    w = Workload(tables=tuple(big) + (small,), batch_size=512)
+    opts = enumerate_options(w, make_topology())["small"]
+    assert opts and {o.sharding_type for o in opts} <= {ShardingType.ROW_WISE,
+                                                       ShardingType.DATA_PARALLEL}

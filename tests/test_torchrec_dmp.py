@@ -131,9 +131,11 @@ def _worker(rank: int, port: int, workload: Workload, tr_plan_dict: dict, result
 
 
 def _run_dmp(workload: Workload, tr_plan_dict: dict) -> dict[int, tuple]:
-    # fork: the children inherit the imported torch/torchrec, so a run takes seconds, not the
-    # ~10 s per process that re-importing them under spawn costs.
-    ctx = mp.get_context("fork")
+    # forkserver: ranks fork from a fresh server that imported torch/torchrec once, so a run
+    # takes seconds (not the ~10 s per process of spawn) and cannot inherit this process's
+    # OpenMP/gloo threads (a plain fork after earlier tests hung here).
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torchrec"])
     q = ctx.Queue()
     port = _free_port()
     procs = [ctx.Process(target=_worker, args=(r, port, workload, tr_plan_dict, q))

@@ -245,7 +245,9 @@ def bench_collectives(grid: CalibrationGrid) -> list[CollectivePoint]:
 
     import torch.multiprocessing as mp
 
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    from shardplan.executor.launch import default_start_method
+
+    method = default_start_method()
     with tempfile.TemporaryDirectory(prefix="shardplan-cal-") as tmp:
         mp.start_processes(_coll_worker, args=(grid.world_size, tmp, list(grid.message_bytes),
                                                grid.reps, grid.warmup),

@@ -65,6 +65,27 @@ def _worker(rank: int, world_size: int, store_dir: str, jobs: Sequence[Any], thr
         dist.destroy_process_group()
 
 
+# What the fork server imports once, so that each rank forks with torch already loaded.
+FORKSERVER_PRELOAD = ["torch", "torch.distributed", "fbgemm_gpu", "shardplan.executor.launch",
+                      "shardplan.executor.runner"]
+
+
+def default_start_method() -> str:
+    """``forkserver`` on Linux, ``spawn`` elsewhere.
+
+    A plain ``fork`` of a process that has already run torch (OpenMP threads, gloo threads)
+    can hang the child; this happened when a test process forked ranks after earlier tests.
+    The fork server is a fresh process that imports torch once (``FORKSERVER_PRELOAD``) and
+    forks every rank from that clean state: as fast as ``fork`` after the first start, and safe.
+    """
+    import multiprocessing
+
+    if not sys.platform.startswith("linux"):
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+    return "forkserver"
+
+
 def run_local(jobs: Sequence[Any], world_size: int, *, start_method: str | None = None,
               threads: int | None = None) -> list[list[dict[str, Any]]]:
     """Run ``jobs`` (``runner.Job``) one after another on ``world_size`` local gloo processes.
@@ -72,7 +93,8 @@ def run_local(jobs: Sequence[Any], world_size: int, *, start_method: str | None 
     Args:
         jobs: what to run; every rank runs every job.
         world_size: processes to start.
-        start_method: ``fork`` (fast, default on Linux) or ``spawn``.
+        start_method: ``forkserver`` (default on Linux, see ``default_start_method``), ``fork``
+            or ``spawn``.
         threads: torch threads per process (default: cores / world size, at least 1).
 
     Returns:
@@ -84,7 +106,7 @@ def run_local(jobs: Sequence[Any], world_size: int, *, start_method: str | None 
     """
     import torch.multiprocessing as mp
 
-    method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
+    method = start_method or default_start_method()
     with tempfile.TemporaryDirectory(prefix="shardplan-exec-") as tmp:
         try:
             mp.start_processes(_worker, args=(world_size, tmp, list(jobs),
