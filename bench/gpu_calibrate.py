@@ -14,7 +14,8 @@ ids x (row + 8 B id) and writes samples x cols x 4 B; backward reads samples x c
 gradient, read-modify-writes ids x (row + 4 B row-wise state) twice, and sorts ids through
 2 x ids x 24 B of workspace. If those formulas change, refit from measurements.json.
 
-    python bench/gpu_calibrate.py --out "$OUT"                 # on the GPU machine
+    python bench/gpu_calibrate.py --out "$OUT"                 # on the GPU machine (64 points)
+    python bench/gpu_calibrate.py --wide --out "$OUT"          # 288 points, ~60 s on an H200
     python bench/gpu_calibrate.py --tiny --device cpu --out /tmp/x   # CPU smoke test
     python bench/gpu_calibrate.py --refit /path/measurements.json --out DIR   # redo the fit
 
@@ -52,6 +53,10 @@ WORKSPACE_BYTES_PER_ID = 24  # estimators/memory.py BACKWARD_WORKSPACE_BYTES_PER
 
 GPU_GRID = dict(rows=(100_000, 4_000_000), dims=(64, 128), pfs=(1.0, 20.0), batches=(2048, 32768),
                 dtypes=("fp32", "fp16"), tables=(1, 4), reps=10, warmup=3)
+# The grid the committed H200 profile was measured on (288 points, about 60 s on an H200).
+WIDE_GRID = dict(rows=(100_000, 2_000_000, 10_000_000), dims=(32, 64, 128, 256),
+                 pfs=(1.0, 10.0, 50.0), batches=(4096, 65536), dtypes=("fp32", "fp16"),
+                 tables=(1, 8), reps=8, warmup=2)
 TINY_GRID = dict(rows=(200,), dims=(8,), pfs=(2.0,), batches=(32, 128), dtypes=("fp32",),
                  tables=(1, 2), reps=3, warmup=1)
 
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "."), help="output folder ($OUT)")
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny grid (smoke test)")
+    ap.add_argument("--wide", action="store_true", help="wider grid (288 points)")
     ap.add_argument("--name", default=None, help="profile name (default from the device)")
     ap.add_argument("--budget-s", type=float, default=150.0, help="stop measuring after this")
     ap.add_argument("--refit", default=None, help="fit measurements.json again, no measuring")
@@ -214,13 +220,16 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(1)
             model, bw = CPU_NOMINAL
             hw = f"{os.cpu_count()}-core CPU, torch {torch.__version__}, 1 thread, no FBGEMM"
-        points = measure(TINY_GRID if a.tiny else GPU_GRID, device, budget_s=a.budget_s)
+        grid = TINY_GRID if a.tiny else WIDE_GRID if a.wide else GPU_GRID
+        points = measure(grid, device, budget_s=a.budget_s)
         (out / "measurements.json").write_text(json.dumps(
             {"device_model": model, "nominal_bytes_per_s": bw, "hardware": hw, "points": points},
             indent=1) + "\n")
     co, rep = fit(points, bw)
     name = a.name or model.lower() + "-torch"
-    cmd = "python bench/gpu_calibrate.py" + (" --tiny" if a.tiny else "")
+    cmd = "python bench/gpu_calibrate.py" + (" --tiny" if a.tiny else " --wide" if a.wide else "")
+    if a.refit:
+        cmd += f" --refit {a.refit}"
     path = write(out, name, model, hw, co, rep, cmd, bw)
     print(f"{len(points)} points in {time.perf_counter() - t0:.1f}s; fit median error "
           f"{rep['median_rel_error']:.1%}")
