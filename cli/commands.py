@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
-from typing import Annotated, Any, Callable, Mapping, Optional, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich import box
@@ -22,7 +22,7 @@ from shardplan.loaders import (
 )
 from shardplan.plans import save_plan
 from shardplan.solvers import DEFAULT_SOLVER, SOLVERS
-from shardplan.types import Plan, Topology, Workload
+from shardplan.types import Plan, ProgressReport, Topology, Workload
 
 GiB = 2**30
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,55 +96,42 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
 
 
 class _ProgressSink:
-    """Feeds a planner's progress reports (best makespan and bound so far) to a rich task.
-
-    Solvers report differently; this accepts a mapping, an object with attributes, or keyword
-    arguments, and reads the first of the known names it finds.
-    """
-
-    BEST = ("best_ms", "makespan_ms", "incumbent_ms", "objective_ms", "best_makespan_ms")
-    BOUND = ("bound_ms", "lower_bound_ms", "best_bound_ms")
+    """Shows a planner's ``ProgressReport``s (phase, best makespan and bound so far) on a rich
+    task; keeps the best and the bound across reports, since a phase may report only one."""
 
     def __init__(self, progress: Progress, task: TaskID) -> None:
         self.progress, self.task = progress, task
+        self.best: float | None = None
+        self.bound: float | None = None
 
-    @staticmethod
-    def _pick(src: object, names: tuple[str, ...]) -> float | None:
-        for n in names:
-            v = src.get(n) if isinstance(src, Mapping) else getattr(src, n, None)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                return float(v)
-        return None
-
-    def __call__(self, *args: object, **kwargs: object) -> None:
-        src: object = args[0] if args else kwargs
-        best, bound = self._pick(src, self.BEST), self._pick(src, self.BOUND)
-        parts = []
-        if best is not None:
-            parts.append(f"best {best:.3f} ms")
-        if bound is not None:
-            parts.append(f"bound {bound:.3f} ms")
-        if best is not None and bound:
-            parts.append(f"gap {(best / bound - 1) * 100:.1f}%")
-        if parts:
-            self.progress.update(self.task, status=", ".join(parts))
+    def __call__(self, report: ProgressReport) -> None:
+        if report.best_ms is not None:
+            self.best = report.best_ms if self.best is None else min(self.best, report.best_ms)
+        if report.bound_ms is not None:
+            self.bound = report.bound_ms if self.bound is None else max(self.bound, report.bound_ms)
+        parts = [f"after {report.phase}"]
+        if self.best is not None:
+            parts.append(f"best {self.best:.3f} ms")
+        if self.bound is not None:
+            parts.append(f"bound {self.bound:.3f} ms")
+        if self.best is not None and self.bound:
+            parts.append(f"gap {(self.best / self.bound - 1) * 100:.1f}%")
+        self.progress.update(self.task, status=", ".join(parts))
 
 
 def plan_with_progress(work: Workload, topo: Topology, *, solver: str, time_limit_s: float,
                        label: str = "") -> Plan:
     """Run the planner under a live display: a spinner with elapsed time, and the best makespan
-    and bound so far when the planner reports them (a ``progress`` callback argument).
-    Nothing is drawn when the output is not a terminal."""
+    and bound so far as the planner reports them. Nothing is drawn when the output is not a
+    terminal."""
     from shardplan.planner import plan as make_plan
 
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
                   TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
                   console=console, transient=True) as progress:
         task = progress.add_task(label or f"solving with {solver}", total=None, status="")
-        kwargs: dict[str, object] = {}
-        if "progress" in inspect.signature(make_plan).parameters:
-            kwargs["progress"] = _ProgressSink(progress, task)
-        return make_plan(work, topo, solver=solver, time_limit_s=time_limit_s, **kwargs)
+        return make_plan(work, topo, solver=solver, time_limit_s=time_limit_s,
+                         progress=_ProgressSink(progress, task))
 
 
 def check_solver_name(name: str, option: str = "--solver") -> str:

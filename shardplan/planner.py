@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from shardplan.bounds import DEFAULT_LP_MAX_VARS, lower_bound
 from shardplan.enumerators import EnumerationOptions, enumerate_options
@@ -11,7 +11,15 @@ from shardplan.errors import SolverError
 from shardplan.plans import build_plan
 from shardplan.solvers import DEFAULT_SOLVER, get_solver
 from shardplan.solvers.common import CostTables, TableGroups, check_groups
-from shardplan.types import CostModel, Plan, PlanningContext, Solver, Topology, Workload
+from shardplan.types import (
+    CostModel,
+    Plan,
+    PlanningContext,
+    ProgressReport,
+    Solver,
+    Topology,
+    Workload,
+)
 
 
 def plan(
@@ -25,6 +33,7 @@ def plan(
     seed: int = 0,
     enumeration: EnumerationOptions | None = None,
     bound_lp_max_vars: int = DEFAULT_LP_MAX_VARS,
+    progress: Callable[[ProgressReport], None] | None = None,
 ) -> Plan:
     """Plan the sharding of ``workload`` on ``topology``.
 
@@ -40,6 +49,8 @@ def plan(
         bound_lp_max_vars: the LP relaxation behind ``summary.lower_bound_ms`` is solved only
             for models up to this many variables (0: never; the work and largest-unit bounds
             are always computed).
+        progress: called with a ``ProgressReport`` (best makespan and bound so far) as the
+            planner and the solver go; the CLI draws it live.
 
     Returns:
         The plan, with per-rank memory and time estimates.
@@ -66,7 +77,10 @@ def plan(
     start = time.perf_counter()
     options = enumerate_options(workload, topology, enumeration)
     ctx = PlanningContext(workload=workload, topology=topology, cost_model=cost_model,
-                          options=options, time_limit_s=time_limit_s, threads=threads, seed=seed)
+                          options=options, time_limit_s=time_limit_s, threads=threads, seed=seed,
+                          progress=progress)
+    if progress is not None:  # the cheap bounds first, so a live display has a bound to show
+        ctx.report("bound", bound_ms=lower_bound(ctx, CostTables.of(ctx), lp_max_vars=0).value_ms)
     result = s.solve(ctx)
     elapsed = time.perf_counter() - start
     ct = CostTables.of(ctx)
@@ -77,6 +91,7 @@ def plan(
     lb = bound.value_ms
     if result.lower_bound_ms is not None:
         lb = max(lb, result.lower_bound_ms)
+    ctx.report("done", bound_ms=lb)
     opts: dict[str, Any] = {"time_limit_s": time_limit_s, "threads": threads, "seed": seed}
     opts.update(s.options())
     return build_plan(workload=workload, topology=topology, cost_model=cost_model,

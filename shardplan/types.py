@@ -19,7 +19,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
@@ -690,8 +690,22 @@ class Assignment:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ProgressReport:
+    """A solver's news while it runs: the best makespan found so far and the best lower bound
+    known, after a phase (``greedy``, ``local_search``, ``ilp``, ...)."""
+
+    phase: str
+    best_ms: float | None = None
+    bound_ms: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PlanningContext:
-    """What a solver gets: the problem, the cost model, the options and the budget."""
+    """What a solver gets: the problem, the cost model, the options and the budget.
+
+    ``progress``, when given, receives a ``ProgressReport`` after each phase of a solver
+    (see ``report``); it must be cheap and must not raise.
+    """
 
     workload: Workload
     topology: Topology
@@ -700,6 +714,13 @@ class PlanningContext:
     time_limit_s: float = 60.0
     threads: int = 1
     seed: int = 0
+    progress: Callable[[ProgressReport], None] | None = None
+
+    def report(self, phase: str, best_ms: float | None = None,
+               bound_ms: float | None = None) -> None:
+        """Tell ``progress`` (if any) the best makespan and bound so far."""
+        if self.progress is not None:
+            self.progress(ProgressReport(phase=phase, best_ms=best_ms, bound_ms=bound_ms))
 
 
 # ---------------------------------------------------------------------------------------------

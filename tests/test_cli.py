@@ -382,41 +382,28 @@ def test_gen_workload(tmp_path):
 # --- progress --------------------------------------------------------------------------------
 
 
-def test_progress_callback_is_passed_when_the_planner_takes_one(monkeypatch):
-    """A planner with a ``progress`` argument gets a callback that accepts its reports."""
-    import shardplan.planner as planner
-    from shardplan.cli.commands import plan_with_progress
-
-    real = planner.plan
-    seen = []
-
-    def fake(workload, topology, *, solver, time_limit_s, progress=None):
-        seen.append(progress)
-        progress({"best_ms": 3.0, "bound_ms": 2.5})
-        progress(makespan_ms=2.9)
-        progress(object())  # unknown shape: ignored
-        return real(workload, topology, solver=solver, time_limit_s=time_limit_s)
-
-    monkeypatch.setattr(planner, "plan", fake)
-    from shardplan.loaders import load_problem
-
-    topo, work = load_problem("cpu-4")
-    p = plan_with_progress(work, topo, solver="greedy", time_limit_s=10)
-    assert callable(seen[0]) and p.summary.makespan_ms > 0
-
-
-def test_progress_sink_shows_best_and_bound():
+def test_planner_reports_progress_to_the_live_display():
+    """The real planner reports a bound first, then the best makespan after each phase; the
+    display keeps the best and the bound it has seen."""
     from rich.console import Console
     from rich.progress import Progress
 
     from shardplan.cli.commands import _ProgressSink
+    from shardplan.loaders import load_problem
+    from shardplan.planner import plan
 
+    topo, work = load_problem("cpu-4")
+    reports = []
+    p = plan(work, topo, solver="auto", time_limit_s=5, progress=reports.append)
+    phases = [r.phase for r in reports]
+    assert phases[0] == "bound" and phases[-1] == "done" and "greedy" in phases
+    best = [r.best_ms for r in reports if r.best_ms is not None]
+    assert best and min(best) == pytest.approx(p.summary.makespan_ms, rel=1e-6)
+    assert reports[-1].bound_ms == pytest.approx(p.summary.lower_bound_ms, rel=1e-6)
     with Progress(console=Console(file=io.StringIO())) as progress:
         task = progress.add_task("solving", total=None, status="")
         sink = _ProgressSink(progress, task)
-        sink({"best_ms": 3.0, "bound_ms": 2.5})
-        assert progress.tasks[0].fields["status"] == "best 3.000 ms, bound 2.500 ms, gap 20.0%"
-        sink(makespan_ms=2.75)
-        assert progress.tasks[0].fields["status"] == "best 2.750 ms"
-        sink(object())  # nothing it knows: the status stays
-        assert progress.tasks[0].fields["status"] == "best 2.750 ms"
+        for r in reports:
+            sink(r)
+        status = progress.tasks[0].fields["status"]
+    assert status.startswith("after done, best ") and "bound" in status and "gap" in status

@@ -59,10 +59,12 @@ class AutoSolver(Solver):
         if g.choice is None:
             raise diagnose_infeasible(ctx, g.failed, ct)
         tried: dict[str, float | str] = {"greedy": g.state.makespan}
+        ctx.report("greedy", best_ms=g.state.makespan)
         ls_deadline = start + (ctx.time_limit_s * (1 - self.ilp_share))
         choice, st, stats = improve(ct, groups, g.choice, deadline=ls_deadline)
         best = (st.makespan, "local_search", choice)
         tried["local_search"] = st.makespan
+        ctx.report("local_search", best_ms=best[0])
         if groups.empty:
             base_best = None
             for name in sorted(BASELINES):
@@ -83,6 +85,7 @@ class AutoSolver(Solver):
                 tried[f"local_search({base_best[1]})"] = st2.makespan
                 if st2.makespan < best[0]:
                     best = (st2.makespan, f"local_search({base_best[1]})", c2)
+        ctx.report("baselines", best_ms=best[0])
         details: dict[str, object] = {"tried": tried, "moves": stats.moves, "swaps": stats.swaps,
                                       "reoptions": stats.reoptions}
         lb = None
@@ -104,6 +107,7 @@ class AutoSolver(Solver):
                 best = (ms, "ilp", c)
             lb = res.lower_bound_ms
             status = res.status if best[1] == "ilp" else status
+            ctx.report("ilp", best_ms=best[0], bound_ms=lb)
         details["picked"] = best[1]
         details["makespan_ms"] = best[0]
         return SolveResult(assignment=ct.assignment(ctx, best[2]), status=status,
