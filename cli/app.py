@@ -71,6 +71,11 @@ def handle_errors(fn: F) -> F:
         except ShardplanError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(code=EXIT_BAD_INPUT) from None
+        except OSError as exc:  # an output path that cannot be written, a full disk, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}; check the path "
+                              "and its permissions", soft_wrap=True, markup=True)
+            raise typer.Exit(code=EXIT_BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]
 

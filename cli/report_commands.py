@@ -20,7 +20,7 @@ from rich.table import Table
 
 from shardplan.cli.app import app, console, handle_errors
 from shardplan.cli.commands import check_solver_name, plan_with_progress, reflow_doc
-from shardplan.enumerators import enumerate_table
+from shardplan.enumerators import enumerate_options, enumerate_table
 from shardplan.errors import InfeasiblePlanError, SolverError, SpecError
 from shardplan.loaders import DEFAULT_TOPOLOGY, load_problem
 from shardplan.plans import load_plan, plan_to_json, rank_costs, save_plan
@@ -612,8 +612,9 @@ def explain_table(plan: Plan, table: str, cost_model: CostModel | None = None
                   ) -> tuple[list[OptionVerdict], float]:
     """Every sharding option of ``table``, weighed against ``plan``.
 
-    Options are re-enumerated with :func:`shardplan.enumerators.enumerate_table` (also with
-    the table's constraints lifted, to show what the constraints rule out) and costed with
+    Options are re-enumerated as the planner saw them (:func:`enumerate_options`), then
+    without its pruning and with the table's constraints lifted, to show what the pruning
+    ("not offered") and the constraints rule out; all are costed with
     ``cost_model`` (default: ``shardplan.estimators.default_cost_model`` for the plan's
     workload and topology). Options of one kind that differ only in their host (table-row-
     and table-column-wise) are folded into one row, the best of them (or the chosen one).
@@ -642,18 +643,26 @@ def explain_table(plan: Plan, table: str, cost_model: CostModel | None = None
 
         cost_model = default_cost_model(plan.workload, plan.topology)
     w = _Weigher(plan, tp, cost_model)
-    allowed = enumerate_table(spec, plan.workload, plan.topology)
+    # what the planner was offered (its pruning and host rotation included), what the table's
+    # constraints allow without pruning, and everything with the constraints lifted
+    offered = enumerate_options(plan.workload, plan.topology)[table]
+    host_start = [t.name for t in plan.workload.tables].index(table) % plan.topology.num_hosts
+    allowed = enumerate_table(spec, plan.workload, plan.topology, host_start=host_start)
     free = enumerate_table(dataclasses.replace(spec, constraints=TableConstraints()),
-                           plan.workload, plan.topology)
+                           plan.workload, plan.topology, host_start=host_start)
+    offered_keys = {(_shape_key(o), o.candidate_ranks) for o in offered}
     allowed_keys = {(_shape_key(o), o.candidate_ranks) for o in allowed}
     verdicts: list[OptionVerdict] = []
     found_chosen = False
     for o in free:
-        if (_shape_key(o), o.candidate_ranks) not in allowed_keys:
-            verdicts.append(OptionVerdict(option=o, work_ms=math.nan, hbm_bytes=math.nan,
-                                          ddr_bytes=math.nan, makespan_ms=None,
-                                          verdict="constraint",
-                                          reason=_constraint_reason(o, spec.constraints)))
+        key = (_shape_key(o), o.candidate_ranks)
+        if key not in allowed_keys or key not in offered_keys:
+            constrained = key not in allowed_keys
+            verdicts.append(OptionVerdict(
+                option=o, work_ms=math.nan, hbm_bytes=math.nan, ddr_bytes=math.nan,
+                makespan_ms=None, verdict="constraint" if constrained else "not offered",
+                reason=_constraint_reason(o, spec.constraints) if constrained else
+                "pruned by the enumeration at this instance size (see EnumerationOptions)"))
             continue
         work, hb, db, span, why = w.weigh(o)
         chosen = not found_chosen and _matches(o, tp)
@@ -682,7 +691,8 @@ def explain_table(plan: Plan, table: str, cost_model: CostModel | None = None
     return _fold(verdicts), w.makespan
 
 
-_VERDICT_ORDER = {"chosen": 0, "not better": 1, "higher cost": 2, "memory": 3, "constraint": 4}
+_VERDICT_ORDER = {"chosen": 0, "not better": 1, "higher cost": 2, "memory": 3, "not offered": 4,
+                  "constraint": 5}
 
 
 def _fold(vs: list[OptionVerdict]) -> list[OptionVerdict]:
@@ -747,7 +757,7 @@ def explain_cmd(
         left = col in ("option", "verdict: why")
         t.add_column(col, justify="left" if left else "right", no_wrap=col != "verdict: why",
                      min_width=20 if left and col != "option" else None)
-    style = {"chosen": "bold green", "constraint": "dim", "memory": "red"}
+    style = {"chosen": "bold green", "constraint": "dim", "not offered": "dim", "memory": "red"}
 
     def num(x: float | None, k: float = 1.0) -> str:
         return "-" if x is None or math.isnan(x) else f"{x / k:.3f}"

@@ -16,8 +16,8 @@ import numpy as np
 import yaml
 
 from shardplan.errors import SpecError
-from shardplan.loaders import workload_to_dict
-from shardplan.types import AccessSkew, DType, Optimizer, TableSpec, Workload
+from shardplan.loaders import CSV_BATCH_SIZE, workload_to_dict
+from shardplan.types import AccessSkew, BatchScope, DType, Mode, Optimizer, TableSpec, Workload
 
 DIMS = np.array([8, 16, 32, 64, 128, 256, 512])
 DIM_WEIGHTS = np.array([0.05, 0.15, 0.2, 0.25, 0.2, 0.1, 0.05])
@@ -61,17 +61,26 @@ def synthetic_workload(num_tables: int, *, seed: int = 0, batch_size: int = 512,
 
 def write_workload(w: Workload, path: str | Path) -> None:
     """Write a workload as YAML (``.yaml``/``.yml``) or CSV (``.csv``, the minimal schema plus
-    dtype, optimizer and features)."""
+    dtype, optimizer, features and zipf_exponent). Raises SpecError when CSV cannot carry it
+    (a batch other than the CSV default, inference, hot-row skew)."""
     p = Path(path)
     if p.suffix.lower() == ".csv":
+        if (w.batch_size, w.batch_scope, w.mode) != (CSV_BATCH_SIZE, BatchScope.PER_RANK,
+                                                     Mode.TRAINING):
+            raise SpecError(f"a CSV workload carries no batch size or mode (it loads as "
+                            f"{CSV_BATCH_SIZE} per rank, training); write .yaml instead",
+                            source=str(p))
+        if any(t.access is not None and t.access.zipf_exponent is None for t in w.tables):
+            raise SpecError("a CSV workload carries only Zipf access skew, not hot-row "
+                            "fractions; write .yaml instead", source=str(p))
         buf = io.StringIO()
         wr = csv.writer(buf, lineterminator="\n")
         wr.writerow(["name", "num_embeddings", "embedding_dim", "pooling_factor", "dtype",
-                     "optimizer", "features"])
+                     "optimizer", "features", "zipf_exponent"])
         for t in w.tables:
             wr.writerow([t.name, t.num_embeddings, t.embedding_dim, t.pooling_factor,
                          t.dtype.value, (t.optimizer or w.default_optimizer).value,
-                         ";".join(t.features)])
+                         ";".join(t.features), t.access.zipf_exponent if t.access else ""])
         p.write_text(buf.getvalue(), encoding="utf-8")
     elif p.suffix.lower() in (".yaml", ".yml"):
         p.write_text(yaml.safe_dump(workload_to_dict(w), sort_keys=False), encoding="utf-8")

@@ -355,14 +355,15 @@ def _check_unique(tables: Iterable[TableSpec], path: str, ctx: _Ctx) -> None:
 
 
 CSV_REQUIRED = ("name", "num_embeddings", "embedding_dim", "pooling_factor")
-CSV_OPTIONAL = ("dtype", "optimizer", "features")
+CSV_OPTIONAL = ("dtype", "optimizer", "features", "zipf_exponent")
+CSV_BATCH_SIZE = 512  # a CSV carries no batch: this one, per rank, training
 
 
-def workload_from_csv(text: str, source: str = "<csv>", *, batch_size: int = 512,
+def workload_from_csv(text: str, source: str = "<csv>", *, batch_size: int = CSV_BATCH_SIZE,
                       batch_scope: BatchScope = BatchScope.PER_RANK, mode: Mode = Mode.TRAINING,
                       default_optimizer: Optimizer = Optimizer.ROWWISE_ADAGRAD) -> Workload:
     """A workload from CSV with header ``name,num_embeddings,embedding_dim,pooling_factor``
-    (optional columns: dtype, optimizer, features separated by ``;`` or ``|``)."""
+    (optional columns: dtype, optimizer, features separated by ``;`` or ``|``, zipf_exponent)."""
     ctx = _Ctx(source, {})
     reader = csv.reader(io.StringIO(text))
     try:
@@ -400,6 +401,9 @@ def workload_from_csv(text: str, source: str = "<csv>", *, batch_size: int = 512
                 rec[col] = _as_int(val, f"row {lineno - 1}.{col}", lctx)
             elif col == "pooling_factor":
                 rec[col] = _as_num(val, f"row {lineno - 1}.{col}", lctx)
+            elif col == "zipf_exponent":
+                if val:
+                    rec["access"] = {"zipf_exponent": _as_num(val, f"row {lineno - 1}.{col}", lctx)}
             else:
                 rec[col] = val
         tables.append(_table(rec, f"row {lineno - 1}", lctx, DType.FP32))

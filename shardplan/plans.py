@@ -337,6 +337,8 @@ def save_plan(plan: Plan, path: str | Path) -> None:
 
 
 def load_plan(path: str | Path) -> Plan:
+    """Read a plan file and check its shards (tiling, ranks, DP replicas; not capacity).
+    Raises PlanError naming the file."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -345,4 +347,9 @@ def load_plan(path: str | Path) -> Plan:
                         source=str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read plan file: {exc}", source=str(p)) from None
-    return plan_from_json(text, str(p))
+    plan = plan_from_json(text, str(p))
+    try:  # a plan that was edited by hand must not be drawn, explained or run
+        check_plan(plan, check_memory=False)
+    except PlanError as exc:
+        raise PlanError(exc.message, source=str(p), key_path=exc.key_path) from None
+    return plan

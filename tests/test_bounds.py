@@ -37,12 +37,14 @@ def test_bound_below_proven_optimum():
     work = make_workload(5)
     ctx = _ctx(work, topo)
     res = ILPSolver(max_options=None, gap=0.0).solve(ctx)
-    if res.details["mip_status"] != "optimal":
-        pytest.skip("HiGHS did not prove optimality within the limit on this machine")
-    opt = res.details["makespan_ms"]
+    # the ILP's plan is at least the optimum whether or not HiGHS proved it optimal in time
+    best = res.details["makespan_ms"]
     b = lower_bound(ctx, CostTables.build(ctx))
-    assert b.value_ms <= opt * (1 + 1e-6)
-    assert res.lower_bound_ms <= opt * (1 + 1e-6)
+    assert b.value_ms <= best * (1 + 1e-6)
+    if res.lower_bound_ms is not None:
+        assert res.lower_bound_ms <= best * (1 + 1e-6)
+    if res.details["mip_status"] == "optimal":
+        assert res.lower_bound_ms == pytest.approx(best, rel=1e-6)
 
 
 def test_unit_bound_binds_for_one_hot_table(topo16):

@@ -104,3 +104,23 @@ def test_help_lists_exit_codes() -> None:
 def test_command_line_errors_exit_1_not_2(args: list[str]) -> None:
     r = run(*args)
     assert r.exit_code == 1, r.output
+
+
+def test_hand_edited_plan_is_rejected_on_load(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    assert run("solve", "cpu-2", "--solver", "greedy", "--out", str(out)).exit_code == 0
+    d = json.loads(out.read_text())
+    d["tables"][0]["shards"][0]["rank"] = 7  # the topology has ranks 0 and 1
+    out.write_text(json.dumps(d))
+    for cmd in (["report", str(out), "--out", str(tmp_path / "r")],
+                ["explain", str(out), d["tables"][0]["name"]]):
+        r = run(*cmd)
+        assert r.exit_code == 1, r.output
+        assert "rank 7" in r.output and "p.json" in r.output and "Traceback" not in r.output
+
+
+def test_unwritable_output_is_bad_input(tmp_path: Path) -> None:
+    r = run("gen-workload", "-n", "3", "--out", str(tmp_path / "missing" / "dir" / "w.yaml"))
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    r = run("solve", "cpu-2", "--solver", "greedy", "--out", str(tmp_path / "missing" / "p.json"))
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output

@@ -39,9 +39,16 @@ def test_written_file_loads_back(tmp_path: Path, suffix: str) -> None:
     p = tmp_path / f"w{suffix}"
     write_workload(w, p)
     back = load_workload(p)
-    assert [(t.name, t.num_embeddings, t.embedding_dim, t.pooling_factor, t.dtype)
-            for t in back.tables] == [(t.name, t.num_embeddings, t.embedding_dim,
-                                       t.pooling_factor, t.dtype) for t in w.tables]
+    assert back.batch_size == w.batch_size and back.mode is w.mode
+    assert [(t.name, t.num_embeddings, t.embedding_dim, t.pooling_factor, t.dtype,
+             t.optimizer, t.access) for t in back.tables] == [
+        (t.name, t.num_embeddings, t.embedding_dim, t.pooling_factor, t.dtype, t.optimizer,
+         t.access) for t in w.tables]
+
+
+def test_csv_refuses_what_it_cannot_carry(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="batch size"):
+        write_workload(synthetic_workload(5, batch_size=4096), tmp_path / "w.csv")
 
 
 def test_bad_sizes() -> None:

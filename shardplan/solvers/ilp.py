@@ -422,6 +422,14 @@ class ILPSolver(Solver):
         left = max(limit - (time.perf_counter() - start), 1.0)
         out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
                           gap=self.gap, warm=warm)
+        if out.status == "infeasible" and restricted:
+            # the shortlist of options may be what is infeasible, not the problem: try them all
+            allowed = [list(range(len(o))) for o in ct.options]
+            model = build_model(ct, groups, allowed)
+            restricted = False
+            left = max(limit - (time.perf_counter() - start), 1.0)
+            out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
+                              gap=self.gap, warm=warm)
         if out.status == "infeasible":
             raise diagnose_infeasible(ctx, [], ct)
         choice = out.choice
