@@ -253,16 +253,10 @@ def enumerate_options(workload: Workload, topology: Topology,
     return out
 
 
-#: Optimizer state per weight element, in fp32 elements (Adam: two moments; Adagrad: one).
-_STATE_PER_ELEMENT = {"adam": 2.0, "adagrad": 1.0}
-
-
 def _footprint_bytes(t: TableSpec, workload: Workload) -> float:
-    """Weights plus optimizer state, a rough estimate used only to decide whether to offer
-    UVM placements (the cost model gives the real memory)."""
-    elems = t.num_embeddings * t.embedding_dim
-    opt = workload.optimizer_of(t).value
-    state = _STATE_PER_ELEMENT.get(opt, 0.0) * elems * 4
-    if opt == "rowwise_adagrad":
-        state = t.num_embeddings * 4
-    return elems * t.dtype.bits / 8 + state
+    """Weights plus optimizer state, used only to decide whether to offer UVM placements (the
+    cost model gives the real memory)."""
+    from shardplan.estimators.memory import optimizer_state_bytes, weight_bytes
+
+    return (weight_bytes(t.num_embeddings, t.embedding_dim, t.dtype)
+            + optimizer_state_bytes(workload.optimizer_of(t), t.num_embeddings, t.embedding_dim))

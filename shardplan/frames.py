@@ -21,15 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from shardplan.estimators.memory import weight_bytes
 from shardplan.types import Stage, Tier
 
 if TYPE_CHECKING:  # pragma: no cover
     from shardplan.types import Plan
 
 
-def weight_bytes(rows: int, cols: int, dtype_bits: int) -> float:
-    """Bytes of the weights of a ``rows`` x ``cols`` block (no optimizer state, no buffers)."""
-    return rows * cols * dtype_bits / 8
 
 
 def table_frame(plan: Plan) -> pd.DataFrame:
@@ -63,7 +61,7 @@ def table_frame(plan: Plan) -> pd.DataFrame:
             "num_shards": len(t.shards),
             "num_ranks": len(ranks),
             "ranks": ranks,
-            "weight_bytes": weight_bytes(t.num_embeddings, t.embedding_dim, spec.dtype.bits),
+            "weight_bytes": weight_bytes(t.num_embeddings, t.embedding_dim, spec.dtype),
         })
     return pd.DataFrame(rows, columns=_TABLE_COLUMNS)
 
@@ -136,11 +134,11 @@ def shard_frame(plan: Plan) -> pd.DataFrame:
     Returns:
         The frame.
     """
-    bits = {t.name: t.dtype.bits for t in plan.workload.tables}
+    dtypes = {t.name: t.dtype for t in plan.workload.tables}
     host_of = [ri.host for ri in plan.topology.ranks]
     cols: dict[str, list[object]] = {c: [] for c in _SHARD_COLUMNS}
     for t in plan.tables:
-        b = bits[t.name]
+        b = dtypes[t.name]
         st, short = t.sharding_type.value, t.sharding_type.short
         for i, s in enumerate(t.shards):
             cols["table"].append(t.name)
@@ -201,7 +199,7 @@ def sharding_mix(plan: Plan) -> pd.DataFrame:
     for t in plan.tables:
         k = t.sharding_type.value
         count[k] += 1
-        nbytes[k] += weight_bytes(t.num_embeddings, t.embedding_dim, specs[t.name].dtype.bits)
+        nbytes[k] += weight_bytes(t.num_embeddings, t.embedding_dim, specs[t.name].dtype)
         short[k] = t.sharding_type.short
     keys = sorted(count, key=lambda k: (-count[k], k))
     total_t, total_b = sum(count.values()) or 1, sum(nbytes.values()) or 1.0

@@ -72,10 +72,6 @@ class OptionCosts:
     def ddr(self) -> _PerRank:
         return _PerRank(self.ddr_g, self.group_of)
 
-    @property
-    def total_time(self) -> float:
-        """Work this option adds to the cluster (kept for callers of the first greedy)."""
-        return self.work_ms
 
 
 class _PerRank:
@@ -288,11 +284,6 @@ class LoadState:
             np.add.at(self.load, r, sign * oc.time_g[idx, g])
             np.add.at(self.hbm, r, sign * oc.hbm_g[idx, g])
             np.add.at(self.ddr, r, sign * oc.ddr_g[idx, g])
-
-    def fits(self) -> bool:
-        ct = self.ct
-        return bool((self.hbm <= ct.cap_hbm * (1 + REL_EPS)).all()
-                    and (self.ddr <= ct.cap_ddr * (1 + REL_EPS)).all())
 
     @property
     def makespan(self) -> float:
