@@ -41,7 +41,7 @@ class AutoSolver(Solver):
     name = "auto"
 
     def __init__(self, ilp_max_vars: int = 40_000, ilp_max_cells: int = 3_200,
-                 ilp_share: float = 0.5, ilp_max_s: float = 10.0, ilp_min_s: float = 2.0,
+                 ilp_share: float = 0.5, ilp_max_s: float = 3.0, ilp_min_s: float = 2.0,
                  gap: float = 0.01) -> None:
         self.ilp_max_s = ilp_max_s
         self.ilp_max_vars = ilp_max_vars
