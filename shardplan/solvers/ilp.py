@@ -273,6 +273,20 @@ class _WarmHiGHS(pulp.HiGHS):
             lp.solverModel.setSolution(sol)
         lp.solverModel.run()
 
+    def findSolutionValues(self, lp):  # noqa: N802 (PuLP's name)
+        """PuLP's, plus HiGHS's node-limit status (``kSolutionLimit``), which PuLP does not
+        map: the values are already read by then; report "stopped, with a solution"."""
+        import highspy
+
+        try:
+            return super().findSolutionValues(lp)
+        except KeyError:
+            if lp.solverModel.getModelStatus() != highspy.HighsModelStatus.kSolutionLimit:
+                raise
+            found = math.isfinite(lp.solverModel.getInfo().objective_function_value)
+            return (pulp.LpStatusNotSolved,
+                    pulp.LpSolutionIntegerFeasible if found else pulp.LpSolutionNoSolutionFound)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MipOutcome:
@@ -285,6 +299,7 @@ class MipOutcome:
     num_vars: int
     num_constraints: int
     wall_s: float
+    nodes: int | None = None
 
 
 @functools.cache
@@ -308,15 +323,19 @@ def _silence_highs_banner() -> None:
 
 
 def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: float,
-                threads: int, gap: float, warm: Choice | None, relax: bool = False) -> MipOutcome:
-    """Run ``backend`` (``highs`` or ``cbc``) on the model."""
+                threads: int, gap: float, warm: Choice | None, relax: bool = False,
+                max_nodes: int | None = None) -> MipOutcome:
+    """Run ``backend`` (``highs`` or ``cbc``) on the model. ``max_nodes`` caps HiGHS's
+    branch-and-bound nodes: a work limit, so the result does not depend on the machine's
+    speed the way a time limit does (the time limit stays as a safety net)."""
     start = time.perf_counter()
     if warm is not None and not relax:
         set_start(model, ct, warm)
     if backend == "highs":
         _silence_highs_banner()
+        extra = {} if max_nodes is None or relax else {"mip_max_nodes": int(max_nodes)}
         solver = _WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.1), threads=threads,
-                            gapRel=gap, mip=not relax)
+                            gapRel=gap, mip=not relax, **extra)
     elif backend == "cbc":
         with warnings.catch_warnings():  # PuLP 3.x: bundled CBC "deprecated in 4.0"; still ships
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -334,6 +353,7 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     has_solution = sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
     objective = float(model.makespan.value()) if has_solution and model.makespan.value() is not None else None
     best_bound = None
+    nodes = None
     if backend == "highs":
         h = model.prob.solverModel
         info = h.getInfo()
@@ -345,8 +365,10 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
         else:
             bb = float(info.mip_dual_bound)
             best_bound = bb if math.isfinite(bb) else None
+        nodes = int(info.mip_node_count)
         status = {highspy.HighsModelStatus.kOptimal: "optimal",
                   highspy.HighsModelStatus.kTimeLimit: "time_limit",
+                  highspy.HighsModelStatus.kSolutionLimit: "node_limit",
                   highspy.HighsModelStatus.kInfeasible: "infeasible"}.get(ms, str(ms).split(".")[-1])
     elif sol_status == pulp.LpSolutionOptimal:
         status = "optimal"
@@ -361,7 +383,7 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     choice = decode(model, ct) if has_solution and not relax else None
     return MipOutcome(status=status, objective=objective, best_bound=best_bound, gap=g,
                       backend=backend, choice=choice, num_vars=model.num_vars,
-                      num_constraints=model.prob.numConstraints(), wall_s=wall)
+                      num_constraints=model.prob.numConstraints(), wall_s=wall, nodes=nodes)
 
 
 def ilp_options(ct: CostTables, max_options: int | None, warm: Choice | None) -> list[list[int]]:
@@ -389,12 +411,15 @@ class ILPSolver(Solver):
         max_options: options per table kept in the model (``None``: all). With fewer, the
             proven bound is for the reduced model only; ``details['restricted']`` says so.
         fallback: try CBC when HiGHS is not installed.
+        max_nodes: stop HiGHS after this many branch-and-bound nodes (a work limit: the same
+            input then gives the same plan on any machine, unless the time limit trips first).
     """
 
     name = "ilp"
 
     def __init__(self, backend: str = "highs", gap: float = 0.005, max_options: int | None = 10,
-                 fallback: bool = True) -> None:
+                 fallback: bool = True, max_nodes: int | None = None) -> None:
+        self.max_nodes = max_nodes
         self.backend = backend
         self.gap = gap
         self.max_options = max_options
@@ -421,7 +446,7 @@ class ILPSolver(Solver):
             backend = "cbc"
         left = max(limit - (time.perf_counter() - start), 1.0)
         out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
-                          gap=self.gap, warm=warm)
+                          gap=self.gap, warm=warm, max_nodes=self.max_nodes)
         if out.status == "infeasible" and restricted:
             # the shortlist of options may be what is infeasible, not the problem: try them all
             allowed = [list(range(len(o))) for o in ct.options]
@@ -429,7 +454,7 @@ class ILPSolver(Solver):
             restricted = False
             left = max(limit - (time.perf_counter() - start), 1.0)
             out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
-                              gap=self.gap, warm=warm)
+                              gap=self.gap, warm=warm, max_nodes=self.max_nodes)
         if out.status == "infeasible":
             raise diagnose_infeasible(ctx, [], ct)
         choice = out.choice
@@ -446,11 +471,13 @@ class ILPSolver(Solver):
                    "objective_ms": out.objective, "best_bound_ms": out.best_bound,
                    "gap": out.gap, "makespan_ms": st.makespan, "warm_start_ms": warm_ms,
                    "variables": out.num_vars, "constraints": out.num_constraints,
-                   "restricted": restricted, "mip_wall_s": round(out.wall_s, 3)}
+                   "restricted": restricted, "mip_wall_s": round(out.wall_s, 3),
+                   "mip_nodes": out.nodes}
         status = "optimal" if out.status == "optimal" and not restricted else "feasible"
         lb = out.best_bound if (out.best_bound is not None and not restricted) else None
         return SolveResult(assignment=ct.assignment(ctx, choice), status=status,
                            lower_bound_ms=lb, details=details)
 
     def options(self) -> dict[str, object]:
-        return {"backend": self.backend, "gap": self.gap, "max_options": self.max_options}
+        return {"backend": self.backend, "gap": self.gap, "max_options": self.max_options,
+                "max_nodes": self.max_nodes}
