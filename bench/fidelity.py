@@ -11,8 +11,11 @@ a time so the 4 processes do not fight over the 2 cores). The same assignments a
 by the cost model with the placeholder CPU profile (``before``), with the shipped calibrated
 one (``after``), and with coefficients fitted in this same run to 16 *other* random plans
 (seed 1000; ``--calibrate-plans``), so calibration and evaluation see the same machine load.
-``--repeat`` profiles the evaluation plans twice and reports the run-to-run agreement: the
-ceiling any estimate can reach on a machine this noisy.
+``--rounds R`` (default 3) measures the evaluation plans in R interleaved rounds (every plan,
+then every plan again, ...) and keeps, per plan, rank and stage, the median over the rounds:
+slow drifts of the machine's background load then hit every plan alike instead of whichever
+plans ran while it was busy. ``--repeat`` repeats that whole measurement and reports the
+run-to-run agreement: the ceiling any estimate can reach on a machine this noisy.
 
 Metrics (targets after calibration: tau >= 0.8, median error <= 20%):
     Kendall tau-b between estimated and measured makespan over the plans;
@@ -87,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
                          "fit the coefficients to them (`calibrate --plans`) and score that fit on "
                          "the evaluation plans: calibration and evaluation under the same machine "
                          "load (0: skip)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds over the evaluation plans; per plan, rank and stage "
+                         "the median over rounds is kept")
     ap.add_argument("--repeat", action="store_true",
                     help="profile every plan a second time and report the run-to-run noise "
                          "(tau and median error of measured vs re-measured: the ceiling any "
                          "estimate can reach on this machine)")
     a = ap.parse_args(argv)
 
+    load_start = _load()
     topo, work = load_problem(a.topology, a.tables)
     before = default_cost_model(work, topo, profile=a.before)
     after = default_cost_model(work, topo, profile=a.after)
@@ -104,13 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     cal_plans = [build_plan(workload=work, topology=topo, cost_model=before, assignment=asg,
                             solver="random") for asg in cal_assigns]
     t0 = time.perf_counter()
-    both = profile_plans(cal_plans + plans, steps=a.steps, warmup=a.warmup, seed=a.seed)
+    # calibration and evaluation plans in the same interleaved rounds (same machine load)
+    both = [profile_plans(cal_plans + plans, steps=a.steps, warmup=a.warmup, seed=a.seed)
+            for _ in range(a.rounds)]
     run_s = time.perf_counter() - t0
-    cal_reports, reports = both[:len(cal_plans)], both[len(cal_plans):]
+    reports = both[0][len(cal_plans):]
+    measured = _combine([b[len(cal_plans):] for b in both], topo.world_size)
     inrun = None
     if cal_plans:
-        meas = np.array([[[next(r.measured_ms for r in rep.rows if r.rank == rk and r.stage == st.value)
-                           for st in Stage] for rk in range(topo.world_size)] for rep in cal_reports])
+        cal = _combine([b[:len(cal_plans)] for b in both], topo.world_size)
+        meas = np.array([[[m[(rk, st.value)] for st in Stage] for rk in range(topo.world_size)]
+                         for m in cal])
         coeffs, fit_rep = fit_plan_profiles(cal_assigns, meas, work, topo)
         prof = profile_from_dict({
             "format_version": 1, "name": "cpu-gloo-inrun", "device_model": topo.host_groups[0].device.model,
@@ -122,19 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         inrun = default_cost_model(work, topo, profile=prof)
     noise = None
     if a.repeat:
-        again = profile_plans(plans, steps=a.steps, warmup=a.warmup, seed=a.seed)
-        m1 = [[r.measured_ms for r in rep.totals()] for rep in reports]
-        m2 = [[r.measured_ms for r in rep.totals()] for rep in again]
+        again = _combine([profile_plans(plans, steps=a.steps, warmup=a.warmup, seed=a.seed)
+                          for _ in range(a.rounds)], topo.world_size)
+        m1 = [[m[(rk, "total")] for rk in range(topo.world_size)] for m in measured]
+        m2 = [[m[(rk, "total")] for rk in range(topo.world_size)] for m in again]
         noise = (kendall_tau_b([max(x) for x in m2], [max(x) for x in m1]),
                  statistics.median(abs(b - c) / c for x, y in zip(m1, m2) for c, b in zip(x, y)))
 
     rows = []
-    for i, (asg, rep) in enumerate(zip(assigns, reports)):
+    for i, (asg, meas) in enumerate(zip(assigns, measured)):
         est_b = [before.total(c.perf) for c in rank_costs(asg, topo, before)]
         est_a = [after.total(c.perf) for c in rank_costs(asg, topo, after)]
         stage_a = [c.perf for c in rank_costs(asg, topo, after)]
         est_i = [inrun.total(c.perf) for c in rank_costs(asg, topo, inrun)] if inrun else [float("nan")] * topo.world_size
-        meas = {(r.rank, r.stage): r.measured_ms for r in rep.rows}
         mix = "+".join(sorted({o.sharding_type.short for o in asg.options}))
         for rk in range(topo.world_size):
             row = {"plan": i, "mix": mix, "rank": rk, "measured_ms": meas[(rk, "total")],
@@ -169,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Cost-model fidelity on {topo.name} ({work.name}), {dt.date.today().isoformat()}",
         "",
         f"{len(plans)} plans (1 planned + {len(plans) - 1} random), {topo.world_size} gloo ranks, "
-        f"kernels {reports[0].backend}, medians of {a.steps} steps after {a.warmup} warm-up; "
+        f"kernels {reports[0].backend}, medians of {a.steps} steps after {a.warmup} warm-up, "
+        f"median of {a.rounds} interleaved rounds; "
         f"measured makespans {min(meas_mk):.2f}-{max(meas_mk):.2f} ms (median "
         f"{statistics.median(meas_mk):.2f}); executor run {run_s:.0f} s.",
         "",
@@ -181,15 +193,32 @@ def main(argv: list[str] | None = None) -> int:
           f"| {ti:.3f} | {ei:.1%} |"] if inrun else []) + ([f"| noise: second run vs first | {noise[0]:.3f} | {noise[1]:.1%} |"] if noise else []) + [
         "",
         "Targets after calibration: tau >= 0.8, median error <= 20%.",
-        f"Command: `python bench/fidelity.py --plans {a.plans} --steps {a.steps}"
+        f"Command: `python bench/fidelity.py --plans {a.plans} --steps {a.steps} --rounds {a.rounds}"
         + (" --repeat`" if a.repeat else "`"),
-        f"Machine load average at the end: {_load()}.",
+        f"Machine load average before the run: {load_start}; at the end: {_load()} (the run's own "
+        f"{topo.world_size} processes count in it).",
         "",
     ]
     (out / "fidelity.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
     print(f"wrote {out / 'fidelity.csv'} and {out / 'fidelity.md'}")
     return 0
+
+
+def _combine(rounds: list, world: int) -> list[dict[tuple[int, str], float]]:
+    """Per plan, {(rank, stage): median over rounds of the stage median}; ``total`` is the sum
+    of the stages, as the executor and the cost model add them."""
+    from shardplan.types import Stage
+
+    out = []
+    for reps in zip(*rounds):
+        by = [{(r.rank, r.stage): r.measured_ms for r in rep.rows} for rep in reps]
+        m = {(rk, st.value): statistics.median(b[(rk, st.value)] for b in by)
+             for rk in range(world) for st in Stage}
+        for rk in range(world):
+            m[(rk, "total")] = sum(m[(rk, st.value)] for st in Stage)
+        out.append(m)
+    return out
 
 
 def _load() -> str:

@@ -86,11 +86,23 @@ def forward_bytes(ids: float, row_bytes: float, samples: float, cols: int,
     return ids * row_bytes, ids * id_bytes + samples * cols * out_bytes
 
 
+def distinct_rows(ids: float, rows: int) -> float:
+    """Expected distinct rows among ``ids`` lookups spread uniformly over ``rows`` rows:
+    ``rows x (1 - exp(-ids / rows))`` (balls into bins). Uniform (hashed) ids give the most
+    distinct rows for a given count, so for skewed access this is an upper bound."""
+    if rows <= 0 or ids <= 0:
+        return 0.0
+    return rows * -math.expm1(-ids / rows)
+
+
 def backward_bytes(ids: float, row_bytes: float, state_bytes_per_row: float, samples: float,
-                   cols: int, grad_bytes: float, workspace_bytes_per_id: float) -> tuple[float, float]:
-    """(row bytes, other HBM bytes) of the fused backward + optimizer update: read the output
-    gradient, sort the ids (workspace written and read), then read-modify-write each looked-up
-    row and its optimizer state (counted per id: no credit for duplicate ids, conservative)."""
-    rows_rmw = ids * 2.0 * (row_bytes + state_bytes_per_row)
+                   cols: int, grad_bytes: float, workspace_bytes_per_id: float,
+                   rows: int | None = None) -> tuple[float, float]:
+    """(row bytes, other HBM bytes) of a fused backward + optimizer: read the pooled output
+    gradient, sort the ids (workspace written and read), then read-modify-write each distinct
+    looked-up row and its optimizer state once (FBGEMM's backward sorts the ids and updates
+    each distinct row once; :func:`distinct_rows`, uniform ids). ``rows=None``: per id."""
+    touched = ids if rows is None else min(ids, distinct_rows(ids, rows))
+    rows_rmw = touched * 2.0 * (row_bytes + state_bytes_per_row)
     other = samples * cols * grad_bytes + 2.0 * ids * workspace_bytes_per_id
     return rows_rmw, other

@@ -139,7 +139,12 @@ class _Group:
     links: GroupLinks
     profile: DeviceProfile
     bw: compute.Bandwidths
-    a2a: float  # s per byte of all-to-all (duplex weight applied)
+    a2a: float  # s per byte of all-to-all (duplex weight and kind efficiency applied)
+    rs_scale: float  # 1 / kind efficiency of reduce-scatter / all-gather
+    ar_scale: float  # 1 / kind efficiency of all-reduce
+    lat_a2a: float  # s, one all-to-all call over all ranks
+    lat_rs: float  # s, one reduce-scatter (or all-gather) call over all ranks
+    lat_ar: float  # s, one all-reduce call over all ranks
 
 
 Items = tuple[tuple[Component, ShardCost], ...]
@@ -225,7 +230,15 @@ class EmbeddingCostModel(CostModel):
                 pcie=hg.host.pcie_bandwidth_bytes_per_s * co.pcie_bandwidth_efficiency,
                 # the host's DRAM bandwidth is shared by its devices
                 ddr=hg.host.ddr_bandwidth_bytes_per_s / hg.devices_per_host * co.ddr_bandwidth_efficiency)
-            self._groups.append(_Group(ln, prof, bw, dw * ln.all_to_all_s_per_byte()))
+            many = self.world > 1
+            self._groups.append(_Group(
+                ln, prof, bw,
+                dw * ln.all_to_all_s_per_byte() / co.kind_efficiency(Collective.ALL_TO_ALL),
+                1.0 / co.kind_efficiency(Collective.REDUCE_SCATTER),
+                1.0 / co.kind_efficiency(Collective.ALL_REDUCE),
+                ln.latency_s(Collective.ALL_TO_ALL, co) if many else 0.0,
+                ln.latency_s(Collective.REDUCE_SCATTER, co) if many else 0.0,
+                ln.latency_s(Collective.ALL_REDUCE, co) if many else 0.0))
         self._cost_memo: dict[tuple, dict[tuple[int, int], ShardCost]] = {}
         self._hits: dict[tuple[str, float], float] = {}
         self._every_memo: dict[tuple, ShardCost] = {}
@@ -416,7 +429,8 @@ class EmbeddingCostModel(CostModel):
             else:
                 rmw, other = compute.backward_bytes(ids, rb, state_row, samples, cols,
                                                     self.out_bytes,
-                                                    memory.BACKWARD_WORKSPACE_BYTES_PER_ID)
+                                                    memory.BACKWARD_WORKSPACE_BYTES_PER_ID,
+                                                    rows=rows)
                 bwd_s = (rmw * compute.row_read_s_per_byte(kind, g.bw, hit, backward=True)
                          + other / g.bw.hbm_bwd)
             items.append(_ms(Component.UPDATE, bwd_compute=bwd_s))
@@ -430,19 +444,21 @@ class EmbeddingCostModel(CostModel):
         if dp:
             if train and self.world > 1:
                 grad = rows * cols * grad_el
-                items.append(_ms(Component.ALL_REDUCE, dp_sync=2.0 * grad * ln.ring_s_per_byte()))
+                items.append(_ms(Component.ALL_REDUCE,
+                                 dp_sync=2.0 * grad * ln.ring_s_per_byte() * g.ar_scale))
             return tuple(items)
         items.append(_ms(Component.INPUT_DIST, fwd_comm=memory.input_bytes(ids, samples) * g.a2a))
         partial = memory.pooled_bytes(self.batch_global * t.features, cols, self.out_bytes)
         if st is ShardingType.ROW_WISE:
             # partial sums for every sample, reduce-scattered over all ranks; all-gather back
-            s = partial * ln.ring_s_per_byte()
+            s = partial * ln.ring_s_per_byte() * g.rs_scale
             items.append(_ms(Component.OUTPUT_DIST, fwd_comm=s))
             if train:
                 items.append(_ms(Component.GRAD_DIST, bwd_comm=s))
         elif st is ShardingType.TABLE_ROW_WISE:
             # reduce-scatter within the host, then all-to-all of this rank's 1/n across hosts
-            s = partial * ln.ring_s_per_byte(n, intra_host=True) + partial / n * g.a2a
+            s = (partial * ln.ring_s_per_byte(n, intra_host=True) * g.rs_scale
+                 + partial / n * g.a2a)
             items.append(_ms(Component.OUTPUT_DIST, fwd_comm=s))
             if train:
                 items.append(_ms(Component.GRAD_DIST, bwd_comm=s))
@@ -460,8 +476,25 @@ class EmbeddingCostModel(CostModel):
         samples = self.batch_local * t.features
         items = [_mem(Component.LOCAL_INPUT,
                       hbm=memory.input_bytes(ids, samples) * self.options.pipeline_depth)]
+        # Collectives issued per table (as the executor does): every rank takes part in each,
+        # so every rank pays its latency once per table of the type.
         if st is ShardingType.DATA_PARALLEL:
+            if train and g.lat_ar:
+                items.append(_ms(Component.COLLECTIVE_LATENCY, dp_sync=g.lat_ar))
             return tuple(items)
+        if st is ShardingType.ROW_WISE and g.lat_rs:
+            # reduce-scatter of its partial sums forward, all-gather of its gradient backward
+            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=g.lat_rs,
+                             bwd_comm=g.lat_rs if train else 0.0))
+        elif st is ShardingType.TABLE_ROW_WISE and self.world > 1:
+            # reduce-scatter inside the host (n ranks), then an all-to-all across hosts; the
+            # reverse backward
+            co = g.profile.coefficients
+            lat = g.links.latency_s(Collective.REDUCE_SCATTER, co, n=n, intra_host=True)
+            if self.topology.num_hosts > 1:
+                lat += g.lat_a2a
+            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=lat,
+                             bwd_comm=lat if train else 0.0))
         dim = t.spec.embedding_dim
         pooled = memory.pooled_bytes(samples, dim, self.out_bytes)
         items.append(_mem(Component.POOLED_OUTPUTS, hbm=pooled * (2 if train else 1)))
@@ -482,15 +515,13 @@ class EmbeddingCostModel(CostModel):
         k_s = co.kernel_overhead_us * 1e-6
         items = [_ms(Component.KERNEL_LAUNCH, fwd_compute=k_s, bwd_compute=k_s if train else 0.0)]
         if self.world > 1:
-            ln = g.links
-            a2a = ln.latency_s(Collective.ALL_TO_ALL, co)
-            rs = ln.latency_s(Collective.REDUCE_SCATTER, co)
-            ar = ln.latency_s(Collective.ALL_REDUCE, co)
-            # one call per step of each: input a2a, output a2a and reduce-scatter forward;
-            # gradient a2a and all-gather backward; the DP all-reduce
-            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=2 * a2a + rs,
-                             bwd_comm=(a2a + rs) if train else 0.0,
-                             dp_sync=ar if train else 0.0))
+            # the all-to-alls every step issues whatever the plan (the executor issues them
+            # even when empty): forward, lengths and ids of the input distribution and the
+            # pooled outputs of TW/CW/TWCW; backward, their gradients. Reduce-scatter,
+            # all-gather and all-reduce are issued per RW/TWRW/DP table: everywhere costs.
+            a2a = g.lat_a2a
+            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=3 * a2a,
+                             bwd_comm=a2a if train else 0.0))
         f = self.options.hbm_reserved_fraction
         if f is not None:
             cap = self.topology.host_groups[gi].device.hbm_capacity_bytes

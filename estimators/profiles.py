@@ -16,6 +16,7 @@ The file format is the contract with the executor's ``shardplan calibrate``::
       ...
       collective_bandwidth_efficiency: {nvlink4: 0.75, infiniband: 0.8}
       collective_latency_us: {all_to_all: 20.0, reduce_scatter: 20.0, all_reduce: 30.0}
+      collective_kind_efficiency: {all_to_all: 1.0, reduce_scatter: 0.5, all_reduce: 0.3}
 
 Every coefficient has a default, so a profile may give a subset; unknown keys are an error
 naming the file and key.
@@ -77,6 +78,12 @@ DEFAULT_COLLECTIVE_LATENCY_US: Mapping[str, float] = MappingProxyType({
     # small-message latencies are tens of microseconds)
     "all_to_all": 20.0, "reduce_scatter": 15.0, "all_reduce": 20.0,
 })
+DEFAULT_COLLECTIVE_KIND_EFFICIENCY: Mapping[str, float] = MappingProxyType({
+    # factor on the link efficiency per collective kind (all-gather uses reduce_scatter's):
+    # 1.0 = every collective reaches the link's efficiency, as before this key existed (format
+    # version 1 profiles without it keep their meaning). Calibration on gloo measures it.
+    "all_to_all": 1.0, "reduce_scatter": 1.0, "all_reduce": 1.0,
+})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,6 +99,10 @@ class Coefficients:
         pcie_bandwidth_efficiency: achieved / nominal PCIe bandwidth (UVM misses).
         collective_bandwidth_efficiency: per link type (``LinkType``/``NetworkType`` value).
         collective_latency_us: fixed latency per collective call (``Collective`` value).
+        collective_kind_efficiency: per collective kind (``Collective`` value; all-gather uses
+            ``reduce_scatter``), a factor in (0, 1] on the link efficiency: a collective of
+            kind ``c`` over a link of type ``l`` runs at nominal x
+            ``collective_bandwidth_efficiency[l] x collective_kind_efficiency[c]``. Default 1.
     """
 
     lookup_bandwidth_efficiency: float = DEFAULT_LOOKUP_EFFICIENCY
@@ -104,6 +115,8 @@ class Coefficients:
         default_factory=lambda: dict(DEFAULT_COLLECTIVE_EFFICIENCY))
     collective_latency_us: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_COLLECTIVE_LATENCY_US))
+    collective_kind_efficiency: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_COLLECTIVE_KIND_EFFICIENCY))
 
     def __post_init__(self) -> None:
         for name in _EFFICIENCIES:
@@ -130,6 +143,15 @@ class Coefficients:
             if v < 0:
                 raise SpecError(f"collective_latency_us.{k}={v!r}: must be >= 0")
             lat[k] = float(v)
+        kind = dict(DEFAULT_COLLECTIVE_KIND_EFFICIENCY)
+        for k, v in self.collective_kind_efficiency.items():
+            if k not in {c.value for c in Collective}:
+                raise SpecError(f"collective_kind_efficiency: unknown collective {k!r}; expected "
+                                f"one of {', '.join(c.value for c in Collective)}")
+            if not (isinstance(v, (int, float)) and 0.0 < v <= 1.0):
+                raise SpecError(f"collective_kind_efficiency.{k}={v!r}: must be in (0, 1]")
+            kind[k] = float(v)
+        object.__setattr__(self, "collective_kind_efficiency", MappingProxyType(dict(sorted(kind.items()))))
         object.__setattr__(self, "collective_bandwidth_efficiency", MappingProxyType(dict(sorted(eff.items()))))
         object.__setattr__(self, "collective_latency_us", MappingProxyType(dict(sorted(lat.items()))))
 
@@ -139,10 +161,14 @@ class Coefficients:
     def latency_s(self, collective: Collective) -> float:
         return self.collective_latency_us[collective.value] * 1e-6
 
+    def kind_efficiency(self, collective: Collective) -> float:
+        return self.collective_kind_efficiency[collective.value]
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: float(getattr(self, k)) for k in _SCALARS}
         out["collective_bandwidth_efficiency"] = dict(self.collective_bandwidth_efficiency)
         out["collective_latency_us"] = dict(self.collective_latency_us)
+        out["collective_kind_efficiency"] = dict(self.collective_kind_efficiency)
         return out
 
 
@@ -234,7 +260,8 @@ def profile_from_dict(value: Any, source: str = "<profile>",
         if cr.has(k):
             kwargs[k] = cr.num(k)
     for k, allowed in (("collective_bandwidth_efficiency", LINK_TYPES),
-                       ("collective_latency_us", tuple(c.value for c in Collective))):
+                       ("collective_latency_us", tuple(c.value for c in Collective)),
+                       ("collective_kind_efficiency", tuple(c.value for c in Collective))):
         if cr.has(k):
             sub = _Reader(cr.raw(k), f"coefficients.{k}", ctx, k)
             vals = {}

@@ -26,6 +26,7 @@ from shardplan.estimators import (
 )
 from shardplan.estimators import memory as mem
 from shardplan.estimators.compute import _harmonic
+from shardplan.estimators.profiles import Collective
 from shardplan.loaders import load_topology
 from shardplan.types import (
     AccessSkew,
@@ -128,10 +129,12 @@ def test_table_wise_hand_computed_time():
     it = items(cm, TW)
     # forward: 2000 rows x 256 B + 2000 ids x 8 B + 200 x 64 x 4 B output, at 1e12 x 0.5
     assert it[Component.LOOKUP].perf.fwd_compute == pytest.approx(579_200 / 5e11 * 1e3, rel=REL)
-    # backward: RMW of rows (256 B) and adam state (512 B) per id: 2000 x 2 x 768, plus the
+    # backward: RMW of rows (256 B) and adam state (512 B) once per distinct row: 2000 uniform
+    # ids over 1000 rows touch 1000 x (1 - e^-2) = 864.66 rows: 864.66 x 2 x 768, plus the
     # output gradient 51,200 B and the sort workspace written and read 2 x 2000 x 24 B
+    distinct = 1000 * (1 - math.exp(-2.0))
     assert it[Component.UPDATE].perf.bwd_compute == pytest.approx(
-        (3_072_000 + 51_200 + 96_000) / 2.5e11 * 1e3, rel=REL)
+        (distinct * 2 * 768 + 51_200 + 96_000) / 2.5e11 * 1e3, rel=REL)
     assert it[Component.TABLE_OVERHEAD].perf.fwd_compute == pytest.approx(1e-3, rel=REL)
     # all-to-all on one host of 2: half the bytes cross NVLink at 100e9 x 0.5; full duplex
     # charges each direction half: 0.5 x 0.5 / 5e10 = 5e-12 s per byte
@@ -164,11 +167,62 @@ def test_rank_overhead_hand_computed():
     assert ov[Component.KERNEL_LAUNCH].perf.fwd_compute == pytest.approx(0.01, rel=REL)
     assert ov[Component.KERNEL_LAUNCH].perf.bwd_compute == pytest.approx(0.01, rel=REL)
     lat = ov[Component.COLLECTIVE_LATENCY].perf
-    # a2a: 10 us + one intra path (2 x 1 us); reduce-scatter on 2 ranks: 10 us + 1 step x 2 us
-    assert lat.fwd_comm == pytest.approx((2 * 12 + 12) * 1e-3, rel=REL)
-    assert lat.bwd_comm == pytest.approx((12 + 12) * 1e-3, rel=REL)
+    # the all-to-alls every step issues: a2a = 10 us + one intra path (2 x 1 us); forward
+    # lengths, ids and pooled outputs, backward their gradients
+    assert lat.fwd_comm == pytest.approx(3 * 12e-3, rel=REL)
+    assert lat.bwd_comm == pytest.approx(12e-3, rel=REL)
+    # reduce-scatter, all-gather and all-reduce are per RW / DP table, not per rank
+    assert lat.dp_sync == 0
+
+
+def test_collective_latency_per_table_of_the_type():
+    """RW and DP tables pay their own collectives' latencies (every rank takes part); TW
+    tables none beyond the per-rank all-to-alls."""
+    cm = model(one_table(), round_topology())
+    rw = option(ShardingType.ROW_WISE, [(0, 500, 0, 64), (500, 500, 0, 64)])
+    dp = option(ShardingType.DATA_PARALLEL, [(0, 1000, 0, 64), (0, 1000, 0, 64)])
+    ev = {st: dict(cm.everywhere_items(o, 0)[0]) for st, o in (("tw", TW), ("rw", rw), ("dp", dp))}
+    assert Component.COLLECTIVE_LATENCY not in ev["tw"]
+    # reduce-scatter on 2 ranks: 10 us + 1 step x 2 us, forward; all-gather alike, backward
+    lat_rw = ev["rw"][Component.COLLECTIVE_LATENCY].perf
+    assert (lat_rw.fwd_comm, lat_rw.bwd_comm, lat_rw.dp_sync) == pytest.approx((12e-3, 12e-3, 0))
     # all-reduce: 10 us + 2 log2(2) steps x 2 us
-    assert lat.dp_sync == pytest.approx(14e-3, rel=REL)
+    lat_dp = ev["dp"][Component.COLLECTIVE_LATENCY].perf
+    assert (lat_dp.fwd_comm, lat_dp.bwd_comm, lat_dp.dp_sync) == pytest.approx((0, 0, 14e-3))
+    # inference: no backward, no all-reduce
+    inf = model(one_table(mode=Mode.INFERENCE), round_topology())
+    assert Component.COLLECTIVE_LATENCY not in dict(inf.everywhere_items(dp, 0)[0])
+    assert dict(inf.everywhere_items(rw, 0)[0])[Component.COLLECTIVE_LATENCY].perf.bwd_comm == 0
+
+
+def test_plan_without_dp_or_rw_pays_no_their_latency(cpu4):
+    """A plan with only table-wise tables has no dp_sync on any rank; making one table DP adds
+    exactly one all-reduce latency (plus its bytes) to every rank."""
+    from shardplan.plans import rank_costs
+    from shardplan.types import Assignment
+
+    work = make_workload(4, batch_size=64)
+    cm = default_cost_model(work, cpu4)
+    from shardplan.enumerators import EnumerationOptions
+
+    opts = enumerate_options(work, cpu4, EnumerationOptions(wide_min_share=0.0))
+
+    def pick(t, st):
+        return next(o for o in opts[t.name] if o.sharding_type is st
+                    and o.placement.kind.value == "hbm")
+
+    tw = [pick(t, ShardingType.TABLE_WISE) for t in work.tables]
+    a = Assignment(options=tuple(tw), ranks=tuple((i % 4,) for i in range(4)))
+    assert all(c.perf.dp_sync == 0 for c in rank_costs(a, cpu4, cm))
+    dp = pick(work.tables[0], ShardingType.DATA_PARALLEL)
+    b = Assignment(options=(dp,) + tuple(tw[1:]), ranks=(tuple(range(4)),) + a.ranks[1:])
+    co = cm.profiles[0].coefficients
+    lat = cm._groups[0].lat_ar  # noqa: SLF001
+    assert lat == pytest.approx(cm._groups[0].links.latency_s(Collective.ALL_REDUCE, co))  # noqa: SLF001
+    for c in rank_costs(b, cpu4, cm):
+        grad = work.tables[0].num_embeddings * work.tables[0].embedding_dim * 4
+        assert c.perf.dp_sync * 1e-3 == pytest.approx(
+            lat + 2 * grad * cm._groups[0].links.ring_s_per_byte() * cm._groups[0].ar_scale, rel=1e-9)  # noqa: SLF001
 
 
 def test_row_wise_reduce_scatter_hand_computed():
@@ -307,8 +361,12 @@ def test_communication_grows_when_shards_cross_hosts():
     one_host = model(w, round_topology(hosts=1, devices=8))
     two_hosts = model(w, round_topology(hosts=2, devices=4))
     rw = option(ShardingType.ROW_WISE, [(i * 12_500, 12_500, 0, 64) for i in range(8)])
-    a = one_host.shard_cost(rw, 0, 0).perf.comm + one_host.everywhere_cost(rw, 0).perf.comm
-    b = two_hosts.shard_cost(rw, 0, 0).perf.comm + two_hosts.everywhere_cost(rw, 0).perf.comm
+    def bytes_comm(cm):  # communication time of the bytes (latencies depend on ring steps)
+        ev = sum(c.perf.comm for k, c in cm.everywhere_items(rw, 0)[0]
+                 if k is not Component.COLLECTIVE_LATENCY)
+        return cm.shard_cost(rw, 0, 0).perf.comm + ev
+
+    a, b = bytes_comm(one_host), bytes_comm(two_hosts)
     assert b > a
     # within one topology: table-row-wise keeps the reduce-scatter inside a host, so its
     # per-shard output communication is below row-wise over all 8 ranks
@@ -405,3 +463,17 @@ def test_plan_records_the_cost_model(topo16, dozen):
     assert rec["options"]["pipeline_depth"] == 3
     assert rec["profiles"]["h100"]["name"] == "h100-sxm"
     assert math.isfinite(p.summary.makespan_ms) and p.summary.makespan_ms > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.floats(0.0, 1e7), rows=st.integers(1, 10**7))
+def test_distinct_rows_is_bounded_by_ids_and_rows(ids, rows):
+    from shardplan.estimators.compute import distinct_rows
+
+    u = distinct_rows(ids, rows)
+    assert 0.0 <= u <= min(ids, rows) * (1 + 1e-12)
+    # few ids over many rows are nearly all distinct; many ids cover nearly every row
+    if ids <= rows / 1000:
+        assert u == pytest.approx(ids, rel=1e-3)
+    if ids >= 20 * rows:
+        assert u == pytest.approx(rows, rel=1e-6)

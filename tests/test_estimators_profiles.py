@@ -93,6 +93,8 @@ def test_subset_of_coefficients_is_allowed(tmp_path):
     ("lookup_bandwidth_eficiency: 0.5", "lookup_bandwidth_eficiency"),
     ("collective_latency_us: {all_to_al: 1.0}", "all_to_al"),
     ("collective_bandwidth_efficiency: {nvlink9: 0.5}", "nvlink9"),
+    ("collective_kind_efficiency: {all_gather: 0.5}", "all_gather"),
+    ("collective_kind_efficiency: {all_reduce: 1.5}", "all_reduce"),
 ])
 def test_unknown_keys_name_the_file_and_key(tmp_path, bad, where):
     f = tmp_path / "typo.yaml"
@@ -164,3 +166,34 @@ def test_profile_for_another_device_is_refused(topo16):
 def test_unknown_device_falls_back_to_recorded_defaults():
     p = profile_for_device("TPU-v9")
     assert p.name == "defaults" and p.coefficients == Coefficients()
+
+
+def test_collective_kind_efficiency_is_optional_and_scales_its_collective(tmp_path, cpu4):
+    """A profile without the key keeps the old meaning (factor 1); a factor on all_reduce
+    slows the DP all-reduce by exactly 1 / factor and leaves the all-to-all alone."""
+    from shardplan.enumerators import EnumerationOptions, enumerate_options
+    from shardplan.estimators import Component
+    from shardplan.types import ShardingType
+
+    head = "format_version: 1\nname: p\ndevice_model: CPU\nprovenance: {kind: measured}\n"
+    (tmp_path / "old.yaml").write_text(head + "coefficients: {kernel_overhead_us: 1.0}\n")
+    (tmp_path / "new.yaml").write_text(
+        head + "coefficients:\n  kernel_overhead_us: 1.0\n"
+        "  collective_kind_efficiency: {all_reduce: 0.25}\n")
+    old, new = load_profile(tmp_path / "old.yaml"), load_profile(tmp_path / "new.yaml")
+    assert dict(old.coefficients.collective_kind_efficiency) == {
+        "all_reduce": 1.0, "all_to_all": 1.0, "reduce_scatter": 1.0}
+    assert new.coefficients.collective_kind_efficiency["all_reduce"] == 0.25
+    # round trip through the file format
+    save_profile(new, tmp_path / "again.yaml")
+    assert load_profile(tmp_path / "again.yaml").coefficients == new.coefficients
+    work = make_workload(3, batch_size=32)
+    cm_old, cm_new = (default_cost_model(work, cpu4, profile=p) for p in (old, new))
+    opts = enumerate_options(work, cpu4, EnumerationOptions(wide_min_share=0.0))
+    t = work.tables[0]
+    dp = next(o for o in opts[t.name] if o.sharding_type is ShardingType.DATA_PARALLEL)
+    tw = next(o for o in opts[t.name] if o.sharding_type is ShardingType.TABLE_WISE)
+    ar = [dict(cm.shard_items(dp, 0, 0))[Component.ALL_REDUCE].perf.dp_sync
+          for cm in (cm_old, cm_new)]
+    assert ar[0] > 0 and ar[1] == pytest.approx(4 * ar[0], rel=1e-12)
+    assert cm_old.shard_cost(tw, 0, 0).perf == cm_new.shard_cost(tw, 0, 0).perf

@@ -10,9 +10,11 @@ squares on relative error, to the model's own form:
     lookups      t = kernel_overhead + tables x per_table_overhead + ideal_fwd / lookup_eff
                  t = kernel_overhead + tables x per_table_overhead + ideal_bwd / backward_eff
                  (forward and backward rows share the two overheads, as in the model)
-    collectives  t = latency[c] + hops[c] + ideal_c(bytes) / link_eff
-                 (one efficiency for the topology's intra-host link type, one latency per
-                 collective; ``hops`` is the topology's per-hop latency the model adds itself)
+    collectives  t = latency[c] + hops[c] + ideal_c(bytes) / (link_eff x kind_eff[c])
+                 (one latency and one slope per collective kind; the best kind's efficiency
+                 becomes the topology's intra-host link efficiency, the others factors <= 1
+                 on it, ``collective_kind_efficiency``; ``hops`` is the topology's per-hop
+                 latency the model adds itself)
 
 Efficiencies are clipped to (0, 1] (the profile's range) and overheads to >= 0; the profile's
 notes record every clip and the fit's median relative error.
@@ -150,7 +152,22 @@ def bench_lookups(grid: CalibrationGrid, *, backend: str = "auto", device: str =
     dev = torch.device(device)
     be = choose_backend(backend, dev)
     gen = torch.Generator().manual_seed(seed)
-    out = []
+    out: list[LookupPoint] = []
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":  # the threads each executor rank gets (ranks share the cores)
+        from shardplan.executor.launch import _torch_threads
+
+        torch.set_num_threads(_torch_threads(grid.world_size))
+    try:
+        _bench_lookup_grid(grid, be, dev, gen, out)
+    finally:
+        torch.set_num_threads(threads)
+    return out, be.value
+
+
+def _bench_lookup_grid(grid: CalibrationGrid, be: Any, dev: Any, gen: Any,
+                       out: list[LookupPoint]) -> None:
+    import torch
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -187,7 +204,6 @@ def bench_lookups(grid: CalibrationGrid, *, backend: str = "auto", device: str =
                                                    batch=batch, dtype=dtype, tables=tables,
                                                    fwd_ms=statistics.median(f),
                                                    bwd_ms=statistics.median(b)))
-    return out, be.value
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +355,21 @@ def _lstsq_rel(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return x
 
 
+def _split_efficiency(slopes: dict[str, float], link: str, notes: list[str]
+                      ) -> tuple[float, dict[str, float]]:
+    """Per-kind slopes (1 / efficiency) -> (link efficiency, kind factors): the link gets the
+    best kind's efficiency (clipped to 1), each kind the factor that gives its own."""
+    eff = {}
+    for n, v in slopes.items():
+        if v <= 1.0:
+            notes.append(f"{n} over {link} fitted efficiency "
+                         f"{1 / v if v > 0 else float('inf'):.3g} > 1, clipped to 1")
+            v = 1.0
+        eff[n] = 1.0 / v
+    link_eff = float(f"{max(eff.values()):.4g}")
+    return link_eff, {n: float(f"{min(e / link_eff, 1.0):.4g}") for n, e in sorted(eff.items())}
+
+
 def fit_profile(lookups: Sequence[LookupPoint], collectives: Sequence[CollectivePoint],
                 topology: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit the cost model's coefficients to the measurements.
@@ -396,16 +427,20 @@ def fit_profile(lookups: Sequence[LookupPoint], collectives: Sequence[Collective
 
         names = sorted({key(c) for c in collectives})
         cols = {n: i for i, n in enumerate(names)}
+        # one latency and one slope (1 / efficiency) per collective kind: gloo's all-reduce runs
+        # far below its all-to-all, which one efficiency per link type cannot fit
         ca, cy = [], []
         for c in collectives:
-            row = [0.0] * (len(names) + 1)
+            row = [0.0] * (2 * len(names))
             row[cols[key(c)]] = 1.0
-            row[-1] = c.bytes_per_rank * per_byte[c.collective]
+            row[len(names) + cols[key(c)]] = c.bytes_per_rank * per_byte[c.collective]
             ca.append(row)
             cy.append(c.ms - hops[c.collective])
         cx = [float(v) for v in _lstsq_rel(np.array(ca), np.maximum(np.array(cy), 1e-6))]
-        slope = cx[-1]
-        coeffs["collective_bandwidth_efficiency"] = {link: eff(slope, f"{link} efficiency")}
+        slopes = {n: cx[len(names) + i] for n, i in cols.items()}
+        link_eff, kind = _split_efficiency(slopes, link, notes)
+        coeffs["collective_bandwidth_efficiency"] = {link: link_eff}
+        coeffs["collective_kind_efficiency"] = kind
         lat = {}
         for n in ("all_to_all", "reduce_scatter", "all_reduce"):
             if n in cols:
@@ -414,9 +449,9 @@ def fit_profile(lookups: Sequence[LookupPoint], collectives: Sequence[Collective
                     notes.append(f"{n} latency fitted {v:.3g} us < 0, clipped to 0")
                 lat[n] = round(max(v, 0.0), 2)
         coeffs["collective_latency_us"] = lat
-        e = coeffs["collective_bandwidth_efficiency"][link]
         cpred = np.array([lat.get(key(c), 0.0) * 1e-3 + hops[c.collective]
-                          + c.bytes_per_rank * per_byte[c.collective] / e for c in collectives])
+                          + c.bytes_per_rank * per_byte[c.collective]
+                          / (link_eff * kind.get(key(c), 1.0)) for c in collectives])
         cm = np.array([c.ms for c in collectives])
         report["collective_points"] = len(collectives)
         report["collective_median_rel_error"] = float(np.median(np.abs(cpred - cm) / cm))
@@ -491,7 +526,7 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
               name: str | None = None, backend: str = "auto", device: str = "cpu",
               collectives: bool = True, command: str = "shardplan calibrate",
               plans: int = 0, workload: Workload | None = None, plan_seed: int = 1000,
-              plan_steps: int = 10, objective: str = "both") -> dict[str, Any]:
+              plan_steps: int = 10, objective: str = "both", plan_rounds: int = 3) -> dict[str, Any]:
     """Benchmark, fit and write a profile for ``topology``'s device model.
 
     Args:
@@ -508,6 +543,8 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
         workload: for ``plans``; required then.
         plan_seed: seed of the random plans.
         plan_steps: timed steps per plan.
+        plan_rounds: interleaved rounds over the plans (median kept; see
+            :func:`calibrate_on_plans`).
         objective: what the plan fit matches (see :func:`fit_plan_profiles`).
 
     Returns:
@@ -525,16 +562,19 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
     if plans:
         micro = coeffs
         coeffs, prep = calibrate_on_plans(workload, topology, plans=plans, seed=plan_seed,
-                                          steps=plan_steps, backend=backend, objective=objective)
+                                          steps=plan_steps, backend=backend, objective=objective,
+                                          rounds=plan_rounds)
         report.update(prep)
         report["notes"] = list(report["notes"]) + [
             f"coefficients refitted ({prep['objective']}) to the step times of {plans} random "
-            f"plans of {workload.name} (seed {plan_seed}); median per-rank error of that fit "
+            f"plans of {workload.name} (seed {plan_seed}, median of {plan_rounds} interleaved rounds of "
+            f"{plan_steps} steps); median per-rank error of that fit "
             f"{prep['plan_median_rel_error']:.1%}; microbenchmark-only fit was {micro}"]
         report["notes"].append(
-            "the model charges every rank the same kernel overheads and collective latencies "
-            "whatever the plan, so only their sum per stage is identified; the split is least "
-            "squares' minimum-norm one")
+            "reduce-scatter and all-reduce latencies are paid per RW / DP table, so the number "
+            "of such tables identifies them; the kernel overhead and the all-to-all latency are "
+            "the same on every rank whatever the plan, identified only through the stage they "
+            "fall in (compute vs communication)")
         if prep["at_bounds"]:
             report["notes"].append("at their bounds: " + ", ".join(prep["at_bounds"]))
     model = topology.host_groups[0].device.model
@@ -555,7 +595,9 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
 # every rank and stage is  fixed + sum_i theta_i x A_i ; A is found by evaluating the model at
 # unit steps of each parameter.
 _PLAN_PARAMS = ("kernel_overhead_us", "per_table_overhead_us", "inv_lookup", "inv_backward",
-                "inv_link", "lat_all_to_all", "lat_reduce_scatter", "lat_all_reduce")
+                "inv_all_to_all", "inv_reduce_scatter", "inv_all_reduce",
+                "lat_all_to_all", "lat_reduce_scatter", "lat_all_reduce")
+_KINDS = ("all_to_all", "reduce_scatter", "all_reduce")
 
 
 def random_assignments(workload: Workload, topology: Topology, n: int, seed: int) -> list[Any]:
@@ -598,7 +640,10 @@ def _profile_at(theta: dict[str, float], link: str, device_model: str) -> Any:
         backward_bandwidth_efficiency=1.0 / theta["inv_backward"],
         kernel_overhead_us=theta["kernel_overhead_us"],
         per_table_overhead_us=theta["per_table_overhead_us"],
-        collective_bandwidth_efficiency={link: 1.0 / theta["inv_link"]},
+        # link efficiency x kind efficiency = 1 / inv_<kind>: the best kind sets the link's
+        collective_bandwidth_efficiency={link: 1.0 / min(theta[f"inv_{k}"] for k in _KINDS)},
+        collective_kind_efficiency={k: min(theta[f"inv_{j}"] for j in _KINDS) / theta[f"inv_{k}"]
+                                    for k in _KINDS},
         collective_latency_us={"all_to_all": theta["lat_all_to_all"],
                                "reduce_scatter": theta["lat_reduce_scatter"],
                                "all_reduce": theta["lat_all_reduce"]})
@@ -637,7 +682,7 @@ def fit_plan_profiles(assignments: Sequence[Any], measured: np.ndarray, workload
     Returns:
         (coefficients in the profile schema, report with the fit's median per-rank error).
     """
-    base = {k: 0.0 for k in _PLAN_PARAMS} | {"inv_lookup": 1.0, "inv_backward": 1.0, "inv_link": 1.0}
+    base = {k: 0.0 for k in _PLAN_PARAMS} | {k: 1.0 for k in _PLAN_PARAMS if k.startswith("inv_")}
     e0 = _stage_matrix(assignments, workload, topology, base)
     cols = []
     for k in _PLAN_PARAMS:
@@ -682,12 +727,15 @@ def fit_plan_profiles(assignments: Sequence[Any], measured: np.ndarray, workload
     est = _stage_matrix(assignments, workload, topology, th)
     err = np.abs(est.sum(-1) - measured.sum(-1)) / measured.sum(-1)
     link = topology.host_groups[0].intra_host_link.type.value
+    link_eff = 1.0 / min(th[f"inv_{k}"] for k in _KINDS)
     coeffs = {
         "lookup_bandwidth_efficiency": float(f"{1 / th['inv_lookup']:.4g}"),
         "backward_bandwidth_efficiency": float(f"{1 / th['inv_backward']:.4g}"),
         "kernel_overhead_us": round(th["kernel_overhead_us"], 3),
         "per_table_overhead_us": round(th["per_table_overhead_us"], 3),
-        "collective_bandwidth_efficiency": {link: float(f"{1 / th['inv_link']:.4g}")},
+        "collective_bandwidth_efficiency": {link: float(f"{link_eff:.4g}")},
+        "collective_kind_efficiency": {k: float(f"{min(1.0 / th[f'inv_{k}'] / link_eff, 1.0):.4g}")
+                                       for k in _KINDS},
         "collective_latency_us": {"all_to_all": round(th["lat_all_to_all"], 2),
                                   "reduce_scatter": round(th["lat_reduce_scatter"], 2),
                                   "all_reduce": round(th["lat_all_reduce"], 2)},
@@ -701,11 +749,15 @@ def fit_plan_profiles(assignments: Sequence[Any], measured: np.ndarray, workload
 
 def calibrate_on_plans(workload: Workload, topology: Topology, *, plans: int = 16, seed: int = 1000,
                        steps: int = 10, warmup: int = 3, backend: str = "auto",
-                       objective: str = "both") -> tuple[dict[str, Any], dict[str, Any]]:
+                       objective: str = "both", rounds: int = 3
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``plans`` random plans on the executor and fit the coefficients to their stages.
 
-    The seed should differ from any evaluation's (``bench/fidelity.py`` uses 0), so the fit is
-    judged on plans it has not seen.
+    The plans are measured in ``rounds`` interleaved rounds (every plan, then every plan
+    again, ...) and each rank's stage time is the median over the rounds, so a burst of
+    background load does not bias the few plans that ran during it. The seed should differ
+    from any evaluation's (``bench/fidelity.py`` uses 0), so the fit is judged on plans it has
+    not seen.
     """
     from shardplan.estimators import default_cost_model
     from shardplan.executor.api import profile_plans
@@ -716,7 +768,10 @@ def calibrate_on_plans(workload: Workload, topology: Topology, *, plans: int = 1
     cm = default_cost_model(workload, topology)
     built = [build_plan(workload=workload, topology=topology, cost_model=cm, assignment=a,
                         solver="random") for a in assigns]
-    reports = profile_plans(built, steps=steps, warmup=warmup, seed=seed, backend=backend)
-    meas = np.array([[[next(r.measured_ms for r in rep.rows if r.rank == rk and r.stage == s.value)
-                       for s in Stage] for rk in range(topology.world_size)] for rep in reports])
+    runs = [profile_plans(built, steps=steps, warmup=warmup, seed=seed, backend=backend)
+            for _ in range(max(1, rounds))]
+    meas = np.median(np.array([[[[next(r.measured_ms for r in rep.rows
+                                       if r.rank == rk and r.stage == s.value)
+                                  for s in Stage] for rk in range(topology.world_size)]
+                                for rep in reports] for reports in runs]), axis=0)
     return fit_plan_profiles(assigns, meas, workload, topology, objective=objective)

@@ -5,15 +5,22 @@ A step, on every rank (stages as in :class:`shardplan.types.Stage`):
     fwd_comm     input all-to-all: lengths (fixed sizes), then ids (sizes from the lengths)
     fwd_compute  one batched lookup over the rank's slots [B_global, cols]; DP tables locally
     fwd_comm     output distribution:
-                   TW/CW/TWCW  all-to-all of each slot's [B_global, cols] sliced by sample owner
-                   RW          reduce-scatter of partial sums [B_global, dim] (on gloo: an
-                               all-to-all followed by a local sum, which any gloo build runs)
+                   TW/CW/TWCW  one all-to-all of the slots' [B_global, cols] sliced by sample
+                               owner (issued every step, empty if the plan has no such table)
+                   RW          per table, reduce-scatter of partial sums [B_global, dim] (on
+                               gloo: an all-to-all followed by a local sum, which any gloo
+                               build runs)
                    TWRW        reduce-scatter inside the host, then all-to-all across hosts
                                among the ranks with the same local rank
-    bwd_comm     the transposes: all-to-all; all-gather; all-to-all across hosts then
-                 all-gather inside the host
+    bwd_comm     the transposes: all-to-all; all-gather per RW table; all-to-all across hosts
+                 then all-gather inside the host
     bwd_compute  backward of the batched lookup with the optimizer update (fused in FBGEMM)
-    dp_sync      all-reduce of data-parallel gradients (their update counts as bwd_compute)
+    dp_sync      all-reduce of each data-parallel table's gradient (their update counts as
+                 bwd_compute)
+
+Collectives whose count depends on the plan (RW reduce-scatter/all-gather, DP all-reduce) are
+issued once per table, so their latencies add up per table, as the linear cost model charges
+them (``docs/cost-model.md``); the all-to-alls are issued every step.
 
 The loss is ``sum_t <pooled_t, G_t>`` with ``G_t`` drawn per step (see ``batches``), so the
 gradient reaching each pooled output is exactly ``G_t``.
@@ -144,7 +151,9 @@ class ShardedEmbeddings:
         self.lookup.load([table(s.table_index)[s.row_offset:s.row_offset + s.num_rows,
                                                s.col_offset:s.col_offset + s.num_cols].to(dev)
                           for s in self.slots])
-        self.dp_weights = [table(d.table_index).clone().to(dev) for d in layout.dp_tables]
+        # leaves that accumulate their dense gradient (no copy of the replica per step)
+        self.dp_weights = [table(d.table_index).clone().to(dev).requires_grad_(True)
+                           for d in layout.dp_tables]
         self.dp_states = [torch.zeros(d.num_rows, device=dev)
                           if cfg.optimizer is Optimizer.ROWWISE_ADAGRAD else None
                           for d in layout.dp_tables]
@@ -246,7 +255,8 @@ class ShardedEmbeddings:
             outs, ws = [], []
             for d, w in zip(lay.dp_tables, self.dp_weights):
                 lengths, ids = local[d.table_index]
-                wp = w.clone().requires_grad_(True)
+                w.grad = None
+                wp = w
                 off = torch.zeros(B, dtype=torch.int64)
                 off[1:] = torch.cumsum(lengths, 0)[:-1]
                 outs.append(F.embedding_bag(ids.to(dev), wp, off.to(dev), mode="sum"))
@@ -290,16 +300,14 @@ class ShardedEmbeddings:
         # cost model puts the dense optimizer step)
         if lay.dp_tables:
             with self._stage(Stage.DP_SYNC):
-                flat = torch.cat([w.grad.reshape(-1) for w in dp_w])
-                dist.all_reduce(flat)
-            self._track(flat)
+                dense = [w.grad for w in dp_w]
+                for g in dense:  # one all-reduce per table
+                    dist.all_reduce(g)
+            self._track(*dense)
 
             def dp_update() -> None:
-                off = 0
                 with torch.no_grad():
-                    for w, s, d in zip(self.dp_weights, self.dp_states, lay.dp_tables):
-                        g = flat[off:off + w.numel()].view_as(w)
-                        off += w.numel()
+                    for w, s, g in zip(self.dp_weights, self.dp_states, dense):
                         rows = torch.nonzero(g.abs().sum(1) > 0).flatten()
                         apply_update(w, s, rows, g.index_select(0, rows), self.cfg)
 
@@ -313,8 +321,6 @@ class ShardedEmbeddings:
 
     def _fwd_columns(self, out: torch.Tensor, col_start: list[int], pooled: list[torch.Tensor]) -> None:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
-        if not any(self._cols_of(d) for d in range(W)):
-            return
         mine = [k for k, s in enumerate(self.slots) if s.kind is OutputKind.COLUMNS]
         block = (torch.cat([out[:, col_start[k]:col_start[k + 1]] for k in mine], 1) if mine
                  else out.new_zeros(lay.batch_global, 0))
@@ -334,18 +340,14 @@ class ShardedEmbeddings:
 
     def _fwd_rows(self, out: torch.Tensor, col_start: list[int], pooled: list[torch.Tensor]) -> None:
         lay = self.layout
-        if not lay.rows_tables:
-            return
-        part = out.new_zeros(lay.batch_global, lay.rows_width())
-        for k, s in enumerate(self.slots):
-            if s.kind is OutputKind.ROWS:
-                o = lay.rows_offset(s.table_index)
-                part[:, o:o + s.num_cols] += out[:, col_start[k]:col_start[k + 1]]
-        mine = _reduce_scatter(part, lay.world_size, self.comm)
-        self._track(part, mine)
-        for t in lay.rows_tables:
-            o = lay.rows_offset(t)
-            pooled[t] = mine[:, o:o + lay.dims[t]]
+        for t in lay.rows_tables:  # one reduce-scatter per table
+            part = out.new_zeros(lay.batch_global, lay.dims[t])
+            for k, s in enumerate(self.slots):
+                if s.kind is OutputKind.ROWS and s.table_index == t:
+                    part[:, s.col_offset:s.col_offset + s.num_cols] += \
+                        out[:, col_start[k]:col_start[k + 1]]
+            pooled[t] = _reduce_scatter(part, lay.world_size, self.comm)
+            self._track(part, pooled[t])
 
     def _host_perm(self) -> torch.Tensor:
         """Global sample order -> chunks by local rank (chunk l: samples of the ranks with local
@@ -398,8 +400,6 @@ class ShardedEmbeddings:
 
     def _bwd_columns(self, grads: list[torch.Tensor], slot_grads: list[torch.Tensor]) -> None:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
-        if not any(self._cols_of(d) for d in range(W)):
-            return
         dev = self.comm.device
         send = [torch.cat([grads[s.table_index][:, s.col_offset:s.col_offset + s.num_cols]
                            for s in self._cols_of(d)], 1) if self._cols_of(d)
@@ -415,14 +415,11 @@ class ShardedEmbeddings:
 
     def _bwd_rows(self, grads: list[torch.Tensor], slot_grads: list[torch.Tensor]) -> None:
         lay = self.layout
-        if not lay.rows_tables:
-            return
-        g = torch.cat([grads[t] for t in lay.rows_tables], 1)
-        full = _all_gather(g, lay.world_size)
-        for k, s in enumerate(self.slots):
-            if s.kind is OutputKind.ROWS:
-                o = lay.rows_offset(s.table_index)
-                slot_grads[k] = full[:, o:o + s.num_cols]
+        for t in lay.rows_tables:  # one all-gather per table
+            full = _all_gather(grads[t], lay.world_size)
+            for k, s in enumerate(self.slots):
+                if s.kind is OutputKind.ROWS and s.table_index == t:
+                    slot_grads[k] = full[:, s.col_offset:s.col_offset + s.num_cols]
 
     def _bwd_host_rows(self, grads: list[torch.Tensor], slot_grads: list[torch.Tensor]) -> None:
         lay, B = self.layout, self.layout.batch_per_rank
