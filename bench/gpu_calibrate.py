@@ -11,7 +11,7 @@ Needs only torch (+ CUDA): numpy and shardplan need not be installed on the GPU 
 The fit has the cost model's form (see ``shardplan.executor.calibrate``) with its byte counts
 restated here (``estimators/compute.py``, ``estimators/memory.py``): forward reads
 ids x (row + 8 B id) and writes samples x cols x 4 B; backward reads samples x cols x 4 B of
-gradient, read-modify-writes ids x (row + 4 B row-wise state) twice, and sorts ids through
+gradient, read-modify-writes each distinct row (+ 4 B row-wise state) twice, and sorts ids through
 2 x ids x 24 B of workspace. If those formulas change, refit from measurements.json.
 
     python bench/gpu_calibrate.py --out "$OUT"                 # on the GPU machine (64 points)
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import statistics
 import sys
@@ -127,7 +128,10 @@ def _ideal_ms(p: dict, bw: float) -> tuple[float, float]:
     ids = p["ids"]  # measured ids (Poisson around batch x pooling x tables)
     samples = p["batch"] * p["tables"]
     fwd = ids * (row + ID_BYTES) + samples * p["dim"] * OUT_BYTES
-    bwd = (2 * ids * (row + STATE_BYTES_PER_ROW) + samples * p["dim"] * OUT_BYTES
+    # each distinct row is updated once (estimators/compute.py distinct_rows: uniform ids)
+    per_table = ids / p["tables"]
+    touched = p["tables"] * p["rows"] * -math.expm1(-per_table / p["rows"])
+    bwd = (2 * touched * (row + STATE_BYTES_PER_ROW) + samples * p["dim"] * OUT_BYTES
            + 2 * ids * WORKSPACE_BYTES_PER_ID)
     return fwd / bw * 1e3, bwd / bw * 1e3
 
