@@ -6,9 +6,10 @@ the best plan any of them found, so it is never worse than greedy or any baselin
    co-location/separation groups, kept only if feasible, with local search from the best of
    them if it beats step 1;
 3. the ILP, warm-started from the best plan so far, when the instance has at most
-   ``ilp_max_cells`` tables x ranks, the model at most ``ilp_max_vars`` variables, and enough
-   of the budget is left; it stops at ``gap`` or after ``ilp_share`` of the budget (at most
-   ``ilp_max_s``).
+   ``ilp_max_cells`` tables x ranks, the model at most ``ilp_max_vars`` variables, enough of
+   the budget is left, and the best plan is more than ``2 x gap`` above the cheap lower bound
+   (work, largest unit, pair); it stops at ``gap``, after ``ilp_max_nodes`` nodes, or after
+   ``ilp_share`` of the budget (at most ``ilp_max_s``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class AutoSolver(Solver):
 
     def __init__(self, ilp_max_vars: int = 40_000, ilp_max_cells: int = 512,
                  ilp_share: float = 0.5, ilp_max_s: float = 20.0, ilp_min_s: float = 2.0,
-                 gap: float = 0.01, ilp_max_nodes: int = 100) -> None:
+                 gap: float = 0.01, ilp_max_nodes: int = 10) -> None:
         self.ilp_max_nodes = ilp_max_nodes
         self.ilp_max_s = ilp_max_s
         self.ilp_max_vars = ilp_max_vars
@@ -102,7 +103,13 @@ class AutoSolver(Solver):
         left = deadline - time.perf_counter()
         details["ilp_vars_estimate"] = size
         cells = len(ct.tables) * ct.world
-        if size <= self.ilp_max_vars and cells <= self.ilp_max_cells and left >= self.ilp_min_s:
+        from shardplan.bounds import lower_bound  # (bounds imports the solvers package)
+
+        quick_bound = lower_bound(ctx, ct, lp_max_vars=0).value_ms
+        details["quick_bound_ms"] = quick_bound
+        close = best[0] <= quick_bound * (1 + 2 * self.gap)  # nothing much left to prove
+        if (size <= self.ilp_max_vars and cells <= self.ilp_max_cells
+                and left >= self.ilp_min_s and not close):
             res = ilp.solve_tables(ctx, ct, groups, best[2], start=time.perf_counter(),
                                    time_limit_s=min(left, ctx.time_limit_s * self.ilp_share,
                                                     self.ilp_max_s))
