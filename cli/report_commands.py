@@ -191,6 +191,10 @@ def compare_cmd(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Folder for compare.png, compare.csv and one plan JSON per "
         "planner.")] = None,
+    measure: Annotated[int, typer.Option(
+        "--measure", min=0, help="Also run every plan on the local executor (gloo; CPU "
+        "topologies such as cpu-2, cpu-4) and show its measured step time: the median of "
+        "this many steps (0: do not measure).")] = 0,
 ) -> None:
     """Plan one workload with several solvers and show the plans side by side.
 
@@ -203,7 +207,7 @@ def compare_cmd(
 
       shardplan compare h100-16x8 -t w500.yaml -s greedy,ilp --time-limit 60 --out cmp/
 
-      shardplan compare cpu-4 --with torchrec
+      shardplan compare cpu-4 --with torchrec --measure 20
     """
     from shardplan.frames import headroom
     from shardplan.report import CompareRow, compare_figure, gap_percent, png_bytes
@@ -223,6 +227,11 @@ def compare_cmd(
     topo, work = load_problem(topology, tables)
     if work is None:
         raise SpecError("no workload; pass --tables FILE")
+    if measure and any(g.device.model != "CPU" for g in topo.host_groups):
+        raise SpecError(f"--measure runs the plans on this machine's executor, so it needs a CPU "
+                        f"topology (cpu-2, cpu-4); {topo.name} has "
+                        f"{', '.join(sorted({g.device.model for g in topo.host_groups}))} devices",
+                        key_path="--measure")
     out_dir = _out_dir(out) if out is not None else None
 
     results: list[tuple[CompareRow, Plan | None]] = []
@@ -256,6 +265,15 @@ def compare_cmd(
                                        solve_time_s=0.0, status="infeasible",
                                        note=exc.message), None))
 
+    measured: dict[int, float] = {}
+    if measure:
+        from shardplan.executor.api import profile_plans
+
+        done = [(i, p) for i, (_, p) in enumerate(results) if p is not None]
+        with console.status(f"measuring {len(done)} plan(s) on {topo.world_size} gloo ranks"):
+            reports = profile_plans([p for _, p in done], steps=measure,
+                                    warmup=max(2, measure // 5))
+        measured = {i: rep.measured_makespan_ms for (i, _), rep in zip(done, reports)}
     ok = [r.makespan_ms for r, _ in results if r.makespan_ms is not None]
     best = min(ok) if ok else None
     bounds = [r.lower_bound_ms for r, _ in results if r.lower_bound_ms]
@@ -264,16 +282,20 @@ def compare_cmd(
                     f"{topo.world_size} ranks", header_style="bold", box=box.SIMPLE_HEAD)
     t.caption = ("makespan and bound (lower bound) in ms; gap against the best bound any "
                  "planner proved; HBM %: the fullest rank; best makespan in bold")
-    for col in ("planner", "status", "makespan", "bound", "gap %", "time s", "HBM %", "mix"):
+    cols = ["planner", "status", "makespan", "bound", "gap %", "time s", "HBM %", "mix"]
+    if measure:
+        cols.insert(3, "measured")
+        t.caption += f"; measured: step time on the executor, median of {measure} steps"
+    for col in cols:
         t.add_column(col, justify="left" if col in ("planner", "status", "mix") else "right",
                      no_wrap=col != "mix", min_width=8 if col == "mix" else None)
     csv_rows = []
-    for r, p in results:
+    for i, (r, p) in enumerate(results):
         if p is None:
-            t.add_row(r.name, f"[red]{r.status}[/]", "-", "-", "-", "-", "-", r.note[:60])
+            t.add_row(r.name, f"[red]{r.status}[/]", *(["-"] * (len(cols) - 3)), r.note[:60])
             csv_rows.append({"planner": r.name, "status": r.status, "makespan_ms": "",
-                             "lower_bound_ms": "", "gap_percent": "", "solve_time_s": "",
-                             "hbm_max_used_fraction": "", "note": r.note})
+                             "measured_ms": "", "lower_bound_ms": "", "gap_percent": "",
+                             "solve_time_s": "", "hbm_max_used_fraction": "", "note": r.note})
             continue
         gap = gap_percent(r.makespan_ms, best_bound)
         hbm = headroom(p)
@@ -281,12 +303,15 @@ def compare_cmd(
                          if tier.value == "hbm"), 0.0)
         mix = " ".join(f"{ShardingType(k).short}:{v}"
                        for k, v in sorted(p.summary.sharding_mix.items()))
-        t.add_row(r.name, r.status, f"{r.makespan_ms:.3f}",
-                  f"{r.lower_bound_ms:.3f}" if r.lower_bound_ms else "-",
+        cells = [r.name, r.status, f"{r.makespan_ms:.3f}"]
+        if measure:
+            cells.append(f"{measured[i]:.3f}")
+        t.add_row(*cells, f"{r.lower_bound_ms:.3f}" if r.lower_bound_ms else "-",
                   f"{gap:.1f}" if gap is not None else "-", f"{r.solve_time_s:.2f}",
                   f"{hbm_full * 100:.1f}", mix,
                   style="bold" if r.makespan_ms == best else None)
         csv_rows.append({"planner": r.name, "status": r.status, "makespan_ms": r.makespan_ms,
+                         "measured_ms": measured.get(i, ""),
                          "lower_bound_ms": r.lower_bound_ms or "",
                          "gap_percent": "" if gap is None else round(gap, 3),
                          "solve_time_s": r.solve_time_s, "hbm_max_used_fraction":

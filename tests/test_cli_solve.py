@@ -124,3 +124,17 @@ def test_unwritable_output_is_bad_input(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     r = run("solve", "cpu-2", "--solver", "greedy", "--out", str(tmp_path / "missing" / "p.json"))
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+
+
+def test_compare_measure_runs_plans_on_the_executor(tmp_path: Path) -> None:
+    r = run("compare", "cpu-2", "--solvers", "greedy,size-greedy", "--measure", "3",
+            "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    rows = (tmp_path / "compare.csv").read_text().splitlines()
+    assert rows[0].split(",")[3] == "measured_ms" and len(rows) == 3
+    assert all(float(row.split(",")[3]) > 0 for row in rows[1:])
+
+
+def test_compare_measure_needs_a_cpu_topology() -> None:
+    r = run("compare", "dgx-h100-2x8", "--solvers", "greedy", "--measure", "3")
+    assert r.exit_code == 1 and "CPU topology" in r.output
