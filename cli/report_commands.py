@@ -39,17 +39,6 @@ from shardplan.types import (
 GiB = 2**30
 
 
-def _out_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise SpecError("exists and is not a folder; pass another --out",
-                        source=str(path)) from None
-    except OSError as exc:
-        raise SpecError(f"cannot create the folder: {exc.strerror}", source=str(path)) from None
-    return path
-
-
 def _write(path: Path, data: str | bytes) -> None:
     try:
         if isinstance(data, bytes):
@@ -210,7 +199,7 @@ def compare_cmd(
       shardplan compare cpu-4 --with torchrec --measure 20
     """
     from shardplan.frames import headroom
-    from shardplan.report import CompareRow, compare_figure, gap_percent, png_bytes
+    from shardplan.report import CompareRow, compare_figure, gap_percent, make_out_dir, png_bytes
 
     if not math.isfinite(time_limit) or time_limit <= 0:
         raise SpecError(f"--time-limit must be > 0 seconds, got {time_limit}")
@@ -232,7 +221,7 @@ def compare_cmd(
                         f"topology (cpu-2, cpu-4); {topo.name} has "
                         f"{', '.join(sorted({g.device.model for g in topo.host_groups}))} devices",
                         key_path="--measure")
-    out_dir = _out_dir(out) if out is not None else None
+    out_dir = make_out_dir(out) if out is not None else None
 
     results: list[tuple[CompareRow, Plan | None]] = []
     for n in names:
@@ -403,7 +392,7 @@ def sweep_cmd(
 
       shardplan sweep dgx-h100-2x8 --devices 8-128 --target-ms 3 --out sweep/
     """
-    from shardplan.report import SweepRow, png_bytes, scale_topology, sweep_figure
+    from shardplan.report import SweepRow, make_out_dir, png_bytes, scale_topology, sweep_figure
 
     if not math.isfinite(time_limit) or time_limit <= 0:
         raise SpecError(f"--time-limit must be > 0 seconds, got {time_limit}")
@@ -415,7 +404,7 @@ def sweep_cmd(
     if work is None:
         raise SpecError("no workload; pass --tables FILE")
     scaled = [(n, scale_topology(topo, n)) for n in sizes]  # all sizes checked before solving
-    out_dir = _out_dir(out) if out is not None else None
+    out_dir = make_out_dir(out) if out is not None else None
 
     rows: list[SweepRow] = []
     for n, t in scaled:

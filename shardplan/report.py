@@ -557,6 +557,19 @@ def report_html(plan: Plan, images: Mapping[str, bytes],
     return "\n".join(parts)
 
 
+def make_out_dir(path: str | Path) -> Path:
+    """Create an output folder (and its parents). Raises SpecError naming it when it exists as
+    a file or cannot be created."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SpecError("exists and is not a folder; pass another --out", source=str(d)) from None
+    except OSError as exc:
+        raise SpecError(f"cannot create the folder: {exc.strerror}", source=str(d)) from None
+    return d
+
+
 def write_report(plan: Plan, out_dir: str | Path, *, top: int = TOP_TABLES) -> ReportFiles:
     """Write ``report.html`` (self-contained, opens offline) and one PNG per figure.
 
@@ -571,14 +584,7 @@ def write_report(plan: Plan, out_dir: str | Path, *, top: int = TOP_TABLES) -> R
     Raises:
         SpecError: ``out_dir`` exists and is not a directory, or cannot be written.
     """
-    d = Path(out_dir)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise SpecError("the report folder exists and is not a folder; pass another --out",
-                        source=str(d)) from None
-    except OSError as exc:
-        raise SpecError(f"cannot create the report folder: {exc.strerror}", source=str(d)) from None
+    d = make_out_dir(out_dir)
     pngs: dict[str, bytes] = {}
     paths: dict[str, Path] = {}
     frame = rank_frame(plan)

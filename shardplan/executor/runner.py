@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from shardplan.executor.batches import make_batch
-from shardplan.executor.kernels import OptimizerConfig, choose_backend
+from shardplan.executor.kernels import Backend, OptimizerConfig, choose_backend
 from shardplan.executor.layout import Layout, OutputKind, build_layout
 from shardplan.executor.reference import Reference
 from shardplan.executor.sharded import ShardedEmbeddings, make_comm
@@ -89,13 +89,19 @@ def _corrupt(model: ShardedEmbeddings, table: str) -> None:
                 w.add_(0.01)
 
 
-def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
-              pg_backend: str) -> dict[str, Any]:
+def _sharded_model(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
+                   pg_backend: str) -> tuple[OptimizerConfig, Backend, ShardedEmbeddings]:
+    """This rank's sharded tables, on the chosen lookup backend, with their communicator."""
     backend = choose_backend(job.backend, dev)
     cfg = OptimizerConfig(optimizer=layout.optimizer)
     comm = make_comm(layout, rank, dev, pg_backend)
     rows = [t.num_embeddings for t in plan.workload.tables]
-    model = ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows)
+    return cfg, backend, ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows)
+
+
+def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
+              pg_backend: str) -> dict[str, Any]:
+    cfg, backend, model = _sharded_model(plan, layout, job, rank, dev, pg_backend)
     ref = Reference(plan.workload, layout, cfg, job.seed)
     if job.corrupt is not None and job.corrupt[1] == rank:
         _corrupt(model, job.corrupt[0])
@@ -160,11 +166,7 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
 
 def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
              pg_backend: str) -> dict[str, Any]:
-    backend = choose_backend(job.backend, dev)
-    cfg = OptimizerConfig(optimizer=layout.optimizer)
-    comm = make_comm(layout, rank, dev, pg_backend)
-    rows = [t.num_embeddings for t in plan.workload.tables]
-    model = ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows)
+    cfg, backend, model = _sharded_model(plan, layout, job, rank, dev, pg_backend)
     model.barrier_stages = True
     model.exclusive_compute = job.exclusive_compute
     per_stage: dict[Stage, list[float]] = {s: [] for s in Stage}
