@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from shardplan.executor import profile_plans
     from shardplan.estimators.profiles import profile_from_dict
     from shardplan.executor.calibrate import fit_plan_profiles, hardware_string, random_assignments
-    from shardplan.plans import build_plan, rank_costs
+    from shardplan.plans import assignment_of, build_plan, rank_costs
     from shardplan.planner import plan as make_plan
     from shardplan.types import Stage
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     before = default_cost_model(work, topo, profile=a.before)
     after = default_cost_model(work, topo, profile=a.after)
     planned = make_plan(work, topo, cost_model=before)
-    assigns = [_assignment_of(planned)] + random_assignments(work, topo, a.plans - 1, a.seed)
+    assigns = [assignment_of(planned)] + random_assignments(work, topo, a.plans - 1, a.seed)
     plans = [build_plan(workload=work, topology=topo, cost_model=before, assignment=asg,
                         solver="random" if i else "greedy") for i, asg in enumerate(assigns)]
     cal_assigns = random_assignments(work, topo, a.calibrate_plans, CAL_SEED) if a.calibrate_plans else []
@@ -226,22 +226,6 @@ def _load() -> str:
         return ", ".join(Path("/proc/loadavg").read_text().split()[:3]) + " (1/5/15 min)"
     except OSError:
         return "unknown"
-
-
-def _assignment_of(p):
-    from shardplan.types import Assignment, ShardingOption, ShardSpec
-
-    opts, ranks = [], []
-    by = {t.name: t for t in p.tables}
-    for spec in p.workload.tables:
-        t = by[spec.name]
-        opts.append(ShardingOption(
-            table=t.name, sharding_type=t.sharding_type, placement=t.shards[0].placement,
-            shards=tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
-                                   col_offset=s.col_offset, num_cols=s.num_cols) for s in t.shards),
-            candidate_ranks=(None,) * len(t.shards)))
-        ranks.append(tuple(s.rank for s in t.shards))
-    return Assignment(options=tuple(opts), ranks=tuple(ranks))
 
 
 if __name__ == "__main__":

@@ -41,12 +41,9 @@ from shardplan.errors import InfeasiblePlanError
 from shardplan.estimators import default_cost_model
 from shardplan.generate import synthetic_workload
 from shardplan.loaders import load_problem, load_topology
-from shardplan.plans import build_plan, check_plan, inputs_sha256, load_plan, save_plan
+from shardplan.plans import assignment_of, build_plan, check_plan, inputs_sha256, load_plan, save_plan
 from shardplan.types import (
-    Assignment,
     Plan,
-    ShardingOption,
-    ShardSpec,
     Topology,
     Workload,
 )
@@ -115,20 +112,6 @@ CASES: dict[str, tuple[str, Callable[[], tuple[Workload, Topology]]]] = {
     "tight": ("memory-tight: synthetic 50 tables, 8 ranks, HBM cut", _memory_tight),
     "hetero": ("heterogeneous: dlrm-dcnv2-criteo1tb on hetero-a100-h100", _bundled("hetero-a100-h100")),
 }
-
-
-def assignment_of(plan: Plan) -> Assignment:
-    """The assignment a plan records (to re-cost a cached plan under the current model)."""
-    options, ranks = [], []
-    for name in (t.name for t in plan.workload.tables):
-        t = plan.table(name)
-        shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
-                                 col_offset=s.col_offset, num_cols=s.num_cols) for s in t.shards)
-        options.append(ShardingOption(table=t.name, sharding_type=t.sharding_type,
-                                      placement=t.shards[0].placement, shards=shards,
-                                      candidate_ranks=(None,) * len(shards)))
-        ranks.append(tuple(s.rank for s in t.shards))
-    return Assignment(options=tuple(options), ranks=tuple(ranks))
 
 
 def torchrec_plan(case: str, work: Workload, topo: Topology, rerun: bool

@@ -23,7 +23,7 @@ from shardplan.cli.commands import check_solver_name, plan_with_progress, reflow
 from shardplan.enumerators import enumerate_options, enumerate_table
 from shardplan.errors import InfeasiblePlanError, SolverError, SpecError
 from shardplan.loaders import DEFAULT_TOPOLOGY, load_problem
-from shardplan.plans import load_plan, plan_to_json, rank_costs, save_plan
+from shardplan.plans import load_plan, option_of, plan_to_json, rank_costs, save_plan
 from shardplan.solvers import DEFAULT_SOLVER, SOLVERS
 from shardplan.types import (
     Assignment,
@@ -31,7 +31,6 @@ from shardplan.types import (
     Plan,
     ShardingOption,
     ShardingType,
-    ShardSpec,
     TableConstraints,
     TablePlan,
 )
@@ -490,15 +489,6 @@ class OptionVerdict:
     verdict: str
     reason: str
     alternatives: int = 1
-
-
-def option_of(t: TablePlan) -> ShardingOption:
-    """The ShardingOption a plan's table was placed as (candidate ranks left open)."""
-    shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
-                             num_cols=s.num_cols) for s in t.shards)
-    return ShardingOption(table=t.name, sharding_type=t.sharding_type,
-                          placement=t.shards[0].placement, shards=shards,
-                          candidate_ranks=(None,) * len(shards))
 
 
 def _shape_key(o: ShardingOption) -> tuple[Any, ...]:

@@ -25,12 +25,11 @@ from shardplan.estimators.profiles import (
     ProfileProvenance,
     ProvenanceKind,
 )
+from shardplan.plans import assignment_of
 from shardplan.types import (
     Assignment,
     DType,
     Plan,
-    ShardingOption,
-    ShardSpec,
     Stage,
     Topology,
     Workload,
@@ -38,20 +37,6 @@ from shardplan.types import (
 
 COLUMNS = ["rank", "host", "group", "table", "sharding_type", "placement", "shard", "kind",
            "component", "hbm_bytes", "ddr_bytes", *[f"{s.value}_ms" for s in Stage], "total_ms"]
-
-
-def assignment_of(plan: Plan) -> Assignment:
-    """The solver assignment a plan was built from (options rebuilt from its shards)."""
-    opts, ranks = [], []
-    for t in plan.tables:
-        placement = t.shards[0].placement
-        opts.append(ShardingOption(
-            table=t.name, sharding_type=t.sharding_type, placement=placement,
-            shards=tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
-                                   col_offset=s.col_offset, num_cols=s.num_cols) for s in t.shards),
-            candidate_ranks=tuple(None for _ in t.shards)))
-        ranks.append(tuple(s.rank for s in t.shards))
-    return Assignment(options=tuple(opts), ranks=tuple(ranks))
 
 
 def cost_model_of(plan: Plan) -> EmbeddingCostModel:

@@ -92,7 +92,7 @@ def distinct_rows(ids: float, rows: int) -> float:
     distinct rows for a given count, so for skewed access this is an upper bound."""
     if rows <= 0 or ids <= 0:
         return 0.0
-    return rows * -math.expm1(-ids / rows)
+    return min(float(ids), rows * -math.expm1(-ids / rows))  # <= ids, also in rounding
 
 
 def backward_bytes(ids: float, row_bytes: float, state_bytes_per_row: float, samples: float,

@@ -35,7 +35,9 @@ from shardplan.types import (
     RankPlan,
     Shard,
     ShardCost,
+    ShardingOption,
     ShardingType,
+    ShardSpec,
     Summary,
     TablePlan,
     Topology,
@@ -66,6 +68,24 @@ def rank_costs(assignment: Assignment, topology: Topology, cost_model: CostModel
     for o, i, r in assignment.placed():
         costs[r] = costs[r] + cost_model.shard_cost(o, i, groups[r])
     return costs
+
+
+def option_of(t: TablePlan) -> ShardingOption:
+    """The option a plan's table was placed as (its shards; candidate ranks left open)."""
+    shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
+                             num_cols=s.num_cols) for s in t.shards)
+    return ShardingOption(table=t.name, sharding_type=t.sharding_type,
+                          placement=t.shards[0].placement, shards=shards,
+                          candidate_ranks=(None,) * len(shards))
+
+
+def assignment_of(plan: Plan) -> Assignment:
+    """The assignment a plan records, in workload order: the inverse of :func:`build_plan`, to
+    re-cost a plan under another cost model."""
+    by_name = {t.name: t for t in plan.tables}
+    tables = [by_name[spec.name] for spec in plan.workload.tables]
+    return Assignment(options=tuple(option_of(t) for t in tables),
+                      ranks=tuple(tuple(s.rank for s in t.shards) for t in tables))
 
 
 def build_plan(

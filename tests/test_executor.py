@@ -24,7 +24,7 @@ from shardplan.enumerators import EnumerationOptions
 from shardplan.errors import PlanError
 from shardplan.executor import prepare
 from shardplan.executor.layout import OutputKind, build_layout
-from shardplan.plans import load_plan, plan_from_dict, plan_to_dict, plan_to_json, save_plan
+from shardplan.plans import assignment_of, load_plan, plan_from_dict, plan_to_dict, plan_to_json, save_plan
 from shardplan.types import (
     Optimizer,
     ShardingType,
@@ -336,24 +336,10 @@ def test_calibrate_tiny_grid_writes_a_profile_the_estimators_load(tmp_path):
     base = default_cost_model(work, topo, profile=ROOT / "estimators/profiles/cpu.yaml")
     cal = default_cost_model(work, topo, profile=out)
     assert cal.describe() != base.describe()
-    assign = _assignment(p)
+    assign = assignment_of(p)
     before = [c.perf.total for c in rank_costs(assign, topo, base)]
     after = [c.perf.total for c in rank_costs(assign, topo, cal)]
     assert before != pytest.approx(after, rel=1e-3)
-
-
-def _assignment(p):
-    from shardplan.types import Assignment, ShardingOption, ShardSpec
-
-    opts, ranks = [], []
-    for t in p.tables:
-        opts.append(ShardingOption(
-            table=t.name, sharding_type=t.sharding_type, placement=t.shards[0].placement,
-            shards=tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
-                                   col_offset=s.col_offset, num_cols=s.num_cols) for s in t.shards),
-            candidate_ranks=(None,) * len(t.shards)))
-        ranks.append(tuple(s.rank for s in t.shards))
-    return Assignment(options=tuple(opts), ranks=tuple(ranks))
 
 
 def test_shipped_cpu_profile_loads():

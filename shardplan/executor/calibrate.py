@@ -257,7 +257,6 @@ def bench_collectives(grid: CalibrationGrid) -> list[CollectivePoint]:
     """Time all-to-all, reduce-scatter (as the executor runs it), all-gather and all-reduce on
     ``grid.world_size`` local gloo processes over ``grid.message_bytes``."""
     import pickle
-    import sys
 
     import torch.multiprocessing as mp
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shardplan.errors import PlanError
-from shardplan.plans import check_plan
+from shardplan.plans import assignment_of, check_plan
 from shardplan.types import Mode, Optimizer, Plan, ShardingType
 
 __all__ = ["OutputKind", "Slot", "DPTable", "Layout", "build_layout", "SUPPORTED_OPTIMIZERS"]
@@ -250,22 +250,11 @@ def check_estimates_match(plan: Plan) -> bool:
     """
     from shardplan.estimators import default_cost_model
     from shardplan.plans import rank_costs
-    from shardplan.types import Assignment, ShardingOption, ShardSpec
 
     cm = default_cost_model(plan.workload, plan.topology)
     if dict(cm.describe()) != dict(plan.provenance.cost_model):
         return False
-    by_table = {t.name: t for t in plan.tables}
-    options, ranks = [], []
-    for spec in plan.workload.tables:
-        tp = by_table[spec.name]
-        shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows,
-                                 col_offset=s.col_offset, num_cols=s.num_cols) for s in tp.shards)
-        options.append(ShardingOption(table=tp.name, sharding_type=tp.sharding_type,
-                                      placement=tp.shards[0].placement, shards=shards,
-                                      candidate_ranks=(None,) * len(shards)))
-        ranks.append(tuple(s.rank for s in tp.shards))
-    costs = rank_costs(Assignment(options=tuple(options), ranks=tuple(ranks)), plan.topology, cm)
+    costs = rank_costs(assignment_of(plan), plan.topology, cm)
     for rp, c in zip(plan.ranks, costs):
         for tier, want, got in (("hbm", rp.memory_bytes.hbm, c.memory.hbm),
                                 ("ddr", rp.memory_bytes.ddr, c.memory.ddr)):

@@ -403,7 +403,6 @@ def diagnose_infeasible(ctx: PlanningContext, failed: list[str],
     by UVM caching, by a smaller dtype, by row-wise sharding).
     """
     ct = ct or CostTables.of(ctx)
-    topo = ctx.topology
     world = ct.world
     total_cap = {Tier.HBM: float(ct.cap_hbm.sum()), Tier.DDR: float(ct.cap_ddr.sum())}
     need = {Tier.HBM: float(ct.base_hbm.sum()), Tier.DDR: float(ct.base_ddr.sum())}
