@@ -86,6 +86,21 @@ DEFAULT_COLLECTIVE_KIND_EFFICIENCY: Mapping[str, float] = MappingProxyType({
 })
 
 
+def _keyed(name: str, given: Mapping[str, Any], defaults: Mapping[str, float],
+           keys: tuple[str, ...], what: str, efficiency: bool) -> Mapping[str, float]:
+    """``defaults`` overridden by ``given``, each key one of ``keys`` and each value in (0, 1]
+    (an efficiency) or >= 0 (a latency); raises SpecError naming the key and the value."""
+    out = dict(defaults)
+    for k, v in given.items():
+        if k not in keys:
+            raise SpecError(f"{name}: unknown {what} {k!r}; expected one of {', '.join(keys)}")
+        ok = isinstance(v, (int, float)) and (0.0 < v <= 1.0 if efficiency else v >= 0.0)
+        if not ok:
+            raise SpecError(f"{name}.{k}={v!r}: must be {'in (0, 1]' if efficiency else '>= 0'}")
+        out[k] = float(v)
+    return MappingProxyType(dict(sorted(out.items())))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Coefficients:
     """The cost model's tunable numbers (dimensionless efficiencies and microseconds).
@@ -127,33 +142,17 @@ class Coefficients:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0.0):
                 raise SpecError(f"{name}={v!r}: must be >= 0")
-        eff = dict(DEFAULT_COLLECTIVE_EFFICIENCY)
-        for k, v in self.collective_bandwidth_efficiency.items():
-            if k not in LINK_TYPES:
-                raise SpecError(f"collective_bandwidth_efficiency: unknown link type {k!r}; "
-                                f"expected one of {', '.join(LINK_TYPES)}")
-            if not 0.0 < v <= 1.0:
-                raise SpecError(f"collective_bandwidth_efficiency.{k}={v!r}: must be in (0, 1]")
-            eff[k] = float(v)
-        lat = dict(DEFAULT_COLLECTIVE_LATENCY_US)
-        for k, v in self.collective_latency_us.items():
-            if k not in {c.value for c in Collective}:
-                raise SpecError(f"collective_latency_us: unknown collective {k!r}; expected one "
-                                f"of {', '.join(c.value for c in Collective)}")
-            if v < 0:
-                raise SpecError(f"collective_latency_us.{k}={v!r}: must be >= 0")
-            lat[k] = float(v)
-        kind = dict(DEFAULT_COLLECTIVE_KIND_EFFICIENCY)
-        for k, v in self.collective_kind_efficiency.items():
-            if k not in {c.value for c in Collective}:
-                raise SpecError(f"collective_kind_efficiency: unknown collective {k!r}; expected "
-                                f"one of {', '.join(c.value for c in Collective)}")
-            if not (isinstance(v, (int, float)) and 0.0 < v <= 1.0):
-                raise SpecError(f"collective_kind_efficiency.{k}={v!r}: must be in (0, 1]")
-            kind[k] = float(v)
-        object.__setattr__(self, "collective_kind_efficiency", MappingProxyType(dict(sorted(kind.items()))))
-        object.__setattr__(self, "collective_bandwidth_efficiency", MappingProxyType(dict(sorted(eff.items()))))
-        object.__setattr__(self, "collective_latency_us", MappingProxyType(dict(sorted(lat.items()))))
+        collectives = tuple(c.value for c in Collective)
+        for name, defaults, keys, what, efficiency in (
+            ("collective_bandwidth_efficiency", DEFAULT_COLLECTIVE_EFFICIENCY, tuple(LINK_TYPES),
+             "link type", True),
+            ("collective_latency_us", DEFAULT_COLLECTIVE_LATENCY_US, collectives, "collective",
+             False),
+            ("collective_kind_efficiency", DEFAULT_COLLECTIVE_KIND_EFFICIENCY, collectives,
+             "collective", True),
+        ):
+            object.__setattr__(self, name, _keyed(name, getattr(self, name), defaults, keys, what,
+                                                  efficiency))
 
     def link_efficiency(self, link_type: str) -> float:
         return self.collective_bandwidth_efficiency[str(link_type)]
