@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from shardplan.types import AccessSkew, PlacementKind
+from shardplan.types import AccessSkew, IdOrder, PlacementKind
 
 _HARMONIC_EXACT_TERMS = 32
 
@@ -33,17 +33,18 @@ def _harmonic(m: float, s: float) -> float:
     return head + integral + (m ** -s - a ** -s) / 2.0 + s * (a ** (-s - 1.0) - m ** (-s - 1.0)) / 12.0
 
 
-def hit_rate(access: AccessSkew | None, cache_ratio: float, rows: int) -> float:
-    """Fraction of lookups served by an HBM cache holding ``cache_ratio`` of ``rows`` rows.
+def popularity_cdf(access: AccessSkew | None, fraction: float, rows: int) -> float:
+    """Share of a table's lookups that go to its hottest ``fraction`` of rows.
 
-    Assumes an ideal static cache of the hottest rows (an upper bound for FBGEMM's LRU/LFU):
-
-    * uniform access (``access`` None): ``cache_ratio``;
-    * Zipf exponent s over the rows: H(k, s) / H(rows, s) with k = cache_ratio x rows;
+    * uniform access (``access`` None): ``fraction``;
+    * Zipf exponent s over the rows: H(k, s) / H(rows, s) with k = fraction x rows;
     * hot rows: a fraction ``hot_row_fraction`` of rows gets ``hot_access_fraction`` of the
-      accesses, uniform within the hot and within the cold rows.
+      accesses, uniform within the hot and within the cold rows;
+    * only a measured hit curve: the curve (an LRU cache's hit rate, a lower bound of this).
     """
-    c = min(max(cache_ratio, 0.0), 1.0)
+    c = min(max(fraction, 0.0), 1.0)
+    if c <= 0.0:
+        return 0.0
     if c >= 1.0:
         return 1.0
     if access is None:
@@ -51,10 +52,54 @@ def hit_rate(access: AccessSkew | None, cache_ratio: float, rows: int) -> float:
     if access.zipf_exponent is not None:
         k = max(c * rows, 1.0)
         return min(1.0, _harmonic(k, access.zipf_exponent) / _harmonic(float(rows), access.zipf_exponent))
-    hrf, haf = access.hot_row_fraction, access.hot_access_fraction
-    if c <= hrf:
-        return haf * c / hrf
-    return haf + (1.0 - haf) * (c - hrf) / (1.0 - hrf)
+    if access.hot_row_fraction is not None:
+        hrf, haf = access.hot_row_fraction, access.hot_access_fraction
+        if c <= hrf:
+            return haf * c / hrf
+        return haf + (1.0 - haf) * (c - hrf) / (1.0 - hrf)
+    return _interpolate(access.hit_curve or (), c)
+
+
+def _interpolate(points: tuple[tuple[float, float], ...], x: float) -> float:
+    """Piecewise-linear through (0, 0), ``points`` and (1, 1)."""
+    pts = [(0.0, 0.0), *points, (1.0, 1.0)]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return 1.0
+
+
+def hit_rate(access: AccessSkew | None, cache_ratio: float, rows: int) -> float:
+    """Fraction of lookups served by an HBM cache holding ``cache_ratio`` of ``rows`` rows.
+
+    A measured hit curve (``access.hit_curve``, from ``shardplan stats``) is used as it is;
+    otherwise the model assumes an ideal static cache of the hottest rows (an upper bound
+    for FBGEMM's LRU/LFU): :func:`popularity_cdf`.
+    """
+    c = min(max(cache_ratio, 0.0), 1.0)
+    if c >= 1.0:
+        return 1.0
+    if access is not None and access.hit_curve is not None:
+        return _interpolate(access.hit_curve, c)
+    if access is None:
+        return c
+    return popularity_cdf(access, c, rows)
+
+
+def block_share(access: AccessSkew | None, row_offset: int, num_rows: int, rows: int) -> float:
+    """Share of a table's lookups that fall in rows ``[row_offset, row_offset + num_rows)``.
+
+    Hashed ids (the default) spread hot rows evenly: the share is the block's share of rows.
+    Frequency-ordered ids (``access.id_order`` ``frequency``) put the hottest rows first: the
+    share is the popularity CDF's increase over the block (:func:`popularity_cdf`).
+    """
+    if rows <= 0:
+        return 0.0
+    if access is None or access.id_order is IdOrder.HASHED:
+        return num_rows / rows
+    lo = popularity_cdf(access, row_offset / rows, rows)
+    hi = popularity_cdf(access, (row_offset + num_rows) / rows, rows)
+    return max(hi - lo, 0.0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -33,6 +33,7 @@ from shardplan.types import (
     DType,
     HostGroup,
     HostSpec,
+    IdOrder,
     Link,
     LinkType,
     Mode,
@@ -268,10 +269,24 @@ def _table(value: Any, path: str, ctx: _Ctx, default_dtype: DType) -> TableSpec:
     access = None
     if r.has("access"):
         a = _Reader(r.raw("access"), r.p("access"), ctx, "an access skew")
+        curve = a.raw("hit_curve", None)
+        if curve is not None:
+            cpath = a.p("hit_curve")
+            pts = []
+            for i, pt in enumerate(_list(curve, cpath, ctx, "[cache_ratio, hit_rate] pairs")):
+                pair = _list(pt, f"{cpath}[{i}]", ctx, "a [cache_ratio, hit_rate] pair")
+                if len(pair) != 2:
+                    raise ctx.fail(f"{cpath}[{i}]", f"needs two numbers [cache_ratio, hit_rate], "
+                                   f"got {len(pair)}")
+                pts.append((_as_num(pair[0], f"{cpath}[{i}][0]", ctx),
+                            _as_num(pair[1], f"{cpath}[{i}][1]", ctx)))
+            curve = tuple(pts)
         access = _build(ctx, a.path, lambda: AccessSkew(
             zipf_exponent=a.num("zipf_exponent", None),
             hot_row_fraction=a.num("hot_row_fraction", None),
-            hot_access_fraction=a.num("hot_access_fraction", None)))
+            hot_access_fraction=a.num("hot_access_fraction", None),
+            id_order=a.enum("id_order", IdOrder, IdOrder.HASHED),
+            hit_curve=curve))
         a.done()
     cons = TableConstraints()
     if r.has("constraints"):
@@ -355,7 +370,7 @@ def _check_unique(tables: Iterable[TableSpec], path: str, ctx: _Ctx) -> None:
 
 
 CSV_REQUIRED = ("name", "num_embeddings", "embedding_dim", "pooling_factor")
-CSV_OPTIONAL = ("dtype", "optimizer", "features", "zipf_exponent")
+CSV_OPTIONAL = ("dtype", "optimizer", "features", "zipf_exponent", "id_order")
 CSV_BATCH_SIZE = 512  # a CSV carries no batch: this one, per rank, training
 
 
@@ -363,7 +378,8 @@ def workload_from_csv(text: str, source: str = "<csv>", *, batch_size: int = CSV
                       batch_scope: BatchScope = BatchScope.PER_RANK, mode: Mode = Mode.TRAINING,
                       default_optimizer: Optimizer = Optimizer.ROWWISE_ADAGRAD) -> Workload:
     """A workload from CSV with header ``name,num_embeddings,embedding_dim,pooling_factor``
-    (optional columns: dtype, optimizer, features separated by ``;`` or ``|``, zipf_exponent)."""
+    (optional columns: dtype, optimizer, features separated by ``;`` or ``|``, zipf_exponent,
+    id_order: ``hashed`` or ``frequency``, with zipf_exponent)."""
     ctx = _Ctx(source, {})
     reader = csv.reader(io.StringIO(text))
     try:
@@ -403,7 +419,11 @@ def workload_from_csv(text: str, source: str = "<csv>", *, batch_size: int = CSV
                 rec[col] = _as_num(val, f"row {lineno - 1}.{col}", lctx)
             elif col == "zipf_exponent":
                 if val:
-                    rec["access"] = {"zipf_exponent": _as_num(val, f"row {lineno - 1}.{col}", lctx)}
+                    rec.setdefault("access", {})["zipf_exponent"] = _as_num(
+                        val, f"row {lineno - 1}.{col}", lctx)
+            elif col == "id_order":
+                if val:
+                    rec.setdefault("access", {})["id_order"] = val
             else:
                 rec[col] = val
         tables.append(_table(rec, f"row {lineno - 1}", lctx, DType.FP32))
@@ -425,9 +445,14 @@ def workload_to_dict(w: Workload) -> dict[str, Any]:
         if t.optimizer is not None:
             d["optimizer"] = t.optimizer.value
         if t.access is not None:
-            d["access"] = {k: getattr(t.access, k) for k in
+            a = t.access
+            d["access"] = {k: getattr(a, k) for k in
                            ("zipf_exponent", "hot_row_fraction", "hot_access_fraction")
-                           if getattr(t.access, k) is not None}
+                           if getattr(a, k) is not None}
+            if a.id_order is not IdOrder.HASHED:
+                d["access"]["id_order"] = a.id_order.value
+            if a.hit_curve is not None:
+                d["access"]["hit_curve"] = [list(p) for p in a.hit_curve]
         c = t.constraints
         cons: dict[str, Any] = {}
         if c.sharding_types is not None:

@@ -254,33 +254,83 @@ class Placement:
 HBM = Placement()
 
 
+class IdOrder(StrEnum):
+    """How a table's ids map to its rows, which decides how evenly contiguous row blocks
+    (row-wise and table-row-wise shards) are hit.
+
+    ``hashed``: ids are hashed (MLPerf/TorchRec preprocessing), so hot rows are spread
+    evenly over the rows and every row block gets lookups in proportion to its rows.
+    ``frequency``: id order follows popularity (id 0 the most frequent, as in
+    frequency-sorted vocabularies), so the first row block gets most lookups.
+    """
+
+    HASHED = "hashed"
+    FREQUENCY = "frequency"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AccessSkew:
-    """How unevenly rows are accessed; decides UVM cache hit rates.
+    """How unevenly rows are accessed; decides UVM cache hit rates and, with ``id_order``,
+    how evenly row blocks are hit.
 
-    Give either a Zipf exponent (rank-frequency law over rows) or a hot-row fraction with
-    the fraction of accesses that go to those hot rows.
+    Give a Zipf exponent (rank-frequency law over rows), or a hot-row fraction with the
+    fraction of accesses that go to those hot rows, or a measured hit curve, or a model and
+    a curve (the curve then decides cache hit rates, the model the row-block loads).
+
+    Attributes:
+        zipf_exponent: exponent ``s`` of access frequency ~ rank^-s.
+        hot_row_fraction: share of rows that are hot.
+        hot_access_fraction: share of accesses that go to the hot rows.
+        id_order: how ids map to rows (:class:`IdOrder`).
+        hit_curve: measured (cache ratio, hit rate) points of an LRU cache, cache ratios
+            strictly increasing in (0, 1), hit rates non-decreasing in [0, 1] (what
+            ``shardplan stats`` measures); between points the rate is interpolated linearly,
+            with (0, 0) and (1, 1) as end points.
     """
 
     zipf_exponent: float | None = None
     hot_row_fraction: float | None = None
     hot_access_fraction: float | None = None
+    id_order: IdOrder = IdOrder.HASHED
+    hit_curve: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         has_zipf = self.zipf_exponent is not None
         has_hot = self.hot_row_fraction is not None
-        _check(has_zipf != has_hot, "access", self,
-               "give exactly one of zipf_exponent or hot_row_fraction")
+        has_curve = self.hit_curve is not None
+        _check(not (has_zipf and has_hot), "access", self,
+               "give zipf_exponent or hot_row_fraction, not both")
+        _check(has_zipf or has_hot or has_curve, "access", self,
+               "give zipf_exponent, hot_row_fraction (with hot_access_fraction) or hit_curve")
         if has_zipf:
             _check(self.zipf_exponent > 0, "zipf_exponent", self.zipf_exponent, "must be > 0")
             _check(self.hot_access_fraction is None, "hot_access_fraction",
                    self.hot_access_fraction, "only goes with hot_row_fraction")
-        else:
+        elif has_hot:
             _check(0 < self.hot_row_fraction < 1, "hot_row_fraction", self.hot_row_fraction,
                    "must be between 0 and 1")
             haf = self.hot_access_fraction
             _check(haf is not None and 0 < haf <= 1, "hot_access_fraction", haf,
                    "hot_row_fraction needs hot_access_fraction in (0, 1]")
+        else:
+            _check(self.hot_access_fraction is None, "hot_access_fraction",
+                   self.hot_access_fraction, "only goes with hot_row_fraction")
+        if has_curve:
+            pts = self.hit_curve
+            _check(len(pts) > 0 and all(len(p) == 2 for p in pts), "hit_curve", pts,
+                   "must be a non-empty list of [cache_ratio, hit_rate] pairs")
+            xs = [float(p[0]) for p in pts]
+            ys = [float(p[1]) for p in pts]
+            _check(all(0.0 < x < 1.0 for x in xs) and all(a < b for a, b in zip(xs, xs[1:])),
+                   "hit_curve", pts, "cache ratios must be strictly increasing, each in (0, 1)")
+            _check(all(0.0 <= y <= 1.0 for y in ys) and all(a <= b for a, b in zip(ys, ys[1:])),
+                   "hit_curve", pts, "hit rates must be non-decreasing, each in [0, 1]")
+            object.__setattr__(self, "hit_curve", tuple(zip(xs, ys)))
+
+    @property
+    def has_model(self) -> bool:
+        """A Zipf or hot-row model is given (not only a measured curve)."""
+        return self.zipf_exponent is not None or self.hot_row_fraction is not None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
