@@ -6,14 +6,13 @@ otherwise; ``breakdown(plan)`` explains its estimates as a DataFrame. Formulas a
 """
 
 from shardplan.estimators.breakdown import assignment_of, breakdown, cost_model_of, per_rank
-from shardplan.estimators.comm import GroupLinks, group_links
+from shardplan.estimators.comm import CollectiveModel, GroupLinks, LinearCost, group_links
 from shardplan.estimators.compute import hit_rate
 from shardplan.estimators.cost_model import (
     DEFAULT_PIPELINE_DEPTH,
     Component,
     CostModelOptions,
     EmbeddingCostModel,
-    LinkDuplex,
     default_cost_model,
     resolve_profiles,
 )
@@ -36,7 +35,7 @@ from shardplan.estimators.profiles import (
 
 __all__ = [
     "DEFAULT_COEFFICIENTS", "DEFAULT_PIPELINE_DEPTH", "Coefficients", "Collective", "Component",
-    "CostModelOptions", "DeviceProfile", "EmbeddingCostModel", "GroupLinks", "LinkDuplex",
+    "CollectiveModel", "CostModelOptions", "DeviceProfile", "LinearCost", "EmbeddingCostModel", "GroupLinks",
     "ProfileProvenance", "ProvenanceKind", "assignment_of", "breakdown", "bundled_profiles",
     "cost_model_of", "default_cost_model", "default_profile", "group_links", "hit_rate",
     "load_profile", "per_rank", "profile_for_device", "profile_from_dict", "profile_to_dict",

@@ -16,7 +16,6 @@ from shardplan.errors import SpecError
 from shardplan.estimators.cost_model import (
     CostModelOptions,
     EmbeddingCostModel,
-    LinkDuplex,
     default_cost_model,
 )
 from shardplan.estimators.profiles import (
@@ -27,16 +26,20 @@ from shardplan.estimators.profiles import (
 )
 from shardplan.plans import assignment_of
 from shardplan.types import (
+    LANES,
     Assignment,
-    DType,
+    CostModel,
+    GroupKey,
+    Perf,
     Plan,
     Stage,
+    StepModel,
     Topology,
     Workload,
 )
 
 COLUMNS = ["rank", "host", "group", "table", "sharding_type", "placement", "shard", "kind",
-           "component", "hbm_bytes", "ddr_bytes", *[f"{s.value}_ms" for s in Stage], "total_ms"]
+           "component", "hbm_bytes", "ddr_bytes", *[f"{ln.value}_ms" for ln in LANES]]
 
 
 def cost_model_of(plan: Plan) -> EmbeddingCostModel:
@@ -46,12 +49,7 @@ def cost_model_of(plan: Plan) -> EmbeddingCostModel:
     if rec.get("name") != EmbeddingCostModel.name:
         return default_cost_model(plan.workload, plan.topology)
     try:
-        o = dict(rec.get("options", {}))
-        options = CostModelOptions(
-            pipeline_depth=int(o["pipeline_depth"]),
-            hbm_reserved_fraction=o["hbm_reserved_fraction"],
-            comm_overlap_fraction=float(o["comm_overlap_fraction"]),
-            duplex=LinkDuplex(o["duplex"]), output_dtype=DType(o["output_dtype"]))
+        options = CostModelOptions.from_dict(dict(rec.get("options", {})))
         profiles = []
         for hg in plan.topology.host_groups:
             p = rec["profiles"][hg.name]
@@ -81,10 +79,12 @@ def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | Non
         ranks: only these ranks (default: all).
 
     Returns:
-        A DataFrame with columns :data:`COLUMNS`. ``kind`` is ``overhead`` (the rank's fixed
-        cost), ``everywhere`` (what every rank pays for a table's sharding) or ``shard``.
-        ``total_ms`` is the item's contribution to the rank's step time (``cost_model.total``).
-        Rows are sorted by rank, then kind, table, shard, component.
+        A DataFrame with columns :data:`COLUMNS`: one ``<lane>_ms`` column per
+        :class:`~shardplan.types.Lane` (lanes add up per rank; a rank's stage time is the
+        longest of the stage's lanes, see :func:`per_rank`). ``kind`` is ``overhead`` (the
+        rank's fixed cost), ``group`` (the fixed cost of a sharding group the plan uses; its
+        ``sharding_type`` names the group), ``everywhere`` (what every rank pays for a table's
+        sharding) or ``shard``. Rows are sorted by rank, then kind, table, shard, component.
 
     Raises:
         SpecError: an Assignment without workload/topology, or a model that cannot itemise.
@@ -111,18 +111,19 @@ def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | Non
         raise SpecError(f"ranks {bad} are not in topology {topology.name!r} "
                         f"(ranks 0..{topology.world_size - 1})")
     rows: list[tuple] = []
+    keys = used_groups(assignment, cost_model)
 
     def emit(r: int, table: str, st: str, pl: str, shard: int, kind: str, items) -> None:
         ri = topology.rank(r)
         for comp, c in items:
-            perf = c.perf
             rows.append((r, ri.host, ri.group, table, st, pl, shard, kind, comp.value,
-                         c.memory.hbm, c.memory.ddr, *[perf.get(s) for s in Stage],
-                         cost_model.total(perf)))
+                         c.memory.hbm, c.memory.ddr, *c.perf.as_tuple()))
 
     for r in sorted(wanted):
         g = topology.rank(r).group
         emit(r, "", "", "", -1, "overhead", cost_model.overhead_items(g)[0])
+        for key in keys:
+            emit(r, "", key.sharding_type.value, "", -1, "group", cost_model.group_items(key, g)[0])
         for o in assignment.options:
             emit(r, o.table, o.sharding_type.value, str(o.placement), -1, "everywhere",
                  cost_model.everywhere_items(o, g)[0])
@@ -131,14 +132,28 @@ def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | Non
             emit(r, o.table, o.sharding_type.value, str(o.placement), i, "shard",
                  cost_model.shard_items(o, i, topology.rank(r).group))
     df = pd.DataFrame(rows, columns=COLUMNS)
-    kind_order = {"overhead": 0, "everywhere": 1, "shard": 2}
+    kind_order = {"overhead": 0, "group": 1, "everywhere": 2, "shard": 3}
     df = df.assign(_k=df["kind"].map(kind_order)).sort_values(
         ["rank", "_k", "table", "shard", "component"], kind="stable").drop(columns="_k")
     return df.reset_index(drop=True)
 
 
-def per_rank(df: pd.DataFrame) -> pd.DataFrame:
-    """A breakdown summed per rank: memory per tier and ms per stage, slowest rank first."""
-    cols = ["hbm_bytes", "ddr_bytes", *[f"{s.value}_ms" for s in Stage], "total_ms"]
-    out = df.groupby("rank")[cols].sum()
+def per_rank(df: pd.DataFrame, step: StepModel | None = None) -> pd.DataFrame:
+    """A breakdown summed per rank: memory per tier, ms per lane, ms per stage (its longest
+    lane) and ``total_ms`` (the rank's step time alone, ``StepModel.rank_time``), slowest rank
+    first."""
+    step = step or StepModel()
+    lanes = [f"{ln.value}_ms" for ln in LANES]
+    out = df.groupby("rank")[["hbm_bytes", "ddr_bytes", *lanes]].sum()
+    vals = out[lanes].to_numpy()
+    stages = step.stage_times(vals)
+    for i, st in enumerate(Stage):
+        out[f"{st.value}_ms"] = stages[:, i]
+    out["total_ms"] = [step.rank_time(Perf.from_lanes(v)) for v in vals]
     return out.sort_values(["total_ms"], ascending=False, kind="stable")
+
+
+def used_groups(assignment: Assignment, cost_model: CostModel) -> list[GroupKey]:
+    """The sharding groups an assignment uses, in a fixed order."""
+    keys = {k for k in (cost_model.group_key(o) for o in assignment.options) if k is not None}
+    return sorted(keys, key=lambda k: (k.sharding_type.value, k.ranks or ()))

@@ -1,24 +1,29 @@
-"""The embedding cost model: memory, compute and communication of every shard, per host group.
+"""The embedding cost model: memory, compute and communication of every shard, per host group,
+priced the way TorchRec's runtime runs a step (``docs/cost-model.md``).
 
-Linear by construction (``shardplan.types.CostModel``): a rank's cost is its fixed overhead,
-plus each chosen option's everywhere-cost (what every rank pays for a table sharded that way:
-its own ids going out, its pooled outputs coming back), plus the costs of the shards it holds.
-Each cost is itemised by :class:`Component` so :func:`shardplan.estimators.breakdown` can show
-why a rank is slow. Formulas: ``docs/cost-model.md``; pieces: :mod:`.memory`, :mod:`.compute`,
-:mod:`.comm`; coefficients: :mod:`.profiles`.
+Linear by construction (``shardplan.types.CostModel``): a rank's lane times (``Lane``: compute,
+and the send and receive directions of each communication stage) are its fixed overhead, plus
+the fixed cost of each sharding group the plan uses (one set of fused collectives per sharding
+type, as TorchRec issues one input dist and one output dist per sharding type; DDP buckets the
+data-parallel gradients), plus each chosen option's everywhere-cost (what every rank pays for
+a table sharded that way: its own ids going out, its pooled outputs coming back), plus the
+costs of the shards it holds. The step time composes the ranks' lanes (``StepModel``: by
+default every stage waits for its slowest participant, and the next batch's input dist runs
+behind this batch's compute). Each cost is itemised by :class:`Component` so
+:func:`shardplan.estimators.breakdown` can show why a rank is slow. Pieces: :mod:`.memory`,
+:mod:`.compute`, :mod:`.comm`; coefficients: :mod:`.profiles`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from shardplan.errors import SpecError
 from shardplan.estimators import compute, memory
-from shardplan.estimators.comm import GroupLinks, group_links
+from shardplan.estimators.comm import CollectiveModel, GroupLinks, LinearCost, Span, group_links
 from shardplan.estimators.profiles import (
     Collective,
     DeviceProfile,
@@ -26,8 +31,13 @@ from shardplan.estimators.profiles import (
     profile_for_device,
 )
 from shardplan.types import (
+    LANES,
+    Composition,
     CostModel,
     DType,
+    GroupKey,
+    IdOrder,
+    Lane,
     Memory,
     Mode,
     Optimizer,
@@ -36,24 +46,17 @@ from shardplan.types import (
     ShardCost,
     ShardingOption,
     ShardingType,
+    StepModel,
     TableSpec,
     Topology,
     Workload,
 )
 
 DEFAULT_PIPELINE_DEPTH = 3  # TorchRec TrainPipelineSparseDist keeps 3 batches on device: one in fwd/bwd, one in input dist, one being copied in
-
-
-class LinkDuplex(StrEnum):
-    """How the two directions of an all-to-all share a rank's link.
-
-    ``full``: links are full duplex and a rank's sends and receives overlap; each direction is
-    charged half its time (exact when a rank sends as much as it receives, a lower bound
-    otherwise). ``half``: sends and receives are charged in full (an upper bound).
-    """
-
-    FULL = "full"
-    HALF = "half"
+DEFAULT_DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel bucket_cap_mb default: 25 MiB
+#: Collectives of one input dist: TorchRec's KJTAllToAll sends the lengths, then the ids
+#: (``torchrec/distributed/dist_data.py``: splits and lengths all-to-alls, then values).
+INPUT_DIST_CALLS = 2
 
 
 class Component(StrEnum):
@@ -91,18 +94,22 @@ class CostModelOptions:
             ``None`` uses the topology's ``hbm_reserved_fraction`` (already taken off
             ``Topology.capacity``); a number replaces it, charged (or credited) as a per-rank
             memory overhead of (this - topology's) x HBM capacity.
-        comm_overlap_fraction: share of communication hidden behind compute, in [0, 1]:
-            ``total = compute + (1 - f) x comm``. 0 (default): no overlap, stages add up.
-        duplex: how all-to-all directions share a link (:class:`LinkDuplex`).
+        pipelined: the next batch's input dist overlaps this batch's compute (TorchRec's
+            ``TrainPipelineSparseDist``, default); ``False``: every stage runs in turn.
+        composition: how ranks' stages make the step time (:class:`Composition`); the default,
+            ``synchronized``, was chosen by measurement (``docs/cost-model.md``).
         output_dtype: dtype of pooled embeddings on the wire and in buffers (fp32 default as in
             TorchRec; fp16/bf16 model quantised communication).
+        ddp_bucket_bytes: data-parallel gradients are all-reduced in buckets of this size
+            (torch DDP's ``bucket_cap_mb``, 25 MiB): one call per bucket.
     """
 
     pipeline_depth: int = DEFAULT_PIPELINE_DEPTH
     hbm_reserved_fraction: float | None = None
-    comm_overlap_fraction: float = 0.0
-    duplex: LinkDuplex = LinkDuplex.FULL
+    pipelined: bool = True
+    composition: Composition = Composition.SYNCHRONIZED
     output_dtype: DType = DType.FP32
+    ddp_bucket_bytes: int = DEFAULT_DDP_BUCKET_BYTES
 
     def __post_init__(self) -> None:
         if not (isinstance(self.pipeline_depth, int) and self.pipeline_depth >= 1):
@@ -112,18 +119,35 @@ class CostModelOptions:
         if f is not None and not 0.0 <= f < 1.0:
             raise SpecError(f"hbm_reserved_fraction={f!r}: must be in [0, 1) or None (use the "
                             "topology's)")
-        if not 0.0 <= self.comm_overlap_fraction <= 1.0:
-            raise SpecError(f"comm_overlap_fraction={self.comm_overlap_fraction!r}: must be in "
-                            "[0, 1]")
         if self.output_dtype.is_quantized:
             raise SpecError(f"output_dtype={self.output_dtype.value!r}: pooled outputs are "
                             "fp32, fp16 or bf16")
+        if not (isinstance(self.ddp_bucket_bytes, int) and self.ddp_bucket_bytes > 0):
+            raise SpecError(f"ddp_bucket_bytes={self.ddp_bucket_bytes!r}: must be a positive "
+                            "integer (torch DDP's default is 25 MiB = 26214400)")
+
+    @property
+    def step(self) -> StepModel:
+        return StepModel(composition=self.composition, pipelined=self.pipelined)
 
     def as_dict(self) -> dict[str, Any]:
         return {"pipeline_depth": self.pipeline_depth,
                 "hbm_reserved_fraction": self.hbm_reserved_fraction,
-                "comm_overlap_fraction": self.comm_overlap_fraction,
-                "duplex": self.duplex.value, "output_dtype": self.output_dtype.value}
+                "pipelined": self.pipelined, "composition": self.composition.value,
+                "output_dtype": self.output_dtype.value, "ddp_bucket_bytes": self.ddp_bucket_bytes}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CostModelOptions:
+        """The inverse of :meth:`as_dict`. Raises SpecError (a missing key or bad value)."""
+        try:
+            return cls(pipeline_depth=int(d["pipeline_depth"]),
+                       hbm_reserved_fraction=d["hbm_reserved_fraction"],
+                       pipelined=bool(d["pipelined"]), composition=Composition(d["composition"]),
+                       output_dtype=DType(d["output_dtype"]),
+                       ddp_bucket_bytes=int(d["ddp_bucket_bytes"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"cost-model options are incomplete or malformed ({exc!r})",
+                            key_path="provenance.cost_model.options") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,56 +156,66 @@ class _Table:
     optimizer: Optimizer
     pf: float
     features: int
+    frequency_ordered: bool  # row blocks are hit unevenly (IdOrder.FREQUENCY with skew)
 
 
 @dataclass(frozen=True, slots=True)
 class _Group:
+    """What a rank of one host group needs: its links, coefficients and collective lines."""
+
     links: GroupLinks
     profile: DeviceProfile
     bw: compute.Bandwidths
-    a2a: float  # s per byte of all-to-all (duplex weight and kind efficiency applied)
-    rs_scale: float  # 1 / kind efficiency of reduce-scatter / all-gather
-    ar_scale: float  # 1 / kind efficiency of all-reduce
-    lat_a2a: float  # s, one all-to-all call over all ranks
-    lat_rs: float  # s, one reduce-scatter (or all-gather) call over all ranks
-    lat_ar: float  # s, one all-reduce call over all ranks
+    a2a: LinearCost  # all-to-all over all ranks
+    rail: LinearCost  # all-to-all among the ranks of one local index, one per host
+    rs: LinearCost  # reduce-scatter over all ranks (RW partial sums)
+    ag: LinearCost  # all-gather over all ranks (RW gradients)
+    rs_host: LinearCost  # reduce-scatter within a host (TWRW)
+    ag_host: LinearCost  # all-gather within a host (TWRW)
+    ar: LinearCost  # all-reduce over all ranks (one DDP bucket)
+    inter_s_per_byte: float  # to one rank of another host over the NIC share
 
 
 Items = tuple[tuple[Component, ShardCost], ...]
 
 _ROW_SPLIT = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
 _COL_SPLIT = (ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE)
+_NL = len(LANES)
+_LANE_INDEX = {ln: i for i, ln in enumerate(LANES)}
 
-
-# A raw item: (component, hbm, ddr, fwd_compute, fwd_comm, bwd_compute, bwd_comm, dp_sync),
-# bytes and seconds as plain floats; objects are built once per distinct shard shape.
-Raw = tuple[Component, float, float, float, float, float, float, float]
+# A raw item: (component, hbm, ddr, lane ms...) as plain floats; objects built once per shape.
+Raw = tuple
 
 
 def _mem(c: Component, *, hbm: float = 0.0, ddr: float = 0.0) -> Raw:
-    return (c, hbm, ddr, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return (c, hbm, ddr) + (0.0,) * _NL
 
 
-def _ms(c: Component, fwd_compute: float = 0.0, fwd_comm: float = 0.0, bwd_compute: float = 0.0,
-        bwd_comm: float = 0.0, dp_sync: float = 0.0) -> Raw:
-    """Stage times given in seconds, stored in ms."""
-    return (c, 0.0, 0.0, fwd_compute * 1e3, fwd_comm * 1e3, bwd_compute * 1e3, bwd_comm * 1e3,
-            dp_sync * 1e3)
+def _t(c: Component, lanes: Mapping[Lane, float]) -> Raw:
+    """Lane times given in seconds, stored in ms."""
+    v = [0.0] * _NL
+    for ln, s in lanes.items():
+        v[_LANE_INDEX[ln]] += s * 1e3
+    return (c, 0.0, 0.0, *v)
 
 
-def _cost(h: float, d: float, fc: float, fm: float, bc: float, bm: float, dps: float) -> ShardCost:
-    return ShardCost(memory=Memory(hbm=h, ddr=d),
-                     perf=Perf(fwd_compute=fc, fwd_comm=fm, bwd_compute=bc, bwd_comm=bm, dp_sync=dps))
+def _both(send: Lane, recv: Lane, s: float) -> dict[Lane, float]:
+    """A time paid on both directions of a stage (a latency, a symmetric ring)."""
+    return {send: s, recv: s}
+
+
+def _cost(row: Sequence[float]) -> ShardCost:
+    return ShardCost(memory=Memory(hbm=row[0], ddr=row[1]), perf=Perf.from_lanes(row[2:]))
 
 
 def _items(raw: Sequence[Raw]) -> Items:
-    return tuple((r[0], _cost(*r[1:])) for r in raw)
+    return tuple((r[0], _cost(r[1:])) for r in raw)
 
 
 def _sum(raw: Sequence[Raw]) -> ShardCost:
-    cols = list(zip(*raw))
-    return _cost(sum(cols[1]), sum(cols[2]), sum(cols[3]), sum(cols[4]), sum(cols[5]),
-                 sum(cols[6]), sum(cols[7]))
+    if not raw:
+        return _cost((0.0,) * (2 + _NL))
+    return _cost([sum(col) for col in list(zip(*raw))[1:]])
 
 
 class EmbeddingCostModel(CostModel):
@@ -198,7 +232,7 @@ class EmbeddingCostModel(CostModel):
         SpecError: ``profiles`` has the wrong length.
     """
 
-    name = "embedding-v1"
+    name = "embedding-v2"
 
     def __init__(self, workload: Workload, topology: Topology, *,
                  profiles: Sequence[DeviceProfile] | None = None,
@@ -206,6 +240,7 @@ class EmbeddingCostModel(CostModel):
         self.workload = workload
         self.topology = topology
         self.options = options or CostModelOptions()
+        self.step = self.options.step
         if profiles is None:
             profiles = [profile_for_device(g.device.model) for g in topology.host_groups]
         if len(profiles) != len(topology.host_groups):
@@ -218,9 +253,21 @@ class EmbeddingCostModel(CostModel):
         self.batch_global = workload.global_batch(self.world)
         self.out_bytes = self.options.output_dtype.bits / 8
         self._tables = {t.name: _Table(t, workload.optimizer_of(t), float(t.pooling_factor),
-                                       t.num_features) for t in workload.tables}
+                                       t.num_features,
+                                       t.access is not None
+                                       and t.access.id_order is IdOrder.FREQUENCY)
+                        for t in workload.tables}
         links = group_links(topology, [p.coefficients for p in self.profiles])
-        dw = 0.5 if self.options.duplex is LinkDuplex.FULL else 1.0
+        # each collective of a sharding group is linearised at the most it can carry: every
+        # table in the group (a tangent of the concave cost, so an upper bound elsewhere; its
+        # error is bounded by the protocols' latency difference, where a tangent at a small
+        # size would overprice big groups without bound; docs/cost-model.md)
+        pooled = sum(self.batch_global * t.num_features * t.embedding_dim * self.out_bytes
+                     for t in workload.tables)
+        grads = sum(t.num_embeddings * t.embedding_dim * memory.gradient_element_bytes(t.dtype)
+                    for t in workload.tables)
+        b_ar = float(min(self.options.ddp_bucket_bytes, grads))
+        b_host = pooled / topology.num_hosts
         self._groups = []
         for hg, prof, ln in zip(topology.host_groups, self.profiles, links):
             co = prof.coefficients
@@ -230,62 +277,41 @@ class EmbeddingCostModel(CostModel):
                 pcie=hg.host.pcie_bandwidth_bytes_per_s * co.pcie_bandwidth_efficiency,
                 # the host's DRAM bandwidth is shared by its devices
                 ddr=hg.host.ddr_bandwidth_bytes_per_s / hg.devices_per_host * co.ddr_bandwidth_efficiency)
-            many = self.world > 1
+            cm = CollectiveModel(ln, co)
+            rail = cm.cost(Collective.ALL_TO_ALL, pooled, Span.RAIL)
+            inter = (rail.s_per_byte * ln.hosts / (ln.hosts - 1)) if ln.hosts > 1 else 0.0
             self._groups.append(_Group(
-                ln, prof, bw,
-                dw * ln.all_to_all_s_per_byte() / co.kind_efficiency(Collective.ALL_TO_ALL),
-                1.0 / co.kind_efficiency(Collective.REDUCE_SCATTER),
-                1.0 / co.kind_efficiency(Collective.ALL_REDUCE),
-                ln.latency_s(Collective.ALL_TO_ALL, co) if many else 0.0,
-                ln.latency_s(Collective.REDUCE_SCATTER, co) if many else 0.0,
-                ln.latency_s(Collective.ALL_REDUCE, co) if many else 0.0))
-        self._cost_memo: dict[tuple, dict[tuple[int, int], ShardCost]] = {}
+                links=ln, profile=prof, bw=bw,
+                a2a=cm.cost(Collective.ALL_TO_ALL, pooled),
+                rail=rail,
+                rs=cm.cost(Collective.REDUCE_SCATTER, pooled),
+                ag=cm.cost(Collective.REDUCE_SCATTER, pooled),  # all-gather: reduce-scatter's line
+                rs_host=cm.cost(Collective.REDUCE_SCATTER, b_host, Span.HOST),
+                ag_host=cm.cost(Collective.REDUCE_SCATTER, b_host, Span.HOST),
+                ar=cm.cost(Collective.ALL_REDUCE, b_ar),
+                inter_s_per_byte=inter))
+        self._cost_memo: dict[tuple, dict[tuple[int, int, int], ShardCost]] = {}
         self._hits: dict[tuple[str, float], float] = {}
         self._every_memo: dict[tuple, ShardCost] = {}
         self._overhead_memo: dict[int, ShardCost] = {}
-        self._recent: OrderedDict[tuple[int, int], tuple[ShardingOption, list[ShardCost]]] = OrderedDict()
+        self._group_memo: dict[tuple[GroupKey, int], ShardCost] = {}
 
     # -- the CostModel interface --------------------------------------------------------------
 
     def shard_cost(self, option: ShardingOption, shard_index: int, group: int) -> ShardCost:
         s = option.shards[shard_index]
         costs = self._costs_of(option, group)
-        c = costs.get((s.num_rows, s.num_cols))
-        return c if c is not None else self._shard(option, group, s.num_rows, s.num_cols, costs)
+        key = self._shape_key(option, s.row_offset, s.num_rows, s.num_cols)
+        c = costs.get(key)
+        return c if c is not None else self._shard(option, group, key, costs)
 
     def shard_costs(self, option: ShardingOption, group: int) -> list[ShardCost]:
-        key = (id(option), group)
-        hit = self._recent.get(key)
-        if hit is not None and hit[0] is option:
-            return list(hit[1])
-        out = self._costs_by_shape(option, group)
-        self._recent[key] = (option, out)
-        if len(self._recent) > 256:
-            self._recent.popitem(last=False)
-        return list(out)
-
-    def _costs_by_shape(self, option: ShardingOption, group: int) -> list[ShardCost]:
-        """Per-shard costs, each distinct shape costed once; fast paths (C-level loops) for the
-        usual cases: every shard alike (DP), one column width (RW/TWRW), one row count (CW)."""
+        """Per-shard costs, each distinct shape costed once."""
         costs = self._costs_of(option, group)
-        shards = option.shards
-        n = len(shards)
-        rows = [s.num_rows for s in shards]
-        cols = [s.num_cols for s in shards]
-        r0, c0 = rows[0], cols[0]
-        same_c = cols.count(c0) == n
-        get, new = costs.get, self._shard
-        if same_c and rows.count(r0) == n:
-            return [get((r0, c0)) or new(option, group, r0, c0, costs)] * n
-        if same_c:
-            by_row = {r: get((r, c0)) or new(option, group, r, c0, costs) for r in sorted(set(rows))}
-            return list(map(by_row.__getitem__, rows))
-        if rows.count(r0) == n:
-            by_col = {c: get((r0, c)) or new(option, group, r0, c, costs) for c in sorted(set(cols))}
-            return list(map(by_col.__getitem__, cols))
-        keys = list(zip(rows, cols))
-        for rc in sorted(set(keys) - costs.keys()):
-            new(option, group, rc[0], rc[1], costs)
+        keys = [self._shape_key(option, s.row_offset, s.num_rows, s.num_cols)
+                for s in option.shards]
+        for k in sorted(set(keys) - costs.keys()):
+            self._shard(option, group, k, costs)
         return list(map(costs.__getitem__, keys))
 
     def everywhere_cost(self, option: ShardingOption, group: int) -> ShardCost:
@@ -301,9 +327,15 @@ class EmbeddingCostModel(CostModel):
         c = self._overhead_memo.get(group)
         return c if c is not None else self.overhead_items(group)[1]
 
-    def total(self, perf: Perf) -> float:
-        """``compute + (1 - comm_overlap_fraction) x comm`` (linear in the stages)."""
-        return perf.compute + (1.0 - self.options.comm_overlap_fraction) * perf.comm
+    def group_key(self, option: ShardingOption) -> GroupKey | None:
+        return GroupKey(sharding_type=option.sharding_type)
+
+    def group_cost(self, key: GroupKey, group: int) -> ShardCost:
+        c = self._group_memo.get((key, group))
+        if c is None:
+            self._check_group(group)
+            c = self._group_memo[key, group] = _sum(self._group_terms(key, group))
+        return c
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "options": self.options.as_dict(),
@@ -316,8 +348,8 @@ class EmbeddingCostModel(CostModel):
         """The cost of one shard, itemised by component (sums to ``shard_cost``)."""
         self._check_group(group)
         s = option.shards[shard_index]
-        return _items(self._shard_terms(self._table(option.table), option, len(option.shards),
-                                        group, s.num_rows, s.num_cols))
+        return _items(self._shard_terms(self._table(option.table), option, group, s.row_offset,
+                                        s.num_rows, s.num_cols))
 
     def everywhere_items(self, option: ShardingOption, group: int) -> tuple[Items, ShardCost]:
         """The everywhere-cost of ``option`` on a rank of ``group``, itemised, and its sum."""
@@ -325,6 +357,11 @@ class EmbeddingCostModel(CostModel):
         raw = self._everywhere(self._table(option.table), option.sharding_type,
                                len(option.shards), group)
         return _items(raw), self.everywhere_cost(option, group)
+
+    def group_items(self, key: GroupKey, group: int) -> tuple[Items, ShardCost]:
+        """The fixed cost of sharding group ``key`` on a rank of ``group``, itemised."""
+        self._check_group(group)
+        return _items(self._group_terms(key, group)), self.group_cost(key, group)
 
     def overhead_items(self, group: int) -> tuple[Items, ShardCost]:
         """The fixed cost of a rank of ``group``, itemised, and its sum."""
@@ -334,6 +371,14 @@ class EmbeddingCostModel(CostModel):
         if c is None:
             c = self._overhead_memo[group] = _sum(raw)
         return _items(raw), c
+
+    def collective_lines(self, group: int) -> dict[str, LinearCost]:
+        """The linearised collective calls of a rank of ``group`` (for reports and tests)."""
+        self._check_group(group)
+        g = self._groups[group]
+        return {"all_to_all": g.a2a, "all_to_all_rail": g.rail, "reduce_scatter": g.rs,
+                "all_gather": g.ag, "reduce_scatter_host": g.rs_host,
+                "all_gather_host": g.ag_host, "all_reduce": g.ar}
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -349,7 +394,13 @@ class EmbeddingCostModel(CostModel):
             raise SpecError(f"host group {group} does not exist; the topology has "
                             f"{len(self._groups)}")
 
-    def _costs_of(self, option: ShardingOption, group: int) -> dict[tuple[int, int], ShardCost]:
+    def _shape_key(self, option: ShardingOption, row_offset: int, rows: int, cols: int
+                   ) -> tuple[int, int, int]:
+        # a frequency-ordered table's row blocks differ by where they start, not only by size
+        skewed = option.sharding_type in _ROW_SPLIT and self._table(option.table).frequency_ordered
+        return (row_offset if skewed else 0, rows, cols)
+
+    def _costs_of(self, option: ShardingOption, group: int) -> dict[tuple[int, int, int], ShardCost]:
         key = (option.table, option.sharding_type, option.placement, len(option.shards), group)
         m = self._cost_memo.get(key)
         if m is None:
@@ -357,10 +408,9 @@ class EmbeddingCostModel(CostModel):
             m = self._cost_memo[key] = {}
         return m
 
-    def _shard(self, option: ShardingOption, group: int, rows: int, cols: int,
-               costs: dict[tuple[int, int], ShardCost]) -> ShardCost:
-        c = costs[(rows, cols)] = _sum(self._shard_terms(
-            self._table(option.table), option, len(option.shards), group, rows, cols))
+    def _shard(self, option: ShardingOption, group: int, key: tuple[int, int, int],
+               costs: dict[tuple[int, int, int], ShardCost]) -> ShardCost:
+        c = costs[key] = _sum(self._shard_terms(self._table(option.table), option, group, *key))
         return c
 
     def _hit_rate(self, t: _Table, cache_ratio: float) -> float:
@@ -370,14 +420,15 @@ class EmbeddingCostModel(CostModel):
             h = self._hits[key] = compute.hit_rate(t.spec.access, cache_ratio, t.spec.num_embeddings)
         return h
 
-    def _ids_on_shard(self, t: _Table, st: ShardingType, rows: int) -> float:
+    def _ids_on_shard(self, t: _Table, st: ShardingType, row_offset: int, rows: int) -> float:
         if st is ShardingType.DATA_PARALLEL:
             return self.batch_local * t.pf
         if st in _ROW_SPLIT:
-            return self.batch_global * t.pf * rows / t.spec.num_embeddings
+            share = compute.block_share(t.spec.access, row_offset, rows, t.spec.num_embeddings)
+            return self.batch_global * t.pf * share
         return self.batch_global * t.pf
 
-    def _shard_terms(self, t: _Table, option: ShardingOption, n: int, gi: int,
+    def _shard_terms(self, t: _Table, option: ShardingOption, gi: int, row_offset: int,
                      rows: int, cols: int) -> tuple[Raw, ...]:
         st, kind = option.sharding_type, option.placement.kind
         g = self._groups[gi]
@@ -385,7 +436,7 @@ class EmbeddingCostModel(CostModel):
         dtype = t.spec.dtype
         train = self.training
         dp = st is ShardingType.DATA_PARALLEL
-        ids = self._ids_on_shard(t, st, rows)
+        ids = self._ids_on_shard(t, st, row_offset, rows)
         samples = (self.batch_local if dp else self.batch_global) * t.features
         rb = memory.row_bytes(cols, dtype)
         state_row = memory.optimizer_state_bytes_per_row(t.optimizer, cols) if train else 0.0
@@ -417,7 +468,7 @@ class EmbeddingCostModel(CostModel):
         row_b, other_b = compute.forward_bytes(ids, rb, samples, cols, self.out_bytes, memory.ID_BYTES)
         fwd_s = (row_b * compute.row_read_s_per_byte(kind, g.bw, hit, backward=False)
                  + other_b / g.bw.hbm_fwd)
-        items.append(_ms(Component.LOOKUP, fwd_compute=fwd_s))
+        items.append(_t(Component.LOOKUP, {Lane.FWD_COMPUTE: fwd_s}))
         per_table_s = co.per_table_overhead_us * 1e-6
         if train:
             if dp:
@@ -433,40 +484,49 @@ class EmbeddingCostModel(CostModel):
                                                     rows=rows)
                 bwd_s = (rmw * compute.row_read_s_per_byte(kind, g.bw, hit, backward=True)
                          + other / g.bw.hbm_bwd)
-            items.append(_ms(Component.UPDATE, bwd_compute=bwd_s))
-            items.append(_ms(Component.TABLE_OVERHEAD, fwd_compute=per_table_s,
-                             bwd_compute=per_table_s))
+            items.append(_t(Component.UPDATE, {Lane.BWD_COMPUTE: bwd_s}))
+            items.append(_t(Component.TABLE_OVERHEAD, {Lane.FWD_COMPUTE: per_table_s,
+                                                       Lane.BWD_COMPUTE: per_table_s}))
         else:
-            items.append(_ms(Component.TABLE_OVERHEAD, fwd_compute=per_table_s))
+            items.append(_t(Component.TABLE_OVERHEAD, {Lane.FWD_COMPUTE: per_table_s}))
 
-        # communication (the shard holder's side)
-        ln = g.links
+        # communication: the holder's side
         if dp:
             if train and self.world > 1:
                 grad = rows * cols * grad_el
-                items.append(_ms(Component.ALL_REDUCE,
-                                 dp_sync=2.0 * grad * ln.ring_s_per_byte() * g.ar_scale))
+                # its bytes in the bucketed all-reduce, and its share of the buckets' calls
+                # beyond the group's first (ceil(b / bucket) <= 1 + b / bucket)
+                items.append(_t(Component.ALL_REDUCE, {Lane.DP_SYNC: grad * g.ar.s_per_byte}))
+                items.append(_t(Component.COLLECTIVE_LATENCY, {
+                    Lane.DP_SYNC: grad / self.options.ddp_bucket_bytes * g.ar.latency_s}))
             return tuple(items)
-        items.append(_ms(Component.INPUT_DIST, fwd_comm=memory.input_bytes(ids, samples) * g.a2a))
-        partial = memory.pooled_bytes(self.batch_global * t.features, cols, self.out_bytes)
+        # its ids and lengths, from every rank, for the whole global batch
+        items.append(_t(Component.INPUT_DIST, {
+            Lane.INPUT_RECV: memory.input_bytes(ids, samples) * g.a2a.s_per_byte}))
+        buf = memory.pooled_bytes(self.batch_global * t.features, cols, self.out_bytes)
         if st is ShardingType.ROW_WISE:
-            # partial sums for every sample, reduce-scattered over all ranks; all-gather back
-            s = partial * ln.ring_s_per_byte() * g.rs_scale
-            items.append(_ms(Component.OUTPUT_DIST, fwd_comm=s))
+            # partial sums of every sample, in the group's one reduce-scatter; all-gather back
+            items.append(_t(Component.OUTPUT_DIST, _both(Lane.OUTPUT_SEND, Lane.OUTPUT_RECV,
+                                                         buf * g.rs.s_per_byte)))
             if train:
-                items.append(_ms(Component.GRAD_DIST, bwd_comm=s))
+                items.append(_t(Component.GRAD_DIST, _both(Lane.GRAD_SEND, Lane.GRAD_RECV,
+                                                           buf * g.ag.s_per_byte)))
         elif st is ShardingType.TABLE_ROW_WISE:
-            # reduce-scatter within the host, then all-to-all of this rank's 1/n across hosts
-            s = (partial * ln.ring_s_per_byte(n, intra_host=True) * g.rs_scale
-                 + partial / n * g.a2a)
-            items.append(_ms(Component.OUTPUT_DIST, fwd_comm=s))
+            # reduce-scatter within the host, then this rank's 1/L to the rail peers (the
+            # ranks of its local index on the other hosts); the reverse backward
+            # (the host's reduce-scatter runs over all its L ranks, as the executor runs it)
+            ring = buf * g.rs_host.s_per_byte
+            rail = buf / g.links.local * g.rail.s_per_byte
+            items.append(_t(Component.OUTPUT_DIST, {Lane.OUTPUT_SEND: ring + rail,
+                                                    Lane.OUTPUT_RECV: ring}))
             if train:
-                items.append(_ms(Component.GRAD_DIST, bwd_comm=s))
-        else:  # TW, CW, TWCW: pooled outputs of all samples sent to their ranks
-            s = out_buf * g.a2a
-            items.append(_ms(Component.OUTPUT_DIST, fwd_comm=s))
+                items.append(_t(Component.GRAD_DIST, {Lane.GRAD_RECV: ring + rail,
+                                                      Lane.GRAD_SEND: ring}))
+        else:  # TW, CW, TWCW: pooled outputs of every sample to their owners
+            s = out_buf * g.a2a.s_per_byte
+            items.append(_t(Component.OUTPUT_DIST, {Lane.OUTPUT_SEND: s}))
             if train:
-                items.append(_ms(Component.GRAD_DIST, bwd_comm=s))
+                items.append(_t(Component.GRAD_DIST, {Lane.GRAD_RECV: s}))
         return tuple(items)
 
     def _everywhere(self, t: _Table, st: ShardingType, n: int, gi: int) -> tuple[Raw, ...]:
@@ -476,52 +536,61 @@ class EmbeddingCostModel(CostModel):
         samples = self.batch_local * t.features
         items = [_mem(Component.LOCAL_INPUT,
                       hbm=memory.input_bytes(ids, samples) * self.options.pipeline_depth)]
-        # Collectives issued per table (as the executor does): every rank takes part in each,
-        # so every rank pays its latency once per table of the type.
         if st is ShardingType.DATA_PARALLEL:
-            if train and g.lat_ar:
-                items.append(_ms(Component.COLLECTIVE_LATENCY, dp_sync=g.lat_ar))
             return tuple(items)
-        if st is ShardingType.ROW_WISE and g.lat_rs:
-            # reduce-scatter of its partial sums forward, all-gather of its gradient backward
-            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=g.lat_rs,
-                             bwd_comm=g.lat_rs if train else 0.0))
-        elif st is ShardingType.TABLE_ROW_WISE and self.world > 1:
-            # reduce-scatter inside the host (n ranks), then an all-to-all across hosts; the
-            # reverse backward
-            co = g.profile.coefficients
-            lat = g.links.latency_s(Collective.REDUCE_SCATTER, co, n=n, intra_host=True)
-            if self.topology.num_hosts > 1:
-                lat += g.lat_a2a
-            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=lat,
-                             bwd_comm=lat if train else 0.0))
         dim = t.spec.embedding_dim
         pooled = memory.pooled_bytes(samples, dim, self.out_bytes)
         items.append(_mem(Component.POOLED_OUTPUTS, hbm=pooled * (2 if train else 1)))
         # ids go to every column shard; lengths go to every shard
         id_copies = n if st in _COL_SPLIT else 1
         sent = ids * memory.ID_BYTES * id_copies + samples * memory.LENGTH_BYTES * n
-        items.append(_ms(Component.INPUT_DIST, fwd_comm=sent * g.a2a))
-        if st is not ShardingType.ROW_WISE:  # RW's outputs come back by the holders' reduce-scatter
-            items.append(_ms(Component.OUTPUT_DIST, fwd_comm=pooled * g.a2a))
-            if train:
-                items.append(_ms(Component.GRAD_DIST, bwd_comm=pooled * g.a2a))
+        items.append(_t(Component.INPUT_DIST, {Lane.INPUT_SEND: sent * g.a2a.s_per_byte}))
+        if st is ShardingType.ROW_WISE:  # outputs come back by the holders' reduce-scatter
+            return tuple(items)
+        if st is ShardingType.TABLE_ROW_WISE:
+            # from the rank of this local index on the holding host, over the NIC (the ranks
+            # of the holding host itself get theirs from the reduce-scatter: the others pay)
+            s = pooled * g.inter_s_per_byte
+        else:
+            s = pooled * g.a2a.s_per_byte
+        items.append(_t(Component.OUTPUT_DIST, {Lane.OUTPUT_RECV: s}))
+        if train:
+            items.append(_t(Component.GRAD_DIST, {Lane.GRAD_SEND: s}))
         return tuple(items)
 
-    def _overhead(self, gi: int) -> tuple[Raw, ...]:
+    def _group_terms(self, key: GroupKey, gi: int) -> tuple[Raw, ...]:
+        """The fixed cost of a sharding group: its collectives' latencies and its kernel
+        launches (one batched lookup kernel per sharding type, forward and backward)."""
         g = self._groups[gi]
         co = g.profile.coefficients
         train = self.training
         k_s = co.kernel_overhead_us * 1e-6
-        items = [_ms(Component.KERNEL_LAUNCH, fwd_compute=k_s, bwd_compute=k_s if train else 0.0)]
-        if self.world > 1:
-            # the all-to-alls every step issues whatever the plan (the executor issues them
-            # even when empty): forward, lengths and ids of the input distribution and the
-            # pooled outputs of TW/CW/TWCW; backward, their gradients. Reduce-scatter,
-            # all-gather and all-reduce are issued per RW/TWRW/DP table: everywhere costs.
-            a2a = g.lat_a2a
-            items.append(_ms(Component.COLLECTIVE_LATENCY, fwd_comm=3 * a2a,
-                             bwd_comm=a2a if train else 0.0))
+        items = [_t(Component.KERNEL_LAUNCH, {Lane.FWD_COMPUTE: k_s,
+                                              Lane.BWD_COMPUTE: k_s if train else 0.0})]
+        if self.world <= 1:
+            return tuple(items)
+        st = key.sharding_type
+        if st is ShardingType.DATA_PARALLEL:
+            if train:
+                items.append(_t(Component.COLLECTIVE_LATENCY, {Lane.DP_SYNC: g.ar.latency_s}))
+            return tuple(items)
+        lat_in = INPUT_DIST_CALLS * g.a2a.latency_s
+        if st is ShardingType.ROW_WISE:
+            out, back = g.rs.latency_s, g.ag.latency_s
+        elif st is ShardingType.TABLE_ROW_WISE:
+            cross = g.rail.latency_s if self.topology.num_hosts > 1 else 0.0
+            out, back = g.rs_host.latency_s + cross, g.ag_host.latency_s + cross
+        else:
+            out = back = g.a2a.latency_s
+        lanes = _both(Lane.INPUT_SEND, Lane.INPUT_RECV, lat_in)
+        lanes.update(_both(Lane.OUTPUT_SEND, Lane.OUTPUT_RECV, out))
+        if train:
+            lanes.update(_both(Lane.GRAD_SEND, Lane.GRAD_RECV, back))
+        items.append(_t(Component.COLLECTIVE_LATENCY, lanes))
+        return tuple(items)
+
+    def _overhead(self, gi: int) -> tuple[Raw, ...]:
+        items: list[Raw] = []
         f = self.options.hbm_reserved_fraction
         if f is not None:
             cap = self.topology.host_groups[gi].device.hbm_capacity_bytes
@@ -568,7 +637,7 @@ def default_cost_model(workload: Workload, topology: Topology,
         topology: the cluster.
         profile: a profile (object or YAML path) or several; each applies to the host groups of
             its ``device_model``. Groups without one get their bundled profile.
-        options: modelling choices (pipeline depth, HBM reserve, overlap, ...).
+        options: modelling choices (pipelining, composition, HBM reserve, ...).
 
     Returns:
         An :class:`EmbeddingCostModel`.

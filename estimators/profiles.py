@@ -65,6 +65,7 @@ DEFAULT_KERNEL_OVERHEAD_US = 10.0  # CUDA launch (~5 us) plus TBE setup per batc
 DEFAULT_PER_TABLE_OVERHEAD_US = 1.0  # per table/shard bookkeeping inside one batched kernel (assumption)
 DEFAULT_DDR_EFFICIENCY = 0.5  # random row gathers from host DRAM vs the DIMMs' streaming peak (assumption)
 DEFAULT_PCIE_EFFICIENCY = 0.3  # random row gathers over PCIe (UVM) are small transactions; TorchRec assumes 0.1 (constants.kernel_bw_lookup: hbm_to_ddr_mem_bw / 10); assumption
+DEFAULT_A2A_PEER_CONCURRENCY = 8.0  # peers an NCCL all-to-all exchanges with at once (grouped send/recv spread over its p2p channels); assumption, calibrate on the target
 DEFAULT_COLLECTIVE_EFFICIENCY: Mapping[str, float] = MappingProxyType({
     # achieved (NCCL bus bandwidth) / nominal per-direction link bandwidth; approximate figures
     # of published nccl-tests runs on DGX A100 / H100; assumptions until calibrated.
@@ -74,9 +75,9 @@ DEFAULT_COLLECTIVE_EFFICIENCY: Mapping[str, float] = MappingProxyType({
     "loopback": 1.0,
 })
 DEFAULT_COLLECTIVE_LATENCY_US: Mapping[str, float] = MappingProxyType({
-    # fixed cost of one NCCL call before the per-hop latency of the topology (assumption; NCCL
-    # small-message latencies are tens of microseconds)
-    "all_to_all": 20.0, "reduce_scatter": 15.0, "all_reduce": 20.0,
+    # per-call software overhead on top of the algorithm's latency (estimators.comm: NCCL's
+    # base and per-step latencies): a kernel launch plus c10d's bookkeeping, ~5 us (assumption)
+    "all_to_all": 5.0, "reduce_scatter": 5.0, "all_reduce": 5.0,
 })
 DEFAULT_COLLECTIVE_KIND_EFFICIENCY: Mapping[str, float] = MappingProxyType({
     # factor on the link efficiency per collective kind (all-gather uses reduce_scatter's):
@@ -113,7 +114,10 @@ class Coefficients:
         ddr_bandwidth_efficiency: achieved / nominal host DRAM bandwidth (``ddr`` placements).
         pcie_bandwidth_efficiency: achieved / nominal PCIe bandwidth (UVM misses).
         collective_bandwidth_efficiency: per link type (``LinkType``/``NetworkType`` value).
-        collective_latency_us: fixed latency per collective call (``Collective`` value).
+        collective_latency_us: per-call software overhead of each collective (``Collective``
+            value), on top of the algorithm's latency (``estimators.comm``).
+        all_to_all_peer_concurrency: peers an all-to-all exchanges with at once; its latency
+            is ``peers / this`` per-peer steps.
         collective_kind_efficiency: per collective kind (``Collective`` value; all-gather uses
             ``reduce_scatter``), a factor in (0, 1] on the link efficiency: a collective of
             kind ``c`` over a link of type ``l`` runs at nominal x
@@ -126,6 +130,7 @@ class Coefficients:
     per_table_overhead_us: float = DEFAULT_PER_TABLE_OVERHEAD_US
     ddr_bandwidth_efficiency: float = DEFAULT_DDR_EFFICIENCY
     pcie_bandwidth_efficiency: float = DEFAULT_PCIE_EFFICIENCY
+    all_to_all_peer_concurrency: float = DEFAULT_A2A_PEER_CONCURRENCY
     collective_bandwidth_efficiency: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_COLLECTIVE_EFFICIENCY))
     collective_latency_us: Mapping[str, float] = field(
@@ -142,6 +147,9 @@ class Coefficients:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0.0):
                 raise SpecError(f"{name}={v!r}: must be >= 0")
+        v = self.all_to_all_peer_concurrency
+        if not (isinstance(v, (int, float)) and v >= 1.0):
+            raise SpecError(f"all_to_all_peer_concurrency={v!r}: must be >= 1")
         collectives = tuple(c.value for c in Collective)
         for name, defaults, keys, what, efficiency in (
             ("collective_bandwidth_efficiency", DEFAULT_COLLECTIVE_EFFICIENCY, tuple(LINK_TYPES),
@@ -174,7 +182,8 @@ class Coefficients:
 _EFFICIENCIES = ("lookup_bandwidth_efficiency", "backward_bandwidth_efficiency",
                  "ddr_bandwidth_efficiency", "pcie_bandwidth_efficiency")
 _SCALARS = ("lookup_bandwidth_efficiency", "backward_bandwidth_efficiency", "kernel_overhead_us",
-            "per_table_overhead_us", "ddr_bandwidth_efficiency", "pcie_bandwidth_efficiency")
+            "per_table_overhead_us", "ddr_bandwidth_efficiency", "pcie_bandwidth_efficiency",
+            "all_to_all_peer_concurrency")
 
 DEFAULT_COEFFICIENTS = Coefficients()
 

@@ -1,21 +1,26 @@
-"""Lower bounds on the makespan any plan can reach under a cost model.
+"""Lower bounds on the step time any plan can reach under a cost model.
 
-Bounds, each valid for every plan that uses the enumerated options:
+Bounds, each valid for every plan that uses the enumerated options (``StepModel`` composes a
+rank's lanes; the step time is at least the composed time of any one rank, and at least the
+composed time of the mean rank, since composition is convex and monotone):
 
-* ``work``: total work / ranks. Every rank pays its fixed overhead; every table adds at least
-  its least-work option (each shard on its cheapest host group, plus the everywhere-costs all
-  ranks pay); the slowest rank is at least the mean.
-* ``unit``: the largest indivisible unit. Some rank holds each table's largest shard and also
-  pays the least fixed overhead and every table's least everywhere-cost.
-* ``pair``: the largest unit, sharpened: per option o, ``e_o`` is what it certainly costs every
-  rank (everywhere-costs, plus shards fixed on every rank, as data-parallel replicas are) and
-  ``h_o`` what it costs the rank it loads most. Some rank pays ``h_o`` of its table's option,
-  at least ``e`` of every other table's option, and the fixed overhead. Taken for every table
-  alone and for every pair of the ``PAIR_TABLES`` tables with the largest single bound
-  (the pair's options chosen together, so two hot tables cannot both hide in ``min``).
+* ``work``: the mean rank. Every rank pays its fixed overhead; every table adds, on each lane,
+  at least its least total over its options; the plan uses at least one sharding group, whose
+  fixed cost is at least the least over groups, per lane.
+* ``unit``: the largest indivisible unit. For each table and each of its options: the rank
+  holding the option's heaviest shard pays that shard, the option's everywhere-cost and its
+  sharding group's fixed cost, plus the fixed overhead and every other table's least
+  everywhere-cost; the table's bound is the least over its options, the bound the largest over
+  tables.
+* ``pair``: the largest unit, sharpened for pairs of the ``PAIR_TABLES`` tables with the
+  largest single bound: the two tables' options chosen together, so two hot tables cannot both
+  hide in ``min``. Some rank holds table a's heaviest shard and pays at least what b's option
+  costs every rank (its everywhere-cost, plus shards fixed on every rank, as data-parallel
+  replicas are), and the same with a and b swapped.
 * ``lp``: the LP relaxation of the placement MIP (``shardplan.solvers.ilp``) over all options,
   with the largest-shard cuts; it also sees memory, which can force slower placements. Solved
-  only when the model is small enough (``lp_max_vars``).
+  only when the model is small enough (``lp_max_vars``), within ``lp_time_limit_s`` (a safety
+  net; the LP itself is solved to optimality).
 
 The bound reported is the largest of those computed.
 """
@@ -26,25 +31,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shardplan.solvers.common import CostTables, TableGroups
+from shardplan.solvers.common import CostTables, TableGroups, least_work_lanes
 from shardplan.types import PlanningContext
 
 #: Largest LP relaxation (variables) the planner solves for a bound by default.
 DEFAULT_LP_MAX_VARS = 8_000
+#: Safety-net time limit of the LP relaxation, seconds.
+DEFAULT_LP_TIME_LIMIT_S = 30.0
 #: Tables whose pairs the pair bound tries (the heaviest by their single-table bound).
-PAIR_TABLES = 30
+PAIR_TABLES = 20
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LowerBound:
-    """A lower bound on the makespan, ms, and the parts it is the largest of.
+    """A lower bound on the step time, ms, and the parts it is the largest of.
 
     Attributes:
         value_ms: the bound.
-        work_ms: total work / ranks.
+        work_ms: the mean rank.
         unit_ms: the largest indivisible unit.
+        pair_ms: the pair bound.
         lp_ms: the LP relaxation, if solved.
-        method: which of the three gave ``value_ms``.
+        method: which of them gave ``value_ms``.
     """
 
     value_ms: float
@@ -59,59 +67,84 @@ class LowerBound:
                 "pair_ms": self.pair_ms, "lp_ms": self.lp_ms, "method": self.method}
 
 
+def _least_group_lanes(ct: CostTables) -> np.ndarray:
+    """Per lane, the least a rank pays for the sharding group(s) of any plan (0 if some option
+    joins no group)."""
+    if not ct.keys or any(oc.key < 0 for ocs in ct.options for oc in ocs):
+        return np.zeros(ct.base_lanes_g.shape[1])
+    return np.minimum.reduce([ct.key_cost(k)[0].min(0) for k in range(len(ct.keys))])
+
+
 def work_bound(ct: CostTables) -> float:
-    """Total work / ranks (see module docstring)."""
-    return (float(ct.base_time.sum()) + sum(ct.table_weight)) / ct.world
+    """The mean rank (see module docstring)."""
+    n = len(ct.tables)
+    total = ct.base_lanes.sum(0) + (sum(least_work_lanes(ct, ti) for ti in range(n)) if n else 0)
+    keys = [ct.key_cost(k)[0].sum(0) for k in range(len(ct.keys))]
+    if keys and not any(oc.key < 0 for ocs in ct.options for oc in ocs):
+        total = total + np.minimum.reduce(keys)
+    return ct.step.makespan((total / ct.world)[None, :])
+
+
+def _everywhere_least(ct: CostTables) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(sum over tables, per table) of the least per-lane cost a table puts on every rank."""
+    per = [np.minimum.reduce([oc.certain_lanes for oc in ocs]) if ocs
+           else np.zeros(ct.base_lanes_g.shape[1]) for ocs in ct.options]
+    return (np.sum(per, axis=0) if per else np.zeros(ct.base_lanes_g.shape[1])), per
+
+
+def _key_lanes(ct: CostTables, k: int) -> np.ndarray:
+    return ct.key_cost(k)[0].min(0) if k >= 0 else np.zeros(ct.base_lanes_g.shape[1])
+
+
+def _single(ct: CostTables) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    base = ct.base_lanes.min(0)
+    total, per = _everywhere_least(ct)
+    single = []
+    for ti, ocs in enumerate(ct.options):
+        if not ocs:
+            single.append(ct.step.rank_time_lanes(base))
+            continue
+        rest = base + total - per[ti]
+        single.append(min(ct.step.rank_time_lanes(rest + oc.peak_lanes + _key_lanes(ct, oc.key))
+                          for oc in ocs))
+    return np.array(single), total, per
 
 
 def unit_bound(ct: CostTables) -> float:
     """The largest indivisible unit (see module docstring)."""
-    every = sum(min((float(oc.every_time.min()) for oc in ocs), default=0.0) for ocs in ct.options)
-    biggest = max((min((oc.max_shard_ms for oc in ocs), default=0.0) for ocs in ct.options),
-                  default=0.0)
-    return float(ct.base_time.min()) + every + biggest
-
-
-def _certain_and_peak(ct: CostTables, ti: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per option of table ``ti``: (e, h) = least and (a lower bound on the) largest time it
-    adds to one rank."""
-    e, h = [], []
-    for oc in ct.options[ti]:
-        if oc.fixed is not None:
-            per_rank = oc.every_time.copy()
-            g = ct.group_of[oc.fixed]
-            np.add.at(per_rank, oc.fixed, oc.time_g[np.arange(len(oc.fixed)), g])
-            e.append(float(per_rank.min()))
-            h.append(float(per_rank.max()))
-        else:
-            ev = float(oc.every_time.min())
-            e.append(ev)
-            h.append(ev + oc.max_shard_ms)
-    return np.array(e), np.array(h)
+    single, _, _ = _single(ct)
+    base = ct.step.rank_time_lanes(ct.base_lanes.min(0))
+    return float(single.max()) if len(single) else base
 
 
 def pair_bound(ct: CostTables, pair_tables: int = PAIR_TABLES) -> float:
     """The single-table and pairwise largest-unit bound (see module docstring)."""
-    eh = [_certain_and_peak(ct, ti) for ti in range(len(ct.options)) if len(ct.options[ti])]
-    if not eh:
-        return float(ct.base_time.min())
-    big_e = np.array([e.min() for e, _ in eh])
-    total_e = float(big_e.sum())
-    base = float(ct.base_time.min())
-    single = np.array([base + total_e - float(big_e[i]) + float(h.min())
-                       for i, (_, h) in enumerate(eh)])
+    single, total, per = _single(ct)
+    if not len(single):
+        return ct.step.rank_time_lanes(ct.base_lanes.min(0))
     best = float(single.max())
-    top = [int(i) for i in np.argsort(-single, kind="stable")[:pair_tables]]
+    base = ct.base_lanes.min(0)
+    top = [int(i) for i in np.argsort(-single, kind="stable")[:pair_tables] if ct.options[int(i)]]
+    arrays = {}
+    for t in top:
+        ocs = ct.options[t]
+        arrays[t] = (np.array([oc.peak_lanes for oc in ocs]), np.array([oc.certain_lanes for oc in ocs]),
+                     np.array([_key_lanes(ct, oc.key) for oc in ocs]), np.array([oc.key for oc in ocs]))
+    step = ct.step
     for a_i, a in enumerate(top):
-        e1, h1 = eh[a]
+        pa, ca, ka, ia = arrays[a]
         for b in top[a_i + 1:]:
-            e2, h2 = eh[b]
-            both = np.maximum(h1[:, None] + e2[None, :], e1[:, None] + h2[None, :])
-            best = max(best, base + total_e - float(big_e[a] + big_e[b]) + float(both.min()))
+            pb_, cb, kb, ib = arrays[b]
+            rest = base + total - per[a] - per[b]
+            keys = ka[:, None, :] + np.where((ia[:, None] == ib[None, :])[..., None], 0.0,
+                                             kb[None, :, :])
+            v1 = step.compose(step.stage_times(rest + keys + pa[:, None, :] + cb[None, :, :]))
+            v2 = step.compose(step.stage_times(rest + keys + ca[:, None, :] + pb_[None, :, :]))
+            best = max(best, float(np.maximum(v1, v2).min()))
     return best
 
 
-def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = 30.0,
+def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S,
              threads: int = 1) -> float | None:
     """The LP relaxation over all options, or None if it did not solve in time."""
     from shardplan.solvers.ilp import build_model, solve_model
@@ -126,16 +159,16 @@ def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = 30.0,
 
 
 def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
-                lp_max_vars: int = DEFAULT_LP_MAX_VARS, lp_time_limit_s: float = 30.0
-                ) -> LowerBound:
-    """The best of the work, unit and (when affordable) LP bounds for ``ctx``.
+                lp_max_vars: int = DEFAULT_LP_MAX_VARS,
+                lp_time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S) -> LowerBound:
+    """The best of the work, unit, pair and (when affordable) LP bounds for ``ctx``.
 
     Args:
         ctx: the planning problem.
         ct: its cost tables, if already built.
         lp_max_vars: solve the LP relaxation only when the model has at most this many
             variables (0: never).
-        lp_time_limit_s: time limit for the LP.
+        lp_time_limit_s: safety-net time limit for the LP.
 
     Returns:
         The bound, with its parts.

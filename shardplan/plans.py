@@ -10,7 +10,9 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from shardplan import __version__
 from shardplan.errors import PlanError, SpecError
@@ -44,7 +46,7 @@ from shardplan.types import (
     Workload,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-lane estimates (send/receive per stage), embedding-v2 cost model
 
 
 def inputs_sha256(workload: Workload, topology: Topology) -> str:
@@ -55,19 +57,33 @@ def inputs_sha256(workload: Workload, topology: Topology) -> str:
 
 
 def rank_costs(assignment: Assignment, topology: Topology, cost_model: CostModel) -> list[ShardCost]:
-    """Each rank's memory and time under ``cost_model``: its fixed overhead, the everywhere-costs
-    of every chosen option, and the costs of the shards placed on it."""
+    """Each rank's memory and lane times under ``cost_model``: its fixed overhead, the fixed
+    cost of every sharding group the assignment uses, the everywhere-costs of every chosen
+    option, and the costs of the shards placed on it."""
     groups = [ri.group for ri in topology.ranks]
+    keys = sorted({k for k in (cost_model.group_key(o) for o in assignment.options) if k},
+                  key=lambda k: (k.sharding_type.value, k.ranks or ()))
     per_group: dict[int, ShardCost] = {}
     for gi in sorted(set(groups)):
         c = cost_model.rank_overhead(gi)
+        for k in keys:
+            if k.ranks is None:
+                c = c + cost_model.group_cost(k, gi)
         for o in assignment.options:
             c = c + cost_model.everywhere_cost(o, gi)
         per_group[gi] = c
     costs = [per_group[g] for g in groups]
+    for k in keys:
+        for r in k.ranks or ():
+            costs[r] = costs[r] + cost_model.group_cost(k, groups[r])
     for o, i, r in assignment.placed():
         costs[r] = costs[r] + cost_model.shard_cost(o, i, groups[r])
     return costs
+
+
+def makespan_of(costs: Sequence[ShardCost], cost_model: CostModel) -> float:
+    """The step time of ranks with these costs, under the model's ``StepModel``."""
+    return cost_model.step.makespan(np.array([c.perf.as_tuple() for c in costs]))
 
 
 def option_of(t: TablePlan) -> ShardingOption:
@@ -110,7 +126,7 @@ def build_plan(
             memory_bytes=_round_mem(c.memory),
             capacity_bytes=_round_mem(topology.capacity(ri.rank)),
             estimated_ms=_round_perf(c.perf),
-            total_ms=_r(cost_model.total(c.perf)),
+            total_ms=_r(cost_model.step.rank_time(c.perf)),
         )
         for ri, c in zip(topology.ranks, costs)
     )
@@ -129,7 +145,7 @@ def build_plan(
         for o, rs in zip(assignment.options, assignment.ranks)
     )
     mix = Counter(t.sharding_type.value for t in tables)
-    makespan = max(r.total_ms for r in ranks)
+    makespan = _r(makespan_of(costs, cost_model))
     summary = Summary(
         makespan_ms=makespan,
         lower_bound_ms=None if lower_bound_ms is None else _r(lower_bound_ms),
@@ -161,7 +177,7 @@ def _round_mem(m: Memory) -> Memory:
 
 
 def _round_perf(p: Perf) -> Perf:
-    return Perf(**{k: _r(v) for k, v in p.as_dict().items()})
+    return Perf(**{k: _r(v) for k, v in p.lanes_dict().items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +223,8 @@ def check_plan(plan: Plan, *, check_memory: bool = True) -> None:
                                 f"each of the {world} ranks", key_path=where)
         else:
             _check_tiling(t, where)
+            if t.sharding_type in _HOST_LOCAL:
+                _check_one_host(plan.topology, t, where)
     missing = names - seen
     if missing:
         raise PlanError(f"table(s) {', '.join(sorted(missing))} have no shards in the plan",
@@ -216,6 +234,24 @@ def check_plan(plan: Plan, *, check_memory: bool = True) -> None:
             if not r.memory_bytes.fits_in(r.capacity_bytes):
                 raise PlanError(f"rank {r.rank} needs {r.memory_bytes} but has {r.capacity_bytes}",
                                 key_path=f"ranks[{r.rank}]")
+
+
+_HOST_LOCAL = (ShardingType.TABLE_ROW_WISE, ShardingType.TABLE_COLUMN_WISE)
+
+
+def _check_one_host(topology: Topology, t: TablePlan, where: str) -> None:
+    """TWRW and TWCW shards stay inside one host: their reduce-scatter / column shards run
+    over the host's fabric (NVLink), and the executor and TorchRec build them that way."""
+    first = topology.rank(t.shards[0].rank).host
+    for i, s in enumerate(t.shards):
+        h = topology.rank(s.rank).host
+        if h != first:
+            raise PlanError(
+                f"{t.sharding_type.short} table {t.name!r}: shard {i} is on rank {s.rank} of host "
+                f"{h}, but shard 0 is on host {first}; {t.sharding_type.short} shards must stay "
+                f"inside one host (move shard {i} to a rank of host {first}, or use "
+                f"{'row_wise' if t.sharding_type is ShardingType.TABLE_ROW_WISE else 'column_wise'})",
+                key_path=f"{where}.shards[{i}]")
 
 
 def _check_tiling(t: TablePlan, where: str) -> None:
@@ -268,7 +304,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "ranks": [
             {"rank": r.rank, "host": r.host, "device": r.device,
              "memory_bytes": r.memory_bytes.as_dict(), "capacity_bytes": r.capacity_bytes.as_dict(),
-             "estimated_ms": r.estimated_ms.as_dict() | {"total": r.total_ms}}
+             "estimated_ms": r.estimated_ms.lanes_dict() | {"total": r.total_ms}}
             for r in plan.ranks
         ],
         "provenance": {

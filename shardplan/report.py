@@ -62,6 +62,7 @@ SHARDING_COLORS: dict[ShardingType, str] = {
     ShardingType.DATA_PARALLEL: "#8C8C8C",
 }
 STAGE_STYLE: dict[Stage, tuple[str, str]] = {  # label, colour; compute blue, comm orange
+    Stage.INPUT_DIST: ("input dist", "#C44E52"),
     Stage.FWD_COMPUTE: ("forward compute", "#3B6BA5"),
     Stage.BWD_COMPUTE: ("backward compute", "#8EB1DA"),
     Stage.FWD_COMM: ("forward comm", "#D9732B"),

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
+
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
     import pandas as pd
@@ -122,13 +124,76 @@ class Tier(StrEnum):
 
 
 class Stage(StrEnum):
-    """Stages of one training step on one rank, in the order they run."""
+    """Stages of one training step, in the order they run on every rank. Every stage ends in
+    (or is) a collective that synchronises its participants."""
 
+    INPUT_DIST = "input_dist"  # ids and lengths to the shard holders (pipelined: the next batch's)
     FWD_COMPUTE = "fwd_compute"
-    FWD_COMM = "fwd_comm"
+    FWD_COMM = "fwd_comm"  # output distribution: pooled embeddings back to the sample owners
+    BWD_COMM = "bwd_comm"  # their gradients, the reverse way
     BWD_COMPUTE = "bwd_compute"
-    BWD_COMM = "bwd_comm"
+    DP_SYNC = "dp_sync"  # data-parallel gradient all-reduce
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        return _STAGE_LANES[self]
+
+    @property
+    def is_comm(self) -> bool:
+        return self in (Stage.INPUT_DIST, Stage.FWD_COMM, Stage.BWD_COMM, Stage.DP_SYNC)
+
+
+class Lane(StrEnum):
+    """What a rank spends time on within a stage: compute, or one direction of its links.
+
+    A communication stage has a send and a receive lane: a rank's links are full duplex, so
+    the stage takes it the longer of the two (not their sum, and not half of either).
+    The all-reduce of data-parallel gradients is symmetric (a ring sends what it receives):
+    one lane.
+    """
+
+    INPUT_SEND = "input_send"
+    INPUT_RECV = "input_recv"
+    FWD_COMPUTE = "fwd_compute"
+    OUTPUT_SEND = "output_send"
+    OUTPUT_RECV = "output_recv"
+    GRAD_SEND = "grad_send"
+    GRAD_RECV = "grad_recv"
+    BWD_COMPUTE = "bwd_compute"
     DP_SYNC = "dp_sync"
+
+    @property
+    def stage(self) -> Stage:
+        return _LANE_STAGE[self]
+
+
+_STAGE_LANES: dict[Stage, tuple[Lane, ...]] = {
+    Stage.INPUT_DIST: (Lane.INPUT_SEND, Lane.INPUT_RECV),
+    Stage.FWD_COMPUTE: (Lane.FWD_COMPUTE,),
+    Stage.FWD_COMM: (Lane.OUTPUT_SEND, Lane.OUTPUT_RECV),
+    Stage.BWD_COMM: (Lane.GRAD_SEND, Lane.GRAD_RECV),
+    Stage.BWD_COMPUTE: (Lane.BWD_COMPUTE,),
+    Stage.DP_SYNC: (Lane.DP_SYNC,),
+}
+_LANE_STAGE: dict[Lane, Stage] = {ln: st for st, lns in _STAGE_LANES.items() for ln in lns}
+#: Lane order of every per-lane array (``Perf.as_tuple``, the solvers' load matrices).
+LANES: tuple[Lane, ...] = tuple(Lane)
+#: For each stage (``Stage`` order), the indices of its lanes in ``LANES``.
+STAGE_LANE_INDEX: tuple[tuple[int, ...], ...] = tuple(
+    tuple(LANES.index(ln) for ln in _STAGE_LANES[st]) for st in Stage)
+
+
+class Composition(StrEnum):
+    """How a step's time is composed from per-rank lane times (see ``StepModel``).
+
+    ``synchronized``: every stage ends in a collective that waits for its slowest
+    participant, so the step is the sum over stages of the slowest rank's stage time
+    (TorchRec's critical-path estimate has this form). ``per_rank``: each rank's stages add
+    up and the step is the slowest rank's sum (ranks never wait for each other: a lower bound).
+    """
+
+    SYNCHRONIZED = "synchronized"
+    PER_RANK = "per_rank"
 
 
 def _check(cond: bool, field_name: str, value: object, why: str) -> None:
@@ -169,31 +234,59 @@ class Memory:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Perf:
-    """Estimated milliseconds per stage of one step, on one rank."""
+    """Estimated milliseconds per lane (see :class:`Lane`) of one step, on one rank.
 
+    A stage's time on the rank is the longest of its lanes (``stage(st)``); the rank's busy
+    time is the sum of its stage times (``total``). How ranks' stages compose into the step
+    time is the cost model's ``StepModel``, not a property of one rank.
+    """
+
+    input_send: float = 0.0
+    input_recv: float = 0.0
     fwd_compute: float = 0.0
-    fwd_comm: float = 0.0
+    output_send: float = 0.0
+    output_recv: float = 0.0
+    grad_send: float = 0.0
+    grad_recv: float = 0.0
     bwd_compute: float = 0.0
-    bwd_comm: float = 0.0
     dp_sync: float = 0.0
 
     def __add__(self, other: Perf) -> Perf:
-        return Perf(
-            fwd_compute=self.fwd_compute + other.fwd_compute,
-            fwd_comm=self.fwd_comm + other.fwd_comm,
-            bwd_compute=self.bwd_compute + other.bwd_compute,
-            bwd_comm=self.bwd_comm + other.bwd_comm,
-            dp_sync=self.dp_sync + other.dp_sync,
-        )
+        return Perf(**{ln.value: getattr(self, ln.value) + getattr(other, ln.value) for ln in LANES})
 
     def scale(self, k: float) -> Perf:
-        return Perf(
-            fwd_compute=self.fwd_compute * k,
-            fwd_comm=self.fwd_comm * k,
-            bwd_compute=self.bwd_compute * k,
-            bwd_comm=self.bwd_comm * k,
-            dp_sync=self.dp_sync * k,
-        )
+        return Perf(**{ln.value: getattr(self, ln.value) * k for ln in LANES})
+
+    @classmethod
+    def from_lanes(cls, values: Sequence[float]) -> Perf:
+        """From per-lane values in ``LANES`` order."""
+        return cls(**{ln.value: float(v) for ln, v in zip(LANES, values)})
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """Per-lane values in ``LANES`` order."""
+        return tuple(getattr(self, ln.value) for ln in LANES)
+
+    def lane(self, lane: Lane) -> float:
+        return getattr(self, lane.value)
+
+    def stage(self, stage: Stage) -> float:
+        """The stage's time on this rank: its longest lane."""
+        return max(getattr(self, ln.value) for ln in stage.lanes)
+
+    def get(self, stage: Stage) -> float:
+        return self.stage(stage)
+
+    @property
+    def input_dist(self) -> float:
+        return self.stage(Stage.INPUT_DIST)
+
+    @property
+    def fwd_comm(self) -> float:
+        return self.stage(Stage.FWD_COMM)
+
+    @property
+    def bwd_comm(self) -> float:
+        return self.stage(Stage.BWD_COMM)
 
     @property
     def compute(self) -> float:
@@ -201,18 +294,20 @@ class Perf:
 
     @property
     def comm(self) -> float:
-        return self.fwd_comm + self.bwd_comm + self.dp_sync
+        return self.input_dist + self.fwd_comm + self.bwd_comm + self.dp_sync
 
     @property
     def total(self) -> float:
-        """Sum of all stages: no overlap. A cost model with overlap uses ``CostModel.total``."""
+        """The rank's busy time: the sum of its stage times, no overlap."""
         return self.compute + self.comm
 
-    def get(self, stage: Stage) -> float:
-        return getattr(self, stage.value)
-
     def as_dict(self) -> dict[str, float]:
-        return {s.value: self.get(s) for s in Stage}
+        """Per-stage times (``Stage`` values)."""
+        return {s.value: self.stage(s) for s in Stage}
+
+    def lanes_dict(self) -> dict[str, float]:
+        """Per-lane times (``Lane`` values)."""
+        return {ln.value: getattr(self, ln.value) for ln in LANES}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,7 +763,8 @@ class ShardingOption:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShardCost:
-    """What one shard costs the rank that holds it (or, for an option's everywhere-cost, each rank)."""
+    """What one shard costs the rank that holds it (or, for an option's everywhere-cost, each
+    rank; for a sharding group's fixed cost, each participant)."""
 
     memory: Memory
     perf: Perf
@@ -680,18 +776,97 @@ class ShardCost:
 ZERO_COST = ShardCost(memory=Memory(), perf=Perf())
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GroupKey:
+    """A sharding group: the tables one set of fused collectives serves (TorchRec issues one
+    input dist and one output dist per sharding type and module, and DDP buckets the
+    data-parallel gradients). Its fixed cost (the calls' latencies, kernel launches) is paid
+    once if any table of the plan uses it.
+
+    Attributes:
+        sharding_type: the sharding type of its tables.
+        ranks: the ranks its collectives run over; ``None``: all ranks.
+    """
+
+    sharding_type: ShardingType
+    ranks: tuple[int, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.sharding_type.short if self.ranks is None else \
+            f"{self.sharding_type.short}@{len(self.ranks)}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepModel:
+    """How per-rank lane times (``Lane``) compose into the step time.
+
+    Attributes:
+        composition: ``synchronized`` (sum over stages of the slowest rank) or ``per_rank``
+            (the slowest rank's sum); see :class:`Composition`.
+        pipelined: TorchRec's ``TrainPipelineSparseDist``: the next batch's input dist runs
+            while this batch computes, so the step is the longer of the input dist and the
+            rest; ``False``: stages run one after the other.
+    """
+
+    composition: Composition = Composition.SYNCHRONIZED
+    pipelined: bool = True
+
+    def compose(self, stage_t):
+        """[..., S] stage times -> [...] step times (see the class docstring)."""
+        if self.pipelined:
+            return np.maximum(stage_t[..., 0], stage_t[..., 1:].sum(-1))
+        return stage_t.sum(-1)
+
+    def stage_times(self, load):
+        """[..., L] lane times -> [..., S] stage times (each the longest of its lanes)."""
+        load = np.asarray(load, dtype=float)
+        return np.stack([load[..., list(ix)].max(-1) for ix in STAGE_LANE_INDEX], -1)
+
+    def rank_time(self, perf: Perf) -> float:
+        """One rank's step time if it ran alone: its stages composed (pipelined: the longer of
+        its input dist and the rest)."""
+        return self.rank_time_lanes(perf.as_tuple())
+
+    def rank_time_lanes(self, lanes) -> float:
+        """:meth:`rank_time` of per-lane values in ``LANES`` order."""
+        return float(self.compose(self.stage_times(lanes)))
+
+    def makespan(self, load) -> float:
+        """The step time of a [ranks, L] lane-time matrix."""
+        load = np.asarray(load, dtype=float)
+        if self.composition is Composition.SYNCHRONIZED:
+            return float(self.compose(self.stage_times(load.max(0))))
+        return float(self.compose(self.stage_times(load)).max())
+
+    def makespan_if_added(self, load, colmax, current: float, ranks, add):
+        """Step times if ``add[i]`` ([n, L]) were added on rank ``ranks[i]`` (one at a time),
+        given the matrix ``load``, its column maxima ``colmax`` and its step time."""
+        rows = load[ranks] + add
+        if self.composition is Composition.SYNCHRONIZED:
+            return self.compose(self.stage_times(np.maximum(colmax[None, :], rows)))
+        return np.maximum(current, self.compose(self.stage_times(rows)))
+
+    def as_dict(self) -> dict[str, object]:
+        return {"composition": self.composition.value, "pipelined": self.pipelined}
+
+
 class CostModel(ABC):
     """Estimates memory and time. Linear by construction, so solvers can optimise it exactly:
 
-        rank r's cost = rank_overhead(group(r))
-                      + sum over options chosen: everywhere_cost(option, group(r))
-                      + sum over shards placed on r: shard_cost(option, i, group(r))
+        rank r's lanes = rank_overhead(group(r))
+                       + sum over sharding groups used: group_cost(key, group(r))
+                       + sum over options chosen: everywhere_cost(option, group(r))
+                       + sum over shards placed on r: shard_cost(option, i, group(r))
 
-    and ``total(perf)`` must be linear in the stages. Costs depend on a rank only through its
-    host group (``RankInfo.group``), so solvers evaluate each shard once per group.
+    and the step time is ``step.makespan`` of the ranks' lanes (a max/sum of linear terms,
+    which an integer program expresses exactly). Costs depend on a rank only through its host
+    group (``RankInfo.group``) and, for group costs, whether it takes part in the group's
+    collectives, so solvers evaluate each shard once per group.
     """
 
     name: str = "cost-model"
+    step: StepModel = StepModel()
 
     @abstractmethod
     def shard_cost(self, option: ShardingOption, shard_index: int, group: int) -> ShardCost:
@@ -708,11 +883,21 @@ class CostModel(ABC):
 
     @abstractmethod
     def rank_overhead(self, group: int) -> ShardCost:
-        """Fixed cost of a rank of ``group`` (kernel launches, collective latencies)."""
+        """Fixed cost of a rank of ``group`` whatever the plan."""
+
+    def group_key(self, option: ShardingOption) -> GroupKey | None:
+        """The sharding group ``option`` joins (None: it joins none, no fixed cost)."""
+        return None
+
+    def group_cost(self, key: GroupKey, group: int) -> ShardCost:
+        """Fixed cost a participating rank of host group ``group`` pays once if any table
+        uses sharding group ``key``."""
+        return ZERO_COST
 
     def total(self, perf: Perf) -> float:
-        """A rank's step time in ms from its stages (linear). Default: no overlap."""
-        return perf.total
+        """A rank's own step time from its lanes (``step.rank_time``); the plan's step time
+        composes all ranks (``step.makespan``)."""
+        return self.step.rank_time(perf)
 
     def describe(self) -> dict[str, object]:
         """What the plan records about the model (name, profile, options)."""
@@ -754,7 +939,8 @@ class PlanningContext:
     """What a solver gets: the problem, the cost model, the options and the budget.
 
     ``progress``, when given, receives a ``ProgressReport`` after each phase of a solver
-    (see ``report``); it must be cheap and must not raise.
+    (see ``report``); it must be cheap and must not raise. ``cache`` holds what the stages
+    derive from the context once and share (the solvers' cost tables).
     """
 
     workload: Workload
@@ -765,6 +951,7 @@ class PlanningContext:
     threads: int = 1
     seed: int = 0
     progress: Callable[[ProgressReport], None] | None = None
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def report(self, phase: str, best_ms: float | None = None,
                bound_ms: float | None = None) -> None:

@@ -27,7 +27,7 @@ def test_json_round_trip_is_byte_identical(small_plan) -> None:
 
 def test_json_has_the_documented_fields(small_plan) -> None:
     d = json.loads(plan_to_json(small_plan))
-    assert d["format_version"] == 1
+    assert d["format_version"] == 2
     assert set(d["summary"]) >= {"makespan_ms", "lower_bound_ms", "solver"}
     t = d["tables"][0]
     assert set(t) >= {"name", "num_embeddings", "embedding_dim", "sharding_type", "shards"}
@@ -46,8 +46,15 @@ def test_plan_is_deterministic(topo16, dozen) -> None:
     assert a == b
 
 
-def test_makespan_is_slowest_rank(small_plan) -> None:
-    assert small_plan.summary.makespan_ms == max(r.total_ms for r in small_plan.ranks)
+def test_makespan_composes_the_ranks(small_plan) -> None:
+    """The step time is every stage at its slowest rank (the cost model's StepModel), at
+    least the slowest rank's own time."""
+    from shardplan.estimators import cost_model_of
+
+    step = cost_model_of(small_plan).step
+    lanes = [r.estimated_ms.as_tuple() for r in small_plan.ranks]
+    assert small_plan.summary.makespan_ms == pytest.approx(step.makespan(lanes), abs=2e-6)
+    assert small_plan.summary.makespan_ms >= max(r.total_ms for r in small_plan.ranks) - 1e-6
     check_plan(small_plan)
 
 

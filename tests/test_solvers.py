@@ -206,10 +206,11 @@ def test_ilp_model_names_constraints(dozen):
     ct = CostTables.build(ctx)
     m = build_model(ct, TableGroups.of(ctx, ct), [list(range(len(o))) for o in ct.options])
     names = set(m.prob.constraints)
-    for prefix in ("one_option_t0", "time_r0", "hbm_r3", "ddr_r0", "largest_shard_t"):
+    for prefix in ("one_option_t0", "lane_fwd_compute_r0", "lane_output_send_r1", "step_input",
+                   "step_rest", "group_use_", "hbm_r3", "ddr_r0", "largest_shard_t"):
         assert any(n.startswith(prefix) for n in names), prefix
     assert m.makespan.name == "makespan"
-    assert all(v.name.startswith(("choose_", "place_", "sep_", "makespan", "everywhere"))
+    assert all(v.name.startswith(("choose_", "place_", "sep_", "makespan", "group_", "stage_"))
                for v in m.prob.variables())
 
 

@@ -315,7 +315,7 @@ def test_plan_with_torchrec_gives_a_valid_plan_costed_by_our_model():
     assert seconds > 0
     assert plan.summary.solver == "torchrec" and plan.summary.num_tables == len(work.tables)
     check_plan(plan)  # every row placed once, on real ranks, within memory
-    assert plan.summary.makespan_ms == max(r.total_ms for r in plan.ranks) > 0
+    assert plan.summary.makespan_ms >= max(r.total_ms for r in plan.ranks) > 0
 
 
 def _readme_example() -> str:

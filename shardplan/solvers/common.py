@@ -2,8 +2,10 @@
 table-group constraints (co-location, separation) and infeasibility diagnosis.
 
 Costs come only through the linear ``CostModel`` interface (``shardplan.types``): a rank's
-time is ``rank_overhead + sum(everywhere_cost) + sum(shard_cost)``, and depends on the rank
-only through its host group, so every shard is costed once per host group.
+lane times are ``rank_overhead + group costs of the sharding groups used + sum(everywhere_cost)
++ sum(shard_cost)``, and the step time is the model's ``StepModel`` over the ranks' lanes.
+Costs depend on a rank only through its host group, so every shard is costed once per host
+group; per-rank arrays are built only for memory and for the load state.
 """
 
 from __future__ import annotations
@@ -16,48 +18,88 @@ import numpy as np
 
 from shardplan.errors import InfeasiblePlanError, Shortfall, SolverError
 from shardplan.types import (
+    LANES,
+    STAGE_LANE_INDEX,
     Assignment,
+    GroupKey,
     PlacementKind,
     PlanningContext,
     ShardingOption,
     ShardingType,
+    StepModel,
     Tier,
 )
 
 #: Relative tolerance under which two makespans count as equal (float noise of summed costs).
 REL_EPS = 1e-9
+NUM_LANES = len(LANES)
+
+
+def scalar_time(lanes: np.ndarray) -> np.ndarray:
+    """[..., L] lane times -> [...] the sum of stage times (each stage its longest lane): one
+    number per shard or rank, for ranking and balancing (not the step time)."""
+    return sum(lanes[..., list(ix)].max(-1) for ix in STAGE_LANE_INDEX)
 
 
 @dataclass(slots=True)
 class OptionCosts:
-    """One option's costs. Shard arrays are (shards, host groups); everywhere arrays are per rank.
+    """One option's costs. Shard arrays are (shards, host groups[, lanes]); everywhere arrays
+    per host group; ``every_hbm`` / ``every_ddr`` are per-rank views.
 
     Attributes:
         fixed: for options whose every shard has exactly one candidate rank (row-wise,
             data-parallel, table-row-wise), that rank per shard; else ``None``.
-        work_ms: the least total time the option adds to the cluster (each shard on its
+        key: index of the option's sharding group in ``CostTables.keys`` (-1: none).
+        time_g: per shard and group, the shard's scalar time (:func:`scalar_time`).
+        work_ms: the least total scalar time the option adds to the cluster (each shard on its
             cheapest group, plus the everywhere-costs of every rank).
-        max_shard_ms: the largest single shard, on its cheapest group.
+        max_shard_ms: the largest single shard's scalar time, on its cheapest group.
+        work_lanes: per lane, the least total time the option adds to the cluster.
+        peak_ms: ``step.rank_time`` of its heaviest shard plus its everywhere-cost, on the
+            cheapest group: some rank pays at least that.
     """
 
     option: ShardingOption
     candidates: Sequence[np.ndarray]  # rank indices allowed per shard
-    time_g: np.ndarray
+    lanes_g: np.ndarray  # [shards, groups, L]
+    time_g: np.ndarray  # [shards, groups]
     hbm_g: np.ndarray
     ddr_g: np.ndarray
-    every_time: np.ndarray
-    every_hbm: np.ndarray
-    every_ddr: np.ndarray
+    every_lanes_g: np.ndarray  # [groups, L]
+    every_hbm_g: np.ndarray  # [groups]
+    every_ddr_g: np.ndarray
     group_of: np.ndarray
+    key: int = -1
     fixed: np.ndarray | None = None
     work_ms: float = 0.0
     max_shard_ms: float = 0.0
+    work_lanes: np.ndarray | None = None  # [L] least total lane time over the cluster
+    peak_ms: float = 0.0  # the step time of the rank holding its heaviest shard, alone
+    peak_lanes: np.ndarray | None = None  # [L] that rank's lanes from this option
+    certain_lanes: np.ndarray | None = None  # [L] what the option certainly costs every rank
     hbm_bytes: float = 0.0  # total over shards and ranks, on group 0
     ddr_bytes: float = 0.0
 
     @property
     def num_shards(self) -> int:
         return len(self.candidates)
+
+    @property
+    def every_hbm(self) -> np.ndarray:
+        return _per_rank(self.every_hbm_g, self.group_of)
+
+    @property
+    def every_ddr(self) -> np.ndarray:
+        return _per_rank(self.every_ddr_g, self.group_of)
+
+    @property
+    def every_lanes(self) -> np.ndarray:
+        """[ranks, L] (a broadcast view with one host group)."""
+        return _per_rank(self.every_lanes_g, self.group_of)
+
+    @property
+    def every_time(self) -> np.ndarray:
+        return _per_rank(scalar_time(self.every_lanes_g), self.group_of)
 
     # per-rank views of shard si, indexed by rank
     @property
@@ -72,6 +114,16 @@ class OptionCosts:
     def ddr(self) -> _PerRank:
         return _PerRank(self.ddr_g, self.group_of)
 
+    def shard_lanes(self, si: int, ranks: np.ndarray | int) -> np.ndarray:
+        """Shard ``si``'s lane times on ``ranks`` ([n, L], or [L] for one rank)."""
+        return self.lanes_g[si, self.group_of[ranks]]
+
+
+def _per_rank(per_group: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+    """Per-group values as a per-rank array (a read-only broadcast view for one group)."""
+    if per_group.shape[0] == 1:
+        return np.broadcast_to(per_group[0], (len(group_of),) + per_group.shape[1:])
+    return per_group[group_of]
 
 
 class _PerRank:
@@ -98,11 +150,17 @@ class _Row:
 
 @dataclass(slots=True)
 class CostTables:
-    """Every option of every table, costed once per host group.
+    """Every option of every table, costed once per host group, and the sharding groups.
 
     Options that differ only in which host they use (table-row-wise and table-column-wise
     over each host) share their cost arrays when the hosts are of the same group, and the
     identical replicas of a data-parallel option are costed once.
+
+    Attributes:
+        keys: the sharding groups any option joins; ``key_lanes_g[k]`` ([groups, L]) is what
+            each participant of group ``k`` pays once if any table uses it, ``key_ranks[k]``
+            its participants (a boolean mask over ranks; None: all).
+        step: the cost model's step-time composition.
     """
 
     tables: list[str]
@@ -110,21 +168,49 @@ class CostTables:
     table_weight: list[float]
     world: int
     group_of: np.ndarray
-    base_time: np.ndarray
+    base_lanes_g: np.ndarray  # [groups, L]
     base_hbm: np.ndarray
     base_ddr: np.ndarray
     cap_hbm: np.ndarray
     cap_ddr: np.ndarray
+    step: StepModel
+    keys: list[GroupKey]
+    key_lanes_g: np.ndarray  # [keys, groups, L]
+    key_hbm_g: np.ndarray  # [keys, groups]
+    key_ddr_g: np.ndarray
+    key_ranks: list[np.ndarray | None]
     num_groups: int = 1
     index: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def base_lanes(self) -> np.ndarray:
+        return _per_rank(self.base_lanes_g, self.group_of)
+
+    @property
+    def base_time(self) -> np.ndarray:
+        return _per_rank(scalar_time(self.base_lanes_g), self.group_of)
+
+    def key_cost(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Group ``k``'s fixed cost per rank: (lanes [ranks, L], hbm, ddr), zero outside its
+        participants."""
+        lanes = np.array(_per_rank(self.key_lanes_g[k], self.group_of))
+        hbm = np.array(_per_rank(self.key_hbm_g[k], self.group_of))
+        ddr = np.array(_per_rank(self.key_ddr_g[k], self.group_of))
+        mask = self.key_ranks[k]
+        if mask is not None:
+            lanes[~mask] = 0.0
+            hbm[~mask] = 0.0
+            ddr[~mask] = 0.0
+        return lanes, hbm, ddr
+
     @classmethod
     def of(cls, ctx: PlanningContext) -> CostTables:
-        """The cost tables of ``ctx``, built once: the last context's tables are kept, so the
-        planner's lower bound and the solver share one build."""
-        if _LAST[0] is not ctx:
-            _LAST[0], _LAST[1] = ctx, cls.build(ctx)
-        return _LAST[1]
+        """The cost tables of ``ctx``, built once and kept on the context (so the planner's
+        lower bound and the solver share one build)."""
+        ct = ctx.cache.get("cost_tables")
+        if ct is None:
+            ct = ctx.cache["cost_tables"] = cls.build(ctx)
+        return ct
 
     @classmethod
     def build(cls, ctx: PlanningContext) -> CostTables:
@@ -138,9 +224,13 @@ class CostTables:
         cap_hbm = np.array([c.hbm for c in caps])
         cap_ddr = np.array([c.ddr for c in caps])
         base = {g: cm.rank_overhead(g) for g in groups}
-        base_time = np.array([cm.total(base[g].perf) for g in group_of])
+        base_lanes_g = np.zeros((ng, NUM_LANES))
+        for g in groups:
+            base_lanes_g[g] = base[g].perf.as_tuple()
         base_hbm = np.array([base[g].memory.hbm for g in group_of])
         base_ddr = np.array([base[g].memory.ddr for g in group_of])
+        keys: list[GroupKey] = []
+        key_index: dict[GroupKey, int] = {}
         tables, options, weights = [], [], []
         arr_cache: dict[tuple[int, ...], np.ndarray] = {}
         for t in ctx.workload.tables:
@@ -165,28 +255,74 @@ class CostTables:
                 if arrays is None:
                     arrays = _cost_arrays(cm, o, groups, ng, n)
                     cache[key] = arrays
-                tg, hg, dg, ev_t, ev_h, ev_d = arrays
-                tmin = tg[:, groups].min(axis=1) if n else np.zeros(0)
-                every_time = ev_t[group_of]
+                lg, hg, dg, ev_l, ev_h, ev_d = arrays
+                tg = scalar_time(lg) if n else np.zeros((0, ng))
+                gk = cm.group_key(o)
+                ki = -1
+                if gk is not None:
+                    ki = key_index.get(gk, -1)
+                    if ki < 0:
+                        ki = key_index[gk] = len(keys)
+                        keys.append(gk)
+                ev_scalar = scalar_time(ev_l)[group_of]
+                ev_work = ev_l[group_of].sum(0)
                 if fixed is not None:
-                    work = float(tg[np.arange(n), group_of[fixed]].sum() + every_time.sum())
-                    max_shard = float(tg[np.arange(n), group_of[fixed]].max()) if n else 0.0
+                    on = tg[np.arange(n), group_of[fixed]]
+                    on_l = lg[np.arange(n), group_of[fixed]]
+                    work = float(on.sum() + ev_scalar.sum())
+                    max_shard = float(on.max()) if n else 0.0
+                    work_l = on_l.sum(0) + ev_work
+                    peak_rows = on_l + ev_l[group_of[fixed]]
                 else:
-                    work = float(tmin.sum() + every_time.sum())
+                    tmin = tg[:, groups].min(axis=1) if n else np.zeros(0)
+                    work = float(tmin.sum() + ev_scalar.sum())
                     max_shard = float(tmin.max()) if n else 0.0
+                    work_l = (lg[:, groups].min(axis=1).sum(0) if n else 0.0) + ev_work
+                    best = tg[:, groups].argmin(axis=1) if n else np.zeros(0, dtype=int)
+                    gsel = np.array(groups)[best]
+                    peak_rows = lg[np.arange(n), gsel] + ev_l[gsel]
+                if n:
+                    times = [cm.step.rank_time_lanes(r) for r in peak_rows]
+                    pk = int(np.argmax(times))
+                    peak, peak_l = float(times[pk]), np.asarray(peak_rows[pk], dtype=float)
+                else:
+                    peak, peak_l = 0.0, ev_l.min(0)
+                certain = ev_l.min(0).astype(float)
+                if fixed is not None and n == world and len(set(fixed.tolist())) == world:
+                    certain = certain + lg[np.arange(n), group_of[fixed]].min(0)  # a shard on every rank
                 g0 = groups[0]
                 ocs.append(OptionCosts(
-                    option=o, candidates=cands, time_g=tg, hbm_g=hg, ddr_g=dg,
-                    every_time=every_time, every_hbm=ev_h[group_of], every_ddr=ev_d[group_of],
-                    group_of=group_of, fixed=fixed, work_ms=work, max_shard_ms=max_shard,
+                    option=o, candidates=cands, lanes_g=lg, time_g=tg, hbm_g=hg, ddr_g=dg,
+                    every_lanes_g=ev_l, every_hbm_g=ev_h, every_ddr_g=ev_d,
+                    group_of=group_of, key=ki, fixed=fixed, work_ms=work, max_shard_ms=max_shard,
+                    work_lanes=np.asarray(work_l, dtype=float), peak_ms=peak,
+                    peak_lanes=peak_l, certain_lanes=certain,
                     hbm_bytes=float(hg[:, g0].sum() + ev_h[group_of].sum()),
                     ddr_bytes=float(dg[:, g0].sum() + ev_d[group_of].sum())))
             tables.append(t.name)
             options.append(ocs)
             weights.append(min((oc.work_ms for oc in ocs), default=0.0))
+        nk = len(keys)
+        key_lanes_g = np.zeros((nk, ng, NUM_LANES))
+        key_hbm_g = np.zeros((nk, ng))
+        key_ddr_g = np.zeros((nk, ng))
+        key_ranks: list[np.ndarray | None] = []
+        for ki, gk in enumerate(keys):
+            for g in groups:
+                c = cm.group_cost(gk, g)
+                key_lanes_g[ki, g] = c.perf.as_tuple()
+                key_hbm_g[ki, g], key_ddr_g[ki, g] = c.memory.hbm, c.memory.ddr
+            if gk.ranks is None:
+                key_ranks.append(None)
+            else:
+                m = np.zeros(world, dtype=bool)
+                m[list(gk.ranks)] = True
+                key_ranks.append(m)
         return cls(tables=tables, options=options, table_weight=weights, world=world,
-                   group_of=group_of, base_time=base_time, base_hbm=base_hbm, base_ddr=base_ddr,
-                   cap_hbm=cap_hbm, cap_ddr=cap_ddr, num_groups=ng,
+                   group_of=group_of, base_lanes_g=base_lanes_g, base_hbm=base_hbm,
+                   base_ddr=base_ddr, cap_hbm=cap_hbm, cap_ddr=cap_ddr, step=cm.step,
+                   keys=keys, key_lanes_g=key_lanes_g, key_hbm_g=key_hbm_g,
+                   key_ddr_g=key_ddr_g, key_ranks=key_ranks, num_groups=ng,
                    index={n: i for i, n in enumerate(tables)})
 
     def assignment(self, ctx: PlanningContext, choice: list[tuple[int, tuple[int, ...]]]
@@ -208,9 +344,6 @@ class CostTables:
                                   "not enumerated")
             out.append((oi, tuple(rs)))
         return out
-
-
-_LAST: list = [None, None]
 
 
 class _FixedCandidates(Sequence):
@@ -236,19 +369,23 @@ def _as_array(c: tuple[int, ...], cache: dict) -> np.ndarray:
 
 
 def _cost_arrays(cm, o: ShardingOption, groups: list[int], ng: int, n: int) -> tuple:
-    tg, hg, dg = np.zeros((n, ng)), np.zeros((n, ng)), np.zeros((n, ng))
-    ev_t, ev_h, ev_d = np.zeros(ng), np.zeros(ng), np.zeros(ng)
+    lg = np.zeros((n, ng, NUM_LANES))
+    hg, dg = np.zeros((n, ng)), np.zeros((n, ng))
+    ev_l, ev_h, ev_d = np.zeros((ng, NUM_LANES)), np.zeros(ng), np.zeros(ng)
     replicas = o.sharding_type is ShardingType.DATA_PARALLEL and n > 1 and len(set(o.shards)) == 1
     for g in groups:
         if replicas:  # identical replicas: cost one, copy to all
             c = cm.shard_cost(o, 0, g)
-            tg[:, g], hg[:, g], dg[:, g] = cm.total(c.perf), c.memory.hbm, c.memory.ddr
+            lg[:, g] = c.perf.as_tuple()
+            hg[:, g], dg[:, g] = c.memory.hbm, c.memory.ddr
         else:
             for si, c in enumerate(cm.shard_costs(o, g)):
-                tg[si, g], hg[si, g], dg[si, g] = cm.total(c.perf), c.memory.hbm, c.memory.ddr
+                lg[si, g] = c.perf.as_tuple()
+                hg[si, g], dg[si, g] = c.memory.hbm, c.memory.ddr
         e = cm.everywhere_cost(o, g)
-        ev_t[g], ev_h[g], ev_d[g] = cm.total(e.perf), e.memory.hbm, e.memory.ddr
-    return tg, hg, dg, ev_t, ev_h, ev_d
+        ev_l[g] = e.perf.as_tuple()
+        ev_h[g], ev_d[g] = e.memory.hbm, e.memory.ddr
+    return lg, hg, dg, ev_l, ev_h, ev_d
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,37 +394,67 @@ def _cost_arrays(cm, o: ShardingOption, groups: list[int], ng: int, n: int) -> t
 
 
 class LoadState:
-    """Per-rank time and memory of a partial or full assignment, with add / remove."""
+    """Per-rank lane times and memory of a partial or full assignment, with add / remove; the
+    sharding groups in use are counted, and each one's fixed cost is added when its first
+    table arrives and taken off when its last one leaves."""
 
-    __slots__ = ("ct", "load", "hbm", "ddr")
+    __slots__ = ("ct", "load", "hbm", "ddr", "key_count")
 
     def __init__(self, ct: CostTables) -> None:
         self.ct = ct
-        self.load = ct.base_time.copy()
+        self.load = np.array(ct.base_lanes, dtype=float)
         self.hbm = ct.base_hbm.copy()
         self.ddr = ct.base_ddr.copy()
+        self.key_count = np.zeros(len(ct.keys), dtype=np.int64)
 
     def copy(self) -> LoadState:
         s = LoadState.__new__(LoadState)
         s.ct, s.load, s.hbm, s.ddr = self.ct, self.load.copy(), self.hbm.copy(), self.ddr.copy()
+        s.key_count = self.key_count.copy()
         return s
+
+    def _key(self, k: int, sign: float) -> None:
+        lanes, hbm, ddr = self.ct.key_cost(k)
+        self.load += sign * lanes
+        self.hbm += sign * hbm
+        self.ddr += sign * ddr
 
     def apply(self, oc: OptionCosts, ranks: tuple[int, ...] | np.ndarray, sign: float = 1.0) -> None:
         """Add (``sign=1``) or remove (``sign=-1``) an option placed on ``ranks``."""
-        self.load += sign * oc.every_time
+        if oc.key >= 0:
+            before = self.key_count[oc.key]
+            self.key_count[oc.key] += 1 if sign > 0 else -1
+            if sign > 0 and before == 0:
+                self._key(oc.key, 1.0)
+            elif sign < 0 and before == 1:
+                self._key(oc.key, -1.0)
+        self.load += sign * oc.every_lanes
         self.hbm += sign * oc.every_hbm
         self.ddr += sign * oc.every_ddr
         r = np.asarray(ranks, dtype=np.int64)
         if len(r):
             g = self.ct.group_of[r]
             idx = np.arange(len(r))
-            np.add.at(self.load, r, sign * oc.time_g[idx, g])
+            np.add.at(self.load, r, sign * oc.lanes_g[idx, g])
             np.add.at(self.hbm, r, sign * oc.hbm_g[idx, g])
             np.add.at(self.ddr, r, sign * oc.ddr_g[idx, g])
 
     @property
     def makespan(self) -> float:
-        return float(self.load.max())
+        return self.ct.step.makespan(self.load)
+
+    @property
+    def rank_time(self) -> np.ndarray:
+        """Each rank's scalar time (sum of its stage times), for balancing."""
+        return scalar_time(self.load)
+
+
+def least_work_lanes(ct: CostTables, ti: int) -> np.ndarray:
+    """Per lane, the least total time table ``ti`` adds to the cluster over its options."""
+    ocs = ct.options[ti]
+    if not ocs:
+        return np.zeros(NUM_LANES)
+    return np.minimum.reduce([oc.work_lanes for oc in ocs])
 
 
 def evaluate(ct: CostTables, choice: list[tuple[int, tuple[int, ...]]]) -> LoadState:

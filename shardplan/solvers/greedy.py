@@ -1,12 +1,14 @@
-"""Greedy: largest estimated cost first; each shard to the least-loaded rank with room in every
-tier; per table, the option (from a short list ranked by estimated cost) that gives the
-smallest makespan so far (plus the everywhere-time of the tables still to come), counting
-any makespan below a target (a quick lower bound) as equal, ties broken by the least total
-work. (Without the target, greedy splits every table
-to shave the current maximum and pays for it in total work.)
+"""Greedy: largest estimated cost first; each shard to the candidate rank where the step time
+grows least (ties: the least busy rank) with room in every tier; per table, the option (from
+a short list ranked by estimated cost) that gives the smallest step time so far (plus the
+everywhere-time of the tables still to come), counting any step time below a target (a quick
+lower bound) as equal, ties broken by the least total work. (Without the target, greedy splits
+every table to shave the current maximum and pays for it in total work.) A sharding group's
+fixed cost (its collectives' latencies) is charged to the first table that uses it: the
+marginal cost of that choice.
 
-Runs in O(tables x shortlist x shards x ranks) numpy work, so it scales to 10,000 tables on
-1,024 ranks; it is the start point of local search and the ILP's warm start.
+Runs in O(tables x shortlist x shards x ranks x lanes) numpy work, so it scales to 10,000
+tables on 1,024 ranks; it is the start point of local search and the ILP's warm start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from shardplan.solvers.common import (
     OptionCosts,
     TableGroups,
     diagnose_infeasible,
+    least_work_lanes,
+    scalar_time,
 )
 from shardplan.types import Assignment, PlanningContext, SolveResult, Solver
 
@@ -31,64 +35,105 @@ DEFAULT_SHORTLIST = 6
 
 
 def work_target(ct: CostTables) -> float:
-    """A quick lower bound used to rank options: mean work per rank, or the largest shard."""
-    mean = (float(ct.base_time.sum()) + sum(ct.table_weight)) / ct.world
-    biggest = max((min((oc.max_shard_ms for oc in ocs), default=0.0) for ocs in ct.options),
-                  default=0.0)
-    return max(mean, biggest + float(ct.base_time.min()))
+    """A quick lower bound used to rank options: the step time of the mean work per rank
+    (every lane at its least total over each table's options), or the heaviest shard's rank."""
+    n = len(ct.tables)
+    total = ct.base_lanes.sum(0) + (sum(least_work_lanes(ct, ti) for ti in range(n)) if n else 0.0)
+    mean = ct.step.makespan((total / ct.world)[None, :])
+    peak = max((min((oc.peak_ms for oc in ocs), default=0.0) for ocs in ct.options), default=0.0)
+    return max(mean, peak)
 
 
 def shortlist(ocs: list[OptionCosts], target: float, world: int) -> list[int]:
     """Option indices ranked by estimated cost: total work, plus a penalty of ``world`` times
-    how far the largest shard sticks out above ``target``."""
+    how far the largest shard sticks out above ``target`` (a shard's own time, without the
+    fixed per-rank costs: those are the same whichever option is chosen)."""
     score = [(oc.work_ms + world * max(0.0, oc.max_shard_ms - target), i)
              for i, oc in enumerate(ocs)]
     score.sort()
     return [i for _, i in score]
 
 
+@dataclass(slots=True)
+class Placed:
+    """An option placed on top of a load state (which is left unchanged)."""
+
+    ranks: tuple[int, ...]
+    load: np.ndarray
+    hbm: np.ndarray
+    ddr: np.ndarray
+    new_key: bool  # the option's sharding group was not in use before
+
+
 def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
-                 caps: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray] | None:
-    """Place ``oc``'s shards, each on the least-loaded candidate rank with room, on top of
-    ``st`` (not modified). Returns (ranks, load, hbm, ddr) after, or None if it does not fit.
-    ``banned`` is a boolean mask of ranks the table may not use (separation); ``caps`` the
-    (HBM, DDR) capacities to fill up to, if not the ranks' own."""
+                 caps: tuple[np.ndarray, np.ndarray] | None = None,
+                 extra: np.ndarray | None = None) -> Placed | None:
+    """Place ``oc``'s shards on top of ``st`` (not modified), each on the candidate rank with
+    room where the step time (of the load plus ``extra`` lanes, e.g. the everywhere-costs still
+    to come) grows least, ties to the least busy rank. ``banned`` is a boolean mask of ranks
+    the table may not use (separation); ``caps`` the (HBM, DDR) capacities to fill up to, if
+    not the ranks' own. Returns None if it does not fit."""
     ct = st.ct
     cap_h, cap_d = caps if caps is not None else (ct.cap_hbm, ct.cap_ddr)
-    l2 = st.load + oc.every_time
+    l2 = st.load + oc.every_lanes
     h2 = st.hbm + oc.every_hbm
     d2 = st.ddr + oc.every_ddr
+    new_key = oc.key >= 0 and st.key_count[oc.key] == 0
+    if new_key:
+        kl, kh, kd = ct.key_cost(oc.key)
+        l2 += kl
+        h2 += kh
+        d2 += kd
     if oc.fixed is not None:
         r = oc.fixed
         if banned is not None and banned[r].any():
             return None
         g = ct.group_of[r]
         idx = np.arange(len(r))
-        np.add.at(l2, r, oc.time_g[idx, g])
+        np.add.at(l2, r, oc.lanes_g[idx, g])
         np.add.at(h2, r, oc.hbm_g[idx, g])
         np.add.at(d2, r, oc.ddr_g[idx, g])
         if not ((h2 <= cap_h).all() and (d2 <= cap_d).all()):
             return None
-        return tuple(int(x) for x in r), l2, h2, d2
+        return Placed(tuple(int(x) for x in r), l2, h2, d2, new_key)
     if not ((h2 <= cap_h).all() and (d2 <= cap_d).all()):
         return None
+    view = l2 if extra is None else l2 + extra
+    colmax = view.max(0)
+    step = ct.step
+    current = step.makespan(view)
     ranks: list[int] = []
     for si in range(oc.num_shards):
         cand = oc.candidates[si]
-        t, mh, md = oc.time[si], oc.hbm[si], oc.ddr[si]
-        room = (h2[cand] + mh[cand] <= cap_h[cand]) & (d2[cand] + md[cand] <= cap_d[cand])
+        mh, md = oc.hbm[si][cand], oc.ddr[si][cand]
+        room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
         if banned is not None:
             room &= ~banned[cand]
         if not room.any():
             return None
-        after = np.where(room, l2[cand] + t[cand], np.inf)
-        r = int(cand[int(np.argmin(after))])
+        ok = cand[room]
+        add = oc.lanes_g[si, ct.group_of[ok]]
+        t_new = step.makespan_if_added(view, colmax, current, ok, add)
+        busy = scalar_time(view[ok] + add)
+        j = int(np.lexsort((ok, busy, np.round(t_new, 12)))[0])
+        r = int(ok[j])
         ranks.append(r)
-        l2[r] += t[r]
-        h2[r] += mh[r]
-        d2[r] += md[r]
-    return tuple(ranks), l2, h2, d2
+        a = add[j]
+        l2[r] += a
+        if extra is not None:
+            view[r] += a
+        colmax = np.maximum(colmax, view[r])
+        current = float(t_new[j])
+        h2[r] += mh[room][j]
+        d2[r] += md[room][j]
+    return Placed(tuple(ranks), l2, h2, d2, new_key)
+
+
+def commit(st: LoadState, oc: OptionCosts, placed: Placed) -> None:
+    """Make ``placed`` (from :func:`place_option` on ``st``) the state."""
+    st.load, st.hbm, st.ddr = placed.load, placed.hbm, placed.ddr
+    if oc.key >= 0:
+        st.key_count[oc.key] += 1
 
 
 @dataclass(slots=True)
@@ -99,10 +144,18 @@ class GreedyOutcome:
 
 
 def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORTLIST,
-                  order: list[int] | None = None) -> GreedyOutcome:
-    """The greedy assignment (see module docstring); ``failed`` lists tables that fit nowhere."""
+                  order: list[int] | None = None, target: float | None = None) -> GreedyOutcome:
+    """The greedy assignment (see module docstring); ``failed`` lists tables that fit nowhere.
+
+    Args:
+        ct: the cost tables.
+        groups: co-location and separation groups.
+        k: options per table evaluated exactly.
+        order: the order tables are placed in (default: largest weight first).
+        target: step time below which only total work counts (default: :func:`work_target`).
+    """
     st = LoadState(ct)
-    target = work_target(ct)
+    target = work_target(ct) if target is None else target
     n = len(ct.tables)
     if order is None:
         order = sorted(range(n), key=lambda i: (-ct.table_weight[i], i))
@@ -110,19 +163,22 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
     used: dict[int, set[int]] = {}  # table -> ranks it uses (only tracked for separation)
     failed: list[str] = []
     # keep room on every rank for the everywhere-memory of the tables still to place
-    least_h = [_least(ct, ti, "every_hbm") for ti in range(n)]
-    least_d = [_least(ct, ti, "every_ddr") for ti in range(n)]
-    least_t = [_least(ct, ti, "every_time") for ti in range(n)]
-    reserve_h = np.sum(least_h, axis=0) if n else np.zeros(ct.world)
-    reserve_d = np.sum(least_d, axis=0) if n else np.zeros(ct.world)
-    # and count the everywhere-time still to come when comparing makespans with the target
-    reserve_t = np.sum(least_t, axis=0) if n else np.zeros(ct.world)
+    least_h = [_least(ct, ti, "every_hbm_g") for ti in range(n)]
+    least_d = [_least(ct, ti, "every_ddr_g") for ti in range(n)]
+    least_l = [_least(ct, ti, "every_lanes_g") for ti in range(n)]
+    reserve_h = np.sum(least_h, axis=0) if n else np.zeros(ct.num_groups)
+    reserve_d = np.sum(least_d, axis=0) if n else np.zeros(ct.num_groups)
+    # and count the everywhere-time still to come when comparing step times with the target
+    reserve_l = np.sum(least_l, axis=0) if n else np.zeros((ct.num_groups, len(ct.base_lanes_g[0])))
+    g_of = ct.group_of
+    step = ct.step
     for unit in groups.units(order):
         for ti in unit:
             reserve_h = reserve_h - least_h[ti]
             reserve_d = reserve_d - least_d[ti]
-            reserve_t = reserve_t - least_t[ti]
-        caps = (ct.cap_hbm - reserve_h, ct.cap_ddr - reserve_d)
+            reserve_l = reserve_l - least_l[ti]
+        caps = (ct.cap_hbm - reserve_h[g_of], ct.cap_ddr - reserve_d[g_of])
+        extra = reserve_l[g_of]
         if len(unit) > 1:
             ok = _place_colocated(ct, st, unit, choice, groups, used, caps)
             if not ok:
@@ -135,32 +191,36 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
         best = None
         for tier in (ranked[:k], ranked[k:]):
             for oi in tier:
-                res = place_option(st, ocs[oi], banned, caps)
+                res = place_option(st, ocs[oi], banned, caps, extra)
                 if res is None:
                     continue
-                ranks, l2, h2, d2 = res
-                # below the target makespan only total work counts
-                key = (max(float((l2 + reserve_t).max()), target), float(l2.sum()), oi)
+                # below the target step time only total work counts
+                key = (max(step.makespan(res.load + extra), target),
+                       float(scalar_time(res.load).sum()), oi)
                 if best is None or key < best[0]:
-                    best = (key, oi, ranks, l2, h2, d2)
+                    best = (key, oi, res)
             if best is not None:
                 break
         if best is None:
             failed.append(ct.tables[ti])
             continue
-        _, oi, ranks, st.load, st.hbm, st.ddr = best
-        choice[ti] = (oi, ranks)
+        _, oi, res = best
+        commit(st, ocs[oi], res)
+        choice[ti] = (oi, res.ranks)
         if ti in groups.mates:
-            used[ti] = set(ranks)
+            used[ti] = set(res.ranks)
     if failed:
         return GreedyOutcome(choice=None, state=st, failed=failed)
     return GreedyOutcome(choice=[c for c in choice if c is not None], state=st, failed=[])
 
 
 def _least(ct: CostTables, ti: int, attr: str) -> np.ndarray:
+    """The element-wise least per-group everywhere array over the table's options."""
     ocs = ct.options[ti]
     if not ocs:
-        return np.zeros(ct.world)
+        shape = (ct.num_groups, len(ct.base_lanes_g[0])) if attr == "every_lanes_g" \
+            else (ct.num_groups,)
+        return np.zeros(shape)
     return np.minimum.reduce([getattr(oc, attr) for oc in ocs])
 
 
@@ -190,10 +250,11 @@ def _place_colocated(ct: CostTables, st: LoadState, unit: tuple[int, ...], choic
                 return False
             sel.append(min(single)[1])
         plans.append(sel)
+    everyone = np.arange(ct.world)
     for sel in plans:
         cand = np.ones(ct.world, dtype=bool)
-        l2, h2, d2 = st.load.copy(), st.hbm.copy(), st.ddr.copy()
-        add_t = np.zeros(ct.world)
+        trial = st.copy()
+        add_l = np.zeros_like(st.load)
         add_h = np.zeros(ct.world)
         add_d = np.zeros(ct.world)
         for ti, oi in zip(unit, sel):
@@ -201,24 +262,26 @@ def _place_colocated(ct: CostTables, st: LoadState, unit: tuple[int, ...], choic
             m = np.zeros(ct.world, dtype=bool)
             m[oc.candidates[0]] = True
             cand &= m
-            l2 += oc.every_time
-            h2 += oc.every_hbm
-            d2 += oc.every_ddr
-            add_t += oc.time[0][np.arange(ct.world)]
-            add_h += oc.hbm[0][np.arange(ct.world)]
-            add_d += oc.ddr[0][np.arange(ct.world)]
+            trial.apply(oc, ())  # everywhere-costs and the group's fixed cost
+            add_l += oc.shard_lanes(0, everyone)
+            add_h += oc.hbm[0][everyone]
+            add_d += oc.ddr[0][everyone]
             b = _banned(ct, groups, used, ti)
             if b is not None:
                 cand &= ~b
         cap_h, cap_d = caps
-        room = cand & (h2 + add_h <= cap_h) & (d2 + add_d <= cap_d)
-        if not room.any() or not ((h2 <= cap_h).all() and (d2 <= cap_d).all()):
+        room = cand & (trial.hbm + add_h <= cap_h) & (trial.ddr + add_d <= cap_d)
+        if not room.any() or not ((trial.hbm <= cap_h).all() and (trial.ddr <= cap_d).all()):
             continue
-        r = int(np.argmin(np.where(room, l2 + add_t, np.inf)))
-        l2[r] += add_t[r]
-        h2[r] += add_h[r]
-        d2[r] += add_d[r]
-        st.load, st.hbm, st.ddr = l2, h2, d2
+        ok = np.flatnonzero(room)
+        t_new = ct.step.makespan_if_added(trial.load, trial.load.max(0), trial.makespan, ok,
+                                          add_l[ok])
+        busy = scalar_time(trial.load[ok] + add_l[ok])
+        r = int(ok[int(np.lexsort((ok, busy, np.round(t_new, 12)))[0])])
+        trial.load[r] += add_l[r]
+        trial.hbm[r] += add_h[r]
+        trial.ddr[r] += add_d[r]
+        st.load, st.hbm, st.ddr, st.key_count = trial.load, trial.hbm, trial.ddr, trial.key_count
         for ti, oi in zip(unit, sel):
             choice[ti] = (oi, (r,))
             if ti in groups.mates:
@@ -228,7 +291,7 @@ def _place_colocated(ct: CostTables, st: LoadState, unit: tuple[int, ...], choic
 
 
 class GreedySolver(Solver):
-    """Largest table first, each shard to the least-loaded rank with room.
+    """Largest table first, each shard where the step time grows least, with room.
 
     Args:
         shortlist: options per table evaluated exactly (more: slower, sometimes better).
@@ -252,4 +315,5 @@ class GreedySolver(Solver):
         return {"shortlist": self.shortlist}
 
 
-__all__ = ["Assignment", "GreedySolver", "greedy_choice", "place_option", "work_target"]
+__all__ = ["Assignment", "GreedySolver", "Placed", "commit", "greedy_choice", "place_option",
+           "work_target"]

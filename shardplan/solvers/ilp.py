@@ -8,13 +8,21 @@ Variables:
     ``choose[t,o]``    binary: table t uses option o;
     ``place[t,o,c,r]`` integer in [0, m_c]: how many shards of class c sit on rank r (classes
                        whose shards each have one fixed rank need none: they follow ``choose``);
+    ``group[k]``       binary: sharding group k (one set of fused collectives) is used; its
+                       fixed cost (latencies, kernel launches) is paid once;
+    ``stage[s]``       continuous: stage s's time, the slowest rank's longest lane of the stage
+                       (``synchronized`` composition; ``stage[s,r]`` per rank for ``per_rank``);
     ``sep[t,r]``       binary, only for tables in a separation group: t uses rank r;
-    ``makespan``       continuous: the slowest rank's time, ms.
+    ``makespan``       continuous: the step time, ms.
 
 Constraints (labels as in the model): ``one_option_<t>``, ``place_all_<t>_<o>_<c>``,
-``time_r<r>``, ``hbm_r<r>``, ``ddr_r<r>``, ``largest_shard_<t>`` (a valid cut: every table's
-largest shard is on some rank, which also pays every rank's fixed costs),
-``coloc_<t>_<t2>_r<r>``, ``sep_use_*``, ``separate_<k>_r<r>``.
+``group_use_<k>_<j>`` (an option of group k chosen => group k used), ``lane_<lane>_r<r>``
+(rank r's time on a lane, fixed costs included, is within its stage's time), ``step_*`` (the
+step time composed from stage times: their sum, or pipelined the longer of the input dist and
+the rest), ``hbm_r<r>``, ``ddr_r<r>``, ``largest_shard_<t>`` (a valid cut: the rank holding a
+table's heaviest shard pays at least that shard with the option's everywhere-cost),
+``coloc_<t>_<t2>_r<r>`` (co-located tables use each rank equally; a shard fixed to a rank
+counts through its ``choose``), ``sep_use_*``, ``separate_<k>_r<r>``.
 
 Objective: minimise ``makespan``.
 """
@@ -33,9 +41,27 @@ import numpy as np
 import pulp
 
 from shardplan.errors import SolverError
-from shardplan.solvers.common import CostTables, LoadState, TableGroups, diagnose_infeasible, evaluate
+from shardplan.solvers.common import (
+    NUM_LANES,
+    CostTables,
+    LoadState,
+    TableGroups,
+    diagnose_infeasible,
+    evaluate,
+)
 from shardplan.solvers.greedy import Choice, greedy_choice, shortlist, work_target
-from shardplan.types import PlanningContext, SolveResult, Solver
+from shardplan.types import (
+    LANES,
+    STAGE_LANE_INDEX,
+    Composition,
+    PlanningContext,
+    SolveResult,
+    Solver,
+    Stage,
+)
+
+#: Tables (heaviest first) that get a largest-shard cut.
+MAX_CUTS = 200
 
 
 @dataclass(slots=True)
@@ -72,7 +98,7 @@ class Model:
     classes: dict[tuple[int, int], list[ShardClass]]
     allowed: list[list[int]]  # option indices per table kept in the model
     num_vars: int
-    everywhere: pulp.LpVariable | None = None
+    groups: dict[int, pulp.LpVariable] | None = None
 
 
 def model_size(ct: CostTables, allowed: list[list[int]]) -> int:
@@ -96,14 +122,15 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
     cat_i = pulp.LpContinuous if relax else pulp.LpInteger
     world = ct.world
     g_of = ct.group_of
+    nl = NUM_LANES
     prob = pulp.LpProblem(name, pulp.LpMinimize)
     z = prob.add_variable("makespan", 0)
     prob += z
     choose: dict[tuple[int, int], pulp.LpVariable] = {}
     place: dict[tuple[int, int, int, int], pulp.LpVariable] = {}
     classes: dict[tuple[int, int], list[ShardClass]] = {}
-    # per-rank coefficients; dicts, since one variable may carry several terms of one rank
-    time_terms: list[dict] = [{} for _ in range(world)]
+    # per-rank, per-lane coefficients; dicts, since one variable may carry several terms
+    lane_terms: list[list[dict]] = [[{} for _ in range(nl)] for _ in range(world)]
     hbm_terms: list[dict] = [{} for _ in range(world)]
     ddr_terms: list[dict] = [{} for _ in range(world)]
 
@@ -111,18 +138,27 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
         if a:
             terms[v] = terms.get(v, 0.0) + a
 
-    cut_terms: dict[int, list] = {}
+    def add_lanes(r: int, v: pulp.LpVariable, lanes: np.ndarray) -> None:
+        row = lane_terms[r]
+        for l in np.flatnonzero(lanes).tolist():
+            add(row[l], v, float(lanes[l]))
+
+    peak_terms: dict[int, list] = {}
     uses: dict[int, dict[int, list]] = {ti: {} for ti in groups.mates}
+    key_options: dict[int, list[pulp.LpVariable]] = {}
     for ti, ois in enumerate(allowed):
         for oi in ois:
             oc = ct.options[ti][oi]
             y = prob.add_variable(f"choose_t{ti}_o{oi}", 0, 1, cat_b)
             choose[ti, oi] = y
+            if oc.key >= 0:
+                key_options.setdefault(oc.key, []).append(y)
             # everywhere-costs: every rank pays them if this option is chosen
+            ev_h, ev_d = oc.every_hbm, oc.every_ddr
             for r in range(world):
-                add(time_terms[r], y, float(oc.every_time[r]))
-                add(hbm_terms[r], y, float(oc.every_hbm[r]))
-                add(ddr_terms[r], y, float(oc.every_ddr[r]))
+                add_lanes(r, y, oc.every_lanes_g[g_of[r]])
+                add(hbm_terms[r], y, float(ev_h[r]))
+                add(ddr_terms[r], y, float(ev_d[r]))
             cls = shard_classes(ct, ti, oi)
             classes[ti, oi] = cls
             for ci, c in enumerate(cls):
@@ -130,7 +166,7 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
                 if c.fixed:
                     r = int(c.ranks[0])
                     g = g_of[r]
-                    add(time_terms[r], y, float(oc.time_g[si, g]))
+                    add_lanes(r, y, oc.lanes_g[si, g])
                     add(hbm_terms[r], y, float(oc.hbm_g[si, g]))
                     add(ddr_terms[r], y, float(oc.ddr_g[si, g]))
                     if ti in uses:
@@ -143,40 +179,63 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
                     x = prob.add_variable(f"place_t{ti}_o{oi}_c{ci}_r{r}", 0, m, cat_b if m == 1 else cat_i)
                     place[ti, oi, ci, r] = x
                     xs.append(x)
-                    add(time_terms[r], x, float(oc.time_g[si, g]))
+                    add_lanes(r, x, oc.lanes_g[si, g])
                     add(hbm_terms[r], x, float(oc.hbm_g[si, g]))
                     add(ddr_terms[r], x, float(oc.ddr_g[si, g]))
                     if ti in uses:
                         uses[ti].setdefault(r, []).append((x, 1.0 / m))
                 prob += (pulp.lpSum(xs) == m * y, f"place_all_t{ti}_o{oi}_c{ci}")
-            cut_terms.setdefault(ti, []).append((y, oc.max_shard_ms))
+            peak_terms.setdefault(ti, []).append((y, oc.peak_ms))
         prob += (pulp.lpSum(choose[ti, oi] for oi in ois) == 1, f"one_option_t{ti}")
+    # sharding groups: a group's fixed cost is paid once any of its options is chosen
+    use: dict[int, pulp.LpVariable] = {}
+    for k, ys in sorted(key_options.items()):
+        u = prob.add_variable(f"group_{k}_{ct.keys[k].label}", 0, 1, cat_b)
+        use[k] = u
+        for j, y in enumerate(ys):
+            prob += (y <= u, f"group_use_{k}_{j}")
+        lanes, hbm, ddr = ct.key_cost(k)
+        for r in range(world):
+            add_lanes(r, u, lanes[r])
+            add(hbm_terms[r], u, float(hbm[r]))
+            add(ddr_terms[r], u, float(ddr[r]))
+    base = ct.base_lanes
+    step = ct.step
+    nstages = len(STAGE_LANE_INDEX)
+    if step.composition is Composition.SYNCHRONIZED:
+        stage_vars = [prob.add_variable(f"stage_{s.value}", 0) for s in Stage]
     for r in range(world):
-        prob += (pulp.LpAffineExpression(list(time_terms[r].items())) + float(ct.base_time[r]) <= z,
-                 f"time_r{r}")
+        if step.composition is Composition.PER_RANK:
+            stage_vars = [prob.add_variable(f"stage_{s.value}_r{r}", 0) for s in Stage]
+        for si, ix in enumerate(STAGE_LANE_INDEX):
+            for l in ix:
+                expr = pulp.LpAffineExpression(list(lane_terms[r][l].items()))
+                if not lane_terms[r][l] and base[r, l] == 0:
+                    continue
+                prob += (expr + float(base[r, l]) <= stage_vars[si],
+                         f"lane_{LANES[l].value}_r{r}")
+        if step.composition is Composition.PER_RANK:
+            _compose(prob, step, z, stage_vars, f"_r{r}")
         prob += (pulp.LpAffineExpression(list(hbm_terms[r].items())) <= float(ct.cap_hbm[r] - ct.base_hbm[r]),
                  f"hbm_r{r}")
         prob += (pulp.LpAffineExpression(list(ddr_terms[r].items())) <= float(ct.cap_ddr[r] - ct.base_ddr[r]),
                  f"ddr_r{r}")
-    # largest_shard cut: z >= least base + every table's least everywhere-cost (the variable
-    # ``everywhere``) + table t's largest shard. Valid: some rank holds that shard.
-    ev = prob.add_variable("everywhere", 0)
-    prob += (pulp.LpAffineExpression(
-        [(y, float(ct.options[ti][oi].every_time.min())) for (ti, oi), y in choose.items()])
-        == ev, "everywhere_least")
-    base_min = float(ct.base_time.min())
-    order = sorted(range(len(allowed)), key=lambda i: (-ct.table_weight[i], i))[:200]
+    if step.composition is Composition.SYNCHRONIZED:
+        _compose(prob, step, z, stage_vars, "")
+    del nstages
+    # largest_shard cut: the rank holding a table's heaviest shard pays at least its peak
+    # (valid: some rank holds that shard, with the option's everywhere-cost)
+    order = sorted(range(len(allowed)), key=lambda i: (-ct.table_weight[i], i))[:MAX_CUTS]
     for ti in order:
-        prob += (pulp.LpAffineExpression(cut_terms[ti]) + ev + base_min <= z,
-                 f"largest_shard_t{ti}")
+        prob += (pulp.LpAffineExpression(peak_terms[ti]) <= z, f"largest_shard_t{ti}")
     # co-location: equal rank use
     for ti, grp in groups.coloc_of.items():
         if ti != grp[0]:
             continue
         for tj in grp[1:]:
             for r in range(world):
-                a = [place[k] for k in place if k[0] == ti and k[3] == r]
-                b = [place[k] for k in place if k[0] == tj and k[3] == r]
+                a = [_use_term(model_vars=(choose, place, classes), ti=ti, r=r)]
+                b = [_use_term(model_vars=(choose, place, classes), ti=tj, r=r)]
                 prob += (pulp.lpSum(a) == pulp.lpSum(b), f"coloc_t{ti}_t{tj}_r{r}")
     # separation: a table's use of a rank, at most one table of a group per rank
     sep: dict[tuple[int, int], pulp.LpVariable] = {}
@@ -193,8 +252,33 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
             if len(us) > 1:
                 prob += (pulp.lpSum(us) <= 1, f"separate_{k}_r{r}")
     return Model(prob=prob, makespan=z, choose=choose, place=place, classes=classes,
-                 allowed=allowed, num_vars=len(choose) + len(place) + len(sep) + 2,
-                 everywhere=ev)
+                 allowed=allowed, num_vars=len(choose) + len(place) + len(sep) + len(use) + 2,
+                 groups=use)
+
+
+def _compose(prob: pulp.LpProblem, step, z: pulp.LpVariable, stage_vars: list, tag: str) -> None:
+    """``z`` >= the step time composed from stage times (``StepModel``)."""
+    if step.pipelined:
+        prob += (stage_vars[0] <= z, f"step_input{tag}")
+        prob += (pulp.lpSum(stage_vars[1:]) <= z, f"step_rest{tag}")
+    else:
+        prob += (pulp.lpSum(stage_vars) <= z, f"step_sum{tag}")
+
+
+def _use_term(*, model_vars, ti: int, r: int):
+    """How many of table ``ti``'s shards sit on rank ``r`` (a linear expression)."""
+    choose, place, classes = model_vars
+    terms = []
+    for (t, oi), y in choose.items():
+        if t != ti:
+            continue
+        for ci, c in enumerate(classes[t, oi]):
+            if c.fixed:
+                if int(c.ranks[0]) == r:
+                    terms.append((y, 1.0))
+            elif (t, oi, ci, r) in place:
+                terms.append((place[t, oi, ci, r], 1.0))
+    return pulp.LpAffineExpression(terms)
 
 
 def _separate_groups(ct: CostTables, groups: TableGroups) -> list[list[int]]:
@@ -226,11 +310,19 @@ def set_start(model: Model, ct: CostTables, choice: Choice) -> None:
                 counts[rs[si]] = counts.get(rs[si], 0) + 1
             for r, n in counts.items():
                 model.place[ti, oi, ci, r].setInitialValue(n)
-    load = evaluate(ct, choice).load
-    model.makespan.setInitialValue(float(load.max()))
-    if model.everywhere is not None:
-        model.everywhere.setInitialValue(sum(float(ct.options[ti][oi].every_time.min())
-                                             for ti, (oi, _) in enumerate(choice)))
+    st = evaluate(ct, choice)
+    model.makespan.setInitialValue(st.makespan)
+    for k, u in (model.groups or {}).items():
+        u.setInitialValue(1 if st.key_count[k] > 0 else 0)
+    stages = ct.step.stage_times(st.load)
+    for v in model.prob.variables():
+        if v.name.startswith("stage_"):
+            parts = v.name[len("stage_"):]
+            for si, sname in enumerate(s.value for s in Stage):
+                if parts == sname:
+                    v.setInitialValue(float(stages[:, si].max()))
+                elif parts.startswith(sname + "_r"):
+                    v.setInitialValue(float(stages[int(parts[len(sname) + 2:]), si]))
 
 
 def decode(model: Model, ct: CostTables) -> Choice:

@@ -1,16 +1,20 @@
-"""Local search: moves and swaps that lower the slowest rank, for instances too large for the ILP.
+"""Local search: moves, swaps and option changes that lower the step time, for instances too
+large for the ILP.
 
-From a start assignment (greedy by default), repeat on the slowest rank r*:
+From a start assignment (greedy by default), repeat on the critical ranks (those at the
+maximum of a lane that sets a stage's time in the step, see ``StepModel``), most loaded first:
 
-1. **move** one of its shards to the rank where it ends least loaded, if both ranks end
-   below r*'s load;
-2. **swap** one of its shards with a smaller shard of a less-loaded rank, likewise;
-3. **re-option** a table with a shard on r*: take it out and put it back with another option
-   (greedy placement), if the makespan drops or fewer ranks share it.
+1. **move** one of its shards to the rank where the step time ends lowest;
+2. **swap** one of its shards with a shard of a less-loaded rank;
+3. **re-option** a table with a shard on it: take it out and put it back with another option
+   (greedy placement).
 
-Each accepted step lowers (makespan, number of ranks at the makespan) lexicographically, so the
-search ends; it also stops at the time limit. Co-located tables stay where the start put them;
-separation groups and memory limits hold after every step.
+A step is taken when it lowers (step time, critical cells) lexicographically: the step time by
+at least ``MIN_GAIN`` relative, or the same step time with fewer (rank, lane) cells at their
+lane's maximum; so the search ends. It also stops after ``max_evals`` candidate evaluations (a
+work limit: the same plan on a fast or a slow machine) and, as a safety net that is reported
+when it trips, at the deadline. Co-located tables stay where the start put them; separation
+groups and memory limits hold after every step.
 """
 
 from __future__ import annotations
@@ -20,17 +24,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shardplan.solvers.common import REL_EPS, CostTables, LoadState, TableGroups, diagnose_infeasible
-from shardplan.solvers.greedy import DEFAULT_SHORTLIST, Choice, greedy_choice, place_option, shortlist, work_target
-from shardplan.types import PlanningContext, SolveResult, Solver
+from shardplan.solvers.common import (
+    REL_EPS,
+    CostTables,
+    LoadState,
+    TableGroups,
+    diagnose_infeasible,
+    scalar_time,
+)
+from shardplan.solvers.greedy import (
+    DEFAULT_SHORTLIST,
+    Choice,
+    commit,
+    greedy_choice,
+    place_option,
+    shortlist,
+    work_target,
+)
+from shardplan.types import STAGE_LANE_INDEX, Composition, PlanningContext, SolveResult, Solver
 
-#: Least relative drop of the makespan a step must bring (or, for a re-option, the same
-#: makespan on fewer ranks). Far below any model's accuracy; it stops endless 1e-9 steps.
+#: Least relative drop of the step time a step must bring (or the same step time with fewer
+#: critical cells). Far below any model's accuracy; it stops endless 1e-9 steps.
 MIN_GAIN = 1e-6
 #: Less-loaded ranks a swap looks at.
 SWAP_RANKS = 8
-#: Largest shards of the slowest rank a swap tries.
+#: Largest shards of a critical rank a move or swap tries.
 SWAP_SHARDS = 16
+#: Critical ranks tried per round.
+CRITICAL_RANKS = 4
+#: Candidate evaluations (a rank for a move, a pair for a swap, an option for a re-option)
+#: local search may spend: its work limit.
+DEFAULT_MAX_EVALS = 2_000_000
 
 
 @dataclass(slots=True)
@@ -39,17 +63,86 @@ class SearchStats:
     swaps: int = 0
     reoptions: int = 0
     rounds: int = 0
+    evaluations: int = 0
     stopped_by: str = "local optimum"
 
 
-def _top(load: np.ndarray) -> tuple[float, int]:
-    m = float(load.max())
-    return m, int((load >= m * (1 - REL_EPS)).sum())
+def _active_lanes(ct: CostTables, colmax: np.ndarray) -> list[int]:
+    """Lanes whose maximum sets a stage time that counts in the step time."""
+    step = ct.step
+    stage_max = [colmax[list(ix)].max() for ix in STAGE_LANE_INDEX]
+    stages = range(len(STAGE_LANE_INDEX))
+    if step.pipelined:
+        rest = sum(stage_max[1:])
+        stages = [0] if stage_max[0] >= rest else range(1, len(STAGE_LANE_INDEX))
+    out = []
+    for si in stages:
+        ix = STAGE_LANE_INDEX[si]
+        m = stage_max[si]
+        out += [l for l in ix if colmax[l] >= m * (1 - REL_EPS) and m > 0]
+    return out
+
+
+def _score(ct: CostTables, load: np.ndarray) -> tuple[float, int]:
+    """(step time, critical cells): what a step must lower."""
+    t = ct.step.makespan(load)
+    if ct.step.composition is Composition.PER_RANK:
+        rt = ct.step.compose(ct.step.stage_times(load))
+        return t, int((rt >= t * (1 - REL_EPS)).sum())
+    colmax = load.max(0)
+    lanes = _active_lanes(ct, colmax)
+    return t, int(sum((load[:, l] >= colmax[l] * (1 - REL_EPS)).sum() for l in lanes))
+
+
+def _critical_ranks(ct: CostTables, load: np.ndarray) -> list[int]:
+    step = ct.step
+    if step.composition is Composition.PER_RANK:
+        rt = step.compose(step.stage_times(load))
+        return [int(r) for r in np.argsort(-rt, kind="stable")[:CRITICAL_RANKS]]
+    colmax = load.max(0)
+    out: list[int] = []
+    for l in _active_lanes(ct, colmax):
+        for r in np.flatnonzero(load[:, l] >= colmax[l] * (1 - REL_EPS)).tolist():
+            if r not in out:
+                out.append(r)
+    busy = scalar_time(load)
+    out.sort(key=lambda r: (-busy[r], r))
+    return out[:CRITICAL_RANKS]
+
+
+def _better(new: tuple[float, int], old: tuple[float, int]) -> bool:
+    return (new[0] < old[0] * (1 - MIN_GAIN)
+            or (new[0] <= old[0] * (1 + REL_EPS) and new[1] < old[1]))
+
+
+def moved_makespans(ct: CostTables, load: np.ndarray, r_from: int, a: np.ndarray,
+                    r_to: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Step times if lanes ``a`` left rank ``r_from`` and ``b[i]`` arrived on ``r_to[i]``
+    (each alternative on its own; ``r_to`` excludes ``r_from``)."""
+    step = ct.step
+    row_from = load[r_from] - a
+    rows_to = load[r_to] + b
+    if step.composition is Composition.PER_RANK:
+        rt = step.compose(step.stage_times(load))
+        order = np.argsort(-rt, kind="stable")[:3]
+        others = np.full(len(r_to), 0.0)
+        for i, r2 in enumerate(r_to.tolist()):
+            others[i] = next((rt[q] for q in order if q != r_from and q != r2), 0.0)
+        return np.maximum.reduce([others, np.full(len(r_to), step.rank_time_lanes(row_from)),
+                                  step.compose(step.stage_times(rows_to))])
+    masked = load.copy()
+    masked[r_from] = -np.inf
+    top = np.partition(masked, -1, axis=0)[-1] if len(load) > 1 else np.full(load.shape[1], -np.inf)
+    base = np.maximum(top, row_from)
+    # a destination that was a lane's maximum is covered: its new row is at least its old one
+    return step.compose(step.stage_times(np.maximum(base[None, :], rows_to)))
 
 
 def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: float,
-            k: int = DEFAULT_SHORTLIST) -> tuple[Choice, LoadState, SearchStats]:
-    """Local search from ``choice`` until a local optimum or ``deadline`` (perf_counter)."""
+            k: int = DEFAULT_SHORTLIST, max_evals: int = DEFAULT_MAX_EVALS
+            ) -> tuple[Choice, LoadState, SearchStats]:
+    """Local search from ``choice`` until a local optimum, ``max_evals`` evaluations, or the
+    ``deadline`` (perf_counter; a safety net)."""
     choice = list(choice)
     st = LoadState(ct)
     for ti, (oi, rs) in enumerate(choice):
@@ -81,104 +174,88 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
         on[r_old].discard((ti, si))
         on[r_new].add((ti, si))
 
-    def shard_vals(ti: int, si: int, r: int | np.ndarray):
+    def lanes_of(ti: int, si: int, r: int | np.ndarray) -> np.ndarray:
+        return ct.options[ti][choice[ti][0]].lanes_g[si, g_of[r]]
+
+    def mem_of(ti: int, si: int, r: int | np.ndarray):
         oc = ct.options[ti][choice[ti][0]]
-        g = g_of[r]
-        return oc.time_g[si, g], oc.hbm_g[si, g], oc.ddr_g[si, g]
+        return oc.hbm_g[si, g_of[r]], oc.ddr_g[si, g_of[r]]
 
+    def shift(ti: int, si: int, r_old: int, r_new: int) -> None:
+        st.load[r_old] -= lanes_of(ti, si, r_old)
+        h, d = mem_of(ti, si, r_old)
+        st.hbm[r_old] -= h
+        st.ddr[r_old] -= d
+        st.load[r_new] += lanes_of(ti, si, r_new)
+        h, d = mem_of(ti, si, r_new)
+        st.hbm[r_new] += h
+        st.ddr[r_new] += d
 
-    while True:
-        if time.perf_counter() > deadline:
-            stats.stopped_by = "time limit"
-            break
-        stats.rounds += 1
-        rstar = int(np.argmax(st.load))
-        lstar = float(st.load[rstar])
-        top_before = _top(st.load)
-        improved = False
-        shards = sorted(on[rstar], key=lambda x: (-float(shard_vals(x[0], x[1], rstar)[0]), x))
-        # 1. move
-        for ti, si in shards:
-            if not movable(ti):
-                continue
+    def try_move(rstar: int, score: tuple[float, int]) -> bool:
+        shards = sorted((x for x in on[rstar] if movable(x[0])),
+                        key=lambda x: (-float(scalar_time(lanes_of(x[0], x[1], rstar))), x))
+        for ti, si in shards[:SWAP_SHARDS]:
             oc = ct.options[ti][choice[ti][0]]
             cand = oc.candidates[si]
             cand = cand[cand != rstar]
             if not len(cand):
                 continue
-            t, h, d = shard_vals(ti, si, cand)
+            h, d = mem_of(ti, si, cand)
             room = (st.hbm[cand] + h <= ct.cap_hbm[cand]) & (st.ddr[cand] + d <= ct.cap_ddr[cand])
             ban = banned_for(ti)
             if ban:
                 room &= ~np.isin(cand, sorted(ban))
             if not room.any():
                 continue
-            after = np.where(room, st.load[cand] + t, np.inf)
-            j = int(np.argmin(after))
-            t0, h0, d0 = shard_vals(ti, si, rstar)
-            if after[j] < lstar * (1 - MIN_GAIN) and t0 > 0:
-                r2 = int(cand[j])
-                st.load[rstar] -= t0
-                st.hbm[rstar] -= h0
-                st.ddr[rstar] -= d0
-                st.load[r2] += t[j]
-                st.hbm[r2] += h[j]
-                st.ddr[r2] += d[j]
-                set_rank(ti, si, rstar, r2)
-                stats.moves += 1
-                improved = True
-                break
-        if improved:
-            continue
-        # 2. swap one of the largest shards of r* with a smaller one on a least-loaded rank
-        low = [int(r) for r in np.argsort(st.load, kind="stable")[:SWAP_RANKS + 1] if r != rstar]
-        low = low[:SWAP_RANKS]
-        big = [x for x in shards if movable(x[0])][:SWAP_SHARDS]
-        for r2 in low:
-            if improved or not big:
-                break
+            ok = cand[room]
+            stats.evaluations += len(ok)
+            t_new = moved_makespans(ct, st.load, rstar, lanes_of(ti, si, rstar), ok,
+                                    lanes_of(ti, si, ok))
+            busy = scalar_time(st.load[ok] + lanes_of(ti, si, ok))
+            for j in np.lexsort((ok, busy, np.round(t_new, 12)))[:3].tolist():
+                r2 = int(ok[j])
+                shift(ti, si, rstar, r2)
+                new = _score(ct, st.load)
+                if _better(new, score):
+                    set_rank(ti, si, rstar, r2)
+                    stats.moves += 1
+                    return True
+                shift(ti, si, r2, rstar)
+        return False
+
+    def try_swap(rstar: int, score: tuple[float, int]) -> bool:
+        busy = scalar_time(st.load)
+        low = [int(r) for r in np.argsort(busy, kind="stable")[:SWAP_RANKS + 1] if r != rstar]
+        big = sorted((x for x in on[rstar] if movable(x[0])),
+                     key=lambda x: (-float(scalar_time(lanes_of(x[0], x[1], rstar))), x))
+        for r2 in low[:SWAP_RANKS]:
             others = sorted(x for x in on[r2] if movable(x[0]))
-            if not others:
-                continue
-            l2 = float(st.load[r2])
-            ok_b = np.array([rstar in ct.options[tj][choice[tj][0]].candidates[sj]
-                             and rstar not in banned_for(tj) for tj, sj in others])
-            vb2 = np.array([shard_vals(tj, sj, r2) for tj, sj in others])  # on r2
-            vb = np.array([shard_vals(tj, sj, rstar) for tj, sj in others])  # on r*
-            tb_tables = np.array([tj for tj, _ in others])
-            for ti, si in big:
+            for ti, si in big[:SWAP_SHARDS]:
                 oc = ct.options[ti][choice[ti][0]]
                 if r2 not in oc.candidates[si] or r2 in banned_for(ti):
                     continue
-                ta, ha, da = shard_vals(ti, si, rstar)
-                ta2, ha2, da2 = shard_vals(ti, si, r2)
-                new_star = lstar - ta + vb[:, 0]
-                new_2 = l2 - vb2[:, 0] + ta2
-                worst = np.maximum(new_star, new_2)
-                good = (ok_b & (tb_tables != ti) & (worst < lstar * (1 - MIN_GAIN))
-                        & (st.hbm[rstar] - ha + vb[:, 1] <= ct.cap_hbm[rstar])
-                        & (st.ddr[rstar] - da + vb[:, 2] <= ct.cap_ddr[rstar])
-                        & (st.hbm[r2] - vb2[:, 1] + ha2 <= ct.cap_hbm[r2])
-                        & (st.ddr[r2] - vb2[:, 2] + da2 <= ct.cap_ddr[r2]))
-                if not good.any():
-                    continue
-                j = int(np.argmin(np.where(good, worst, np.inf)))
-                tj, sj = others[j]
-                (tb, hb, db), (tb2, hb2, db2) = vb[j], vb2[j]
-                st.load[rstar] += tb - ta
-                st.hbm[rstar] += hb - ha
-                st.ddr[rstar] += db - da
-                st.load[r2] += ta2 - tb2
-                st.hbm[r2] += ha2 - hb2
-                st.ddr[r2] += da2 - db2
-                set_rank(ti, si, rstar, r2)
-                set_rank(tj, sj, r2, rstar)
-                stats.swaps += 1
-                improved = True
-                break
-        if improved:
-            continue
-        # 3. re-option a table with a shard on r*
+                for tj, sj in others:
+                    if tj == ti:
+                        continue
+                    oj = ct.options[tj][choice[tj][0]]
+                    if rstar not in oj.candidates[sj] or rstar in banned_for(tj):
+                        continue
+                    stats.evaluations += 1
+                    shift(ti, si, rstar, r2)
+                    shift(tj, sj, r2, rstar)
+                    fits = (st.hbm[[rstar, r2]] <= ct.cap_hbm[[rstar, r2]]).all() and \
+                        (st.ddr[[rstar, r2]] <= ct.cap_ddr[[rstar, r2]]).all()
+                    if fits and _better(_score(ct, st.load), score):
+                        set_rank(ti, si, rstar, r2)
+                        set_rank(tj, sj, r2, rstar)
+                        stats.swaps += 1
+                        return True
+                    shift(tj, sj, rstar, r2)
+                    shift(ti, si, r2, rstar)
+        return False
+
+    def try_reoption(rstar: int, score: tuple[float, int]) -> bool:
+        nonlocal st
         tabs = sorted({ti for ti, _ in on[rstar] if ti not in groups.coloc_of},
                       key=lambda ti: (-ct.table_weight[ti], ti))
         for ti in tabs:
@@ -192,43 +269,60 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
                 mask[list(ban)] = True
             best = None
             for oi in shortlist(ct.options[ti], target, world)[: 2 * k]:
+                stats.evaluations += 1
                 res = place_option(st, ct.options[ti][oi], mask)
                 if res is None:
                     continue
-                top = _top(res[1])
-                gain = (top[0] < top_before[0] * (1 - MIN_GAIN)
-                        or (top[0] <= top_before[0] * (1 + REL_EPS) and top[1] < top_before[1]))
-                if gain and (best is None or (top, oi) < best[0]):
-                    best = ((top, oi), oi, res)
+                new = _score(ct, res.load)
+                if _better(new, score) and (best is None or (new, oi) < best[0]):
+                    best = ((new, oi), oi, res)
             if best is None:
                 st.apply(oc0, rs0, 1.0)
                 continue
-            _, oi, (rs, l2, h2, d2) = best
-            st.load, st.hbm, st.ddr = l2, h2, d2
+            _, oi, res = best
+            commit(st, ct.options[ti][oi], res)
             for si, r in enumerate(rs0):
                 on[r].discard((ti, si))
-            for si, r in enumerate(rs):
+            for si, r in enumerate(res.ranks):
                 on[r].add((ti, si))
-            choice[ti] = (oi, rs)
+            choice[ti] = (oi, res.ranks)
             stats.reoptions += 1
-            improved = True
+            return True
+        return False
+
+    while True:
+        if stats.evaluations >= max_evals:
+            stats.stopped_by = "work limit"
             break
+        if time.perf_counter() > deadline:
+            stats.stopped_by = "time limit (safety net)"
+            break
+        stats.rounds += 1
+        score = _score(ct, st.load)
+        improved = False
+        for rstar in _critical_ranks(ct, st.load):
+            if try_move(rstar, score) or try_swap(rstar, score) or try_reoption(rstar, score):
+                improved = True
+                break
         if not improved:
             break
     return choice, st, stats
 
 
 class LocalSearchSolver(Solver):
-    """Greedy, then moves, swaps and option changes on the slowest rank.
+    """Greedy, then moves, swaps and option changes on the critical ranks.
 
     Args:
         shortlist: options per table the greedy start and re-option steps evaluate.
+        max_evals: candidate evaluations local search may spend (its work limit).
     """
 
     name = "local_search"
 
-    def __init__(self, shortlist: int = DEFAULT_SHORTLIST) -> None:
+    def __init__(self, shortlist: int = DEFAULT_SHORTLIST,
+                 max_evals: int = DEFAULT_MAX_EVALS) -> None:
         self.shortlist = shortlist
+        self.max_evals = max_evals
 
     def solve(self, ctx: PlanningContext) -> SolveResult:
         start = time.perf_counter()
@@ -238,12 +332,13 @@ class LocalSearchSolver(Solver):
         if out.choice is None:
             raise diagnose_infeasible(ctx, out.failed, ct)
         choice, st, stats = improve(ct, groups, out.choice, deadline=start + ctx.time_limit_s,
-                                    k=self.shortlist)
+                                    k=self.shortlist, max_evals=self.max_evals)
         return SolveResult(assignment=ct.assignment(ctx, choice), status="feasible",
                            details={"makespan_ms": st.makespan, "greedy_makespan_ms":
                                     out.state.makespan, "moves": stats.moves, "swaps": stats.swaps,
                                     "reoptions": stats.reoptions, "rounds": stats.rounds,
+                                    "evaluations": stats.evaluations,
                                     "stopped_by": stats.stopped_by})
 
     def options(self) -> dict[str, object]:
-        return {"shortlist": self.shortlist}
+        return {"shortlist": self.shortlist, "max_evals": self.max_evals}
