@@ -1,28 +1,33 @@
-"""Fidelity of the cost model: estimated vs measured step time over many plans of one small
-workload on 4 CPU ranks (gloo), before and after calibration.
+"""Fidelity of the cost model: estimated vs measured step time over many plans on 4 CPU ranks
+laid out as 2 hosts x 2 (gloo), serial and pipelined, before and after calibration.
 
-    python bench/fidelity.py                         # 24 plans, small-cpu on cpu-4
-    python bench/fidelity.py --plans 30 --steps 15 --after estimators/profiles/cpu-gloo.yaml
+    python bench/fidelity.py                          # 24 plans, small-cpu on cpu-2x2
+    python bench/fidelity.py --plans 30 --steps 10 --rounds 3 --repeat
 
-Plans: the planner's own plan plus random ones (each table gets a random HBM sharding option
-of the enumerator, each shard a random allowed rank; seeded). Every plan runs on the
-executor (``profile``: medians of ``--steps`` steps after warm-up, compute stages one rank at
-a time so the 4 processes do not fight over the 2 cores). The same assignments are estimated
-by the cost model with the placeholder CPU profile (``before``), with the shipped calibrated
-one (``after``), and with coefficients fitted in this same run to 16 *other* random plans
-(seed 1000; ``--calibrate-plans``), so calibration and evaluation see the same machine load.
-``--rounds R`` (default 3) measures the evaluation plans in R interleaved rounds (every plan,
-then every plan again, ...) and keeps, per plan, rank and stage, the median over the rounds:
-slow drifts of the machine's background load then hit every plan alike instead of whichever
-plans ran while it was busy. ``--repeat`` repeats that whole measurement and reports the
-run-to-run agreement: the ceiling any estimate can reach on a machine this noisy.
+Plans: the planner's own plan plus random ones (each table a random HBM sharding option of the
+enumerator, each shard a random allowed rank; seeded); the first third use row-wise, data-
+parallel and table-row-wise tables together. Every plan runs on the executor (``profile``,
+virtual clock: one emulated device per rank, since the 4 processes share 2 cores; see
+``shardplan.executor.clock``), serial and pipelined, in ``--rounds`` interleaved rounds (every
+plan, then every plan again; per plan, rank and stage the median over rounds), so slow drifts
+of the machine's load hit every plan alike.
 
-Metrics (targets after calibration: tau >= 0.8, median error <= 20%):
-    Kendall tau-b between estimated and measured makespan over the plans;
-    median over all (plan, rank) of |estimated - measured| / measured step time.
+Estimates: the same assignments under the cost model with the placeholder CPU profile
+(``before``), the shipped calibrated one (``after``: estimators/profiles/cpu-gloo.yaml) and one
+fitted in this run to 16 *other* random plans (seed 1000) measured in the same rounds
+(``inrun``: calibration and evaluation under the same machine load). Each is evaluated with
+both step compositions (``synchronized``: every stage at its slowest rank, TorchRec's
+critical-path form; ``per_rank``: the slowest rank's own sum): the measurement decides.
 
-Writes ``bench/results/fidelity.csv`` (one row per plan and rank) and
-``bench/results/fidelity.md`` (the summary table).
+Metrics (targets after calibration, pipelined: tau >= 0.8, median error <= 20%):
+    Kendall tau-b between estimated and measured step time over the plans;
+    median over all (plan, rank) of |estimated - measured| / measured busy time of the rank
+    (its compute stages plus the communication stages it takes part in: a collective lasts
+    until its slowest participant is done, for every participant).
+``--repeat`` measures every plan again: the run-to-run agreement is the noise ceiling.
+
+Writes ``bench/results/fidelity.json`` (``{"serial": {...}, "pipelined": {...}}``),
+``fidelity.csv`` (one row per plan, mode and rank) and ``fidelity.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import json
 import statistics
 import sys
 import time
@@ -63,162 +69,172 @@ def kendall_tau_b(x: list[float], y: list[float]) -> float:
     return (conc - disc) / denom if denom else float("nan")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from shardplan import load_problem
-    from shardplan.estimators import default_cost_model
-    from shardplan.executor import profile_plans
-    from shardplan.estimators.profiles import profile_from_dict
-    from shardplan.executor.calibrate import fit_plan_profiles, hardware_string, random_assignments
-    from shardplan.plans import assignment_of, build_plan, rank_costs
-    from shardplan.planner import plan as make_plan
+def _busy_estimates(lanes: np.ndarray, step) -> np.ndarray:
+    """Per rank: own compute stages plus every communication stage at its slowest (rank,
+    lane): what each rank is busy for under the model (see the module docstring)."""
     from shardplan.types import Stage
 
+    stages = step.stage_times(lanes)  # [ranks, S]
+    out = np.zeros(len(lanes))
+    for i, st in enumerate(Stage):
+        out += stages[:, i].max() if st.is_comm else stages[:, i]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shardplan import load_problem
+    from shardplan.estimators import CostModelOptions, default_cost_model
+    from shardplan.estimators.fitting import fit_plans, profile_at
+    from shardplan.executor.calibrate import (
+        _REQUIRE,
+        hardware_string,
+        measure_plans,
+        random_assignments,
+    )
+    from shardplan.planner import plan as make_plan
+    from shardplan.plans import assignment_of, makespan_of, rank_costs
+    from shardplan.types import Composition, Stage
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--topology", default="cpu-4")
+    ap.add_argument("--topology", default="cpu-2x2")
     ap.add_argument("--tables", default=None, help="workload (default: the topology's, small-cpu)")
     ap.add_argument("--plans", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--before", default=str(ROOT / "estimators/profiles/cpu.yaml"),
                     help="profile before calibration (the placeholder)")
     ap.add_argument("--after", default=str(ROOT / "estimators/profiles/cpu-gloo.yaml"),
-                    help="calibrated profile (from `shardplan calibrate`)")
+                    help="calibrated profile (from `shardplan calibrate --plans`)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--calibrate-plans", type=int, default=16,
-                    help="also run this many other random plans (seed 1000) in the same launch, "
-                         "fit the coefficients to them (`calibrate --plans`) and score that fit on "
-                         "the evaluation plans: calibration and evaluation under the same machine "
-                         "load (0: skip)")
+                    help="also run this many other random plans (seed 1000) in the same rounds "
+                         "and fit the coefficients to them (0: skip)")
     ap.add_argument("--rounds", type=int, default=3,
-                    help="interleaved rounds over the evaluation plans; per plan, rank and stage "
-                         "the median over rounds is kept")
+                    help="interleaved rounds over the plans; the median over rounds is kept")
     ap.add_argument("--repeat", action="store_true",
-                    help="profile every plan a second time and report the run-to-run noise "
-                         "(tau and median error of measured vs re-measured: the ceiling any "
-                         "estimate can reach on this machine)")
+                    help="measure every evaluation plan a second time: the noise ceiling")
     a = ap.parse_args(argv)
 
     load_start = _load()
     topo, work = load_problem(a.topology, a.tables)
-    before = default_cost_model(work, topo, profile=a.before)
-    after = default_cost_model(work, topo, profile=a.after)
-    planned = make_plan(work, topo, cost_model=before)
-    assigns = [assignment_of(planned)] + random_assignments(work, topo, a.plans - 1, a.seed)
-    plans = [build_plan(workload=work, topology=topo, cost_model=before, assignment=asg,
-                        solver="random" if i else "greedy") for i, asg in enumerate(assigns)]
-    cal_assigns = random_assignments(work, topo, a.calibrate_plans, CAL_SEED) if a.calibrate_plans else []
-    cal_plans = [build_plan(workload=work, topology=topo, cost_model=before, assignment=asg,
-                            solver="random") for asg in cal_assigns]
+    planned = make_plan(work, topo, cost_model=default_cost_model(work, topo, profile=a.before))
+    n_rand = a.plans - 1
+    assigns = [assignment_of(planned)] + random_assignments(
+        work, topo, n_rand, a.seed, require=_REQUIRE, share=(a.plans / 3) / max(n_rand, 1))
+    cal_assigns = (random_assignments(work, topo, a.calibrate_plans, CAL_SEED, require=_REQUIRE,
+                                      share=1 / 3) if a.calibrate_plans else [])
     t0 = time.perf_counter()
-    # calibration and evaluation plans in the same interleaved rounds (same machine load)
-    both = [profile_plans(cal_plans + plans, steps=a.steps, warmup=a.warmup, seed=a.seed)
-            for _ in range(a.rounds)]
+    both = cal_assigns + assigns
+    meas, reports = measure_plans(both, work, topo, steps=a.steps, warmup=a.warmup, seed=a.seed,
+                                  rounds=a.rounds, modes=(False, True))
     run_s = time.perf_counter() - t0
-    reports = both[0][len(cal_plans):]
-    measured = _combine([b[len(cal_plans):] for b in both], topo.world_size)
-    inrun = None
-    if cal_plans:
-        cal = _combine([b[:len(cal_plans)] for b in both], topo.world_size)
-        meas = np.array([[[m[(rk, st.value)] for st in Stage] for rk in range(topo.world_size)]
-                         for m in cal])
-        coeffs, fit_rep = fit_plan_profiles(cal_assigns, meas, work, topo)
-        prof = profile_from_dict({
-            "format_version": 1, "name": "cpu-gloo-inrun", "device_model": topo.host_groups[0].device.model,
-            "provenance": {"kind": "measured", "date": dt.date.today().isoformat(),
-                           "hardware": hardware_string(reports[0].backend),
-                           "command": f"python bench/fidelity.py --calibrate-plans {a.calibrate_plans}",
-                           "notes": f"fitted to {len(cal_plans)} plans of seed {CAL_SEED} in the fidelity run"},
-            "coefficients": coeffs})
-        inrun = default_cost_model(work, topo, profile=prof)
-    noise = None
+    nb = len(both)
+    modes = {"serial": (meas[:nb], reports[0]), "pipelined": (meas[nb:], reports[1])}
+    step_ms = {m: [statistics.median(run[i].step_ms for run in reps) for i in range(nb)]
+               for m, (_, reps) in modes.items()}
+    backend = reports[0][0][0].backend
+    inrun_theta = None
+    if cal_assigns:
+        fit = fit_plans(meas[:len(cal_assigns)] + meas[nb:nb + len(cal_assigns)])
+        inrun_theta = fit.theta
+    again = None
     if a.repeat:
-        again = _combine([profile_plans(plans, steps=a.steps, warmup=a.warmup, seed=a.seed)
-                          for _ in range(a.rounds)], topo.world_size)
-        m1 = [[m[(rk, "total")] for rk in range(topo.world_size)] for m in measured]
-        m2 = [[m[(rk, "total")] for rk in range(topo.world_size)] for m in again]
-        noise = (kendall_tau_b([max(x) for x in m2], [max(x) for x in m1]),
-                 statistics.median(abs(b - c) / c for x, y in zip(m1, m2) for c, b in zip(x, y)))
+        re_meas, re_reports = measure_plans(assigns, work, topo, steps=a.steps, warmup=a.warmup,
+                                            seed=a.seed, rounds=a.rounds, modes=(False, True))
+        ne = len(assigns)
+        again = {"serial": (re_meas[:ne], re_reports[0]), "pipelined": (re_meas[ne:], re_reports[1])}
 
-    rows = []
-    for i, (asg, meas) in enumerate(zip(assigns, measured)):
-        est_b = [before.total(c.perf) for c in rank_costs(asg, topo, before)]
-        est_a = [after.total(c.perf) for c in rank_costs(asg, topo, after)]
-        stage_a = [c.perf for c in rank_costs(asg, topo, after)]
-        est_i = [inrun.total(c.perf) for c in rank_costs(asg, topo, inrun)] if inrun else [float("nan")] * topo.world_size
-        mix = "+".join(sorted({o.sharding_type.short for o in asg.options}))
-        for rk in range(topo.world_size):
-            row = {"plan": i, "mix": mix, "rank": rk, "measured_ms": meas[(rk, "total")],
-                   "estimated_before_ms": est_b[rk], "estimated_after_ms": est_a[rk],
-                   "estimated_inrun_ms": est_i[rk]}
-            for st in Stage:
-                row[f"measured_{st.value}_ms"] = meas[(rk, st.value)]
-                row[f"after_{st.value}_ms"] = stage_a[rk].get(st)
-            rows.append(row)
+    link = topo.host_groups[0].intra_host_link.type.value
+    profiles = {"before": a.before, "after": a.after}
+    if inrun_theta is not None:
+        profiles["inrun"] = profile_at(inrun_theta, link, topo.host_groups[0].device.model)
+    ev = slice(len(cal_assigns), nb)
+    rows, results = [], {}
+    for mode, (ms, reps) in modes.items():
+        pipelined = mode == "pipelined"
+        meas_step = step_ms[mode][ev]
+        busy_meas = [m.compute_ms.sum(1) + m.comm_ms.sum() for m in ms[ev]]
+        res: dict[str, dict] = {}
+        for pname, prof in profiles.items():
+            for comp in Composition:
+                cm = default_cost_model(work, topo, profile=prof, options=CostModelOptions(
+                    pipelined=pipelined, composition=comp))
+                est_step, errs = [], []
+                for i, asg in enumerate(assigns):
+                    costs = rank_costs(asg, topo, cm)
+                    lanes = np.array([c.perf.as_tuple() for c in costs])
+                    est_step.append(makespan_of(costs, cm))
+                    est_busy = _busy_estimates(lanes, cm.step)
+                    for rk in range(topo.world_size):
+                        errs.append(abs(est_busy[rk] - busy_meas[i][rk]) / busy_meas[i][rk])
+                        if pname == "after" and comp is Composition.SYNCHRONIZED:
+                            rows.append({"plan": i, "mode": mode, "rank": rk,
+                                         "mix": "+".join(sorted({o.sharding_type.short
+                                                                 for o in asg.options})),
+                                         "measured_step_ms": meas_step[i],
+                                         "estimated_step_ms": est_step[i],
+                                         "measured_busy_ms": busy_meas[i][rk],
+                                         "estimated_busy_ms": est_busy[rk]})
+                res[f"{pname}/{comp.value}"] = {
+                    "kendall_tau": kendall_tau_b(est_step, meas_step),
+                    "median_abs_rel_error": statistics.median(errs),
+                    "step_median_abs_rel_error": statistics.median(
+                        abs(e - m) / m for e, m in zip(est_step, meas_step))}
+        entry = dict(res["after/synchronized"])
+        entry.update({"plans": len(assigns), "profile": Path(a.after).name,
+                      "composition": "synchronized", "all": res})
+        if again is not None:
+            ms2, reps2 = again[mode]
+            step2 = [statistics.median(run[i].step_ms for run in reps2) for i in range(len(assigns))]
+            b2 = [m.compute_ms.sum(1) + m.comm_ms.sum() for m in ms2]
+            entry["noise"] = {
+                "kendall_tau": kendall_tau_b(step2, meas_step),
+                "median_abs_rel_error": statistics.median(
+                    abs(x - y) / y for p1, p2 in zip(busy_meas, b2) for x, y in zip(p2, p1))}
+        results[mode] = entry
 
-    def summary(key: str) -> tuple[float, float]:
-        mk_meas, mk_est = [], []
-        for i in range(len(plans)):
-            pr = [r for r in rows if r["plan"] == i]
-            mk_meas.append(max(r["measured_ms"] for r in pr))
-            mk_est.append(max(r[key] for r in pr))
-        err = statistics.median(abs(r[key] - r["measured_ms"]) / r["measured_ms"] for r in rows)
-        return kendall_tau_b(mk_est, mk_meas), err
-
-    tb, eb = summary("estimated_before_ms")
-    ta, ea = summary("estimated_after_ms")
-    ti, ei = summary("estimated_inrun_ms") if inrun else (float("nan"), float("nan"))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": dt.date.today().isoformat(), "topology": topo.name, "workload": work.name,
+            "ranks": topo.world_size, "kernels": backend, "hardware": hardware_string(backend),
+            "steps": a.steps, "warmup": a.warmup, "rounds": a.rounds, "clock": "virtual",
+            "calibration_plans": len(cal_assigns), "run_s": round(run_s, 1),
+            "command": "python bench/fidelity.py " + " ".join(argv if argv is not None
+                                                               else sys.argv[1:]),
+            "load_before": load_start, "load_after": _load()}
+    (out / "fidelity.json").write_text(json.dumps({**results, "meta": meta}, indent=2,
+                                                  sort_keys=True) + "\n", encoding="utf-8")
     with open(out / "fidelity.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    meas_mk = [max(r["measured_ms"] for r in rows if r["plan"] == i) for i in range(len(plans))]
-    md = [
-        f"# Cost-model fidelity on {topo.name} ({work.name}), {dt.date.today().isoformat()}",
-        "",
-        f"{len(plans)} plans (1 planned + {len(plans) - 1} random), {topo.world_size} gloo ranks, "
-        f"kernels {reports[0].backend}, medians of {a.steps} steps after {a.warmup} warm-up, "
-        f"median of {a.rounds} interleaved rounds; "
-        f"measured makespans {min(meas_mk):.2f}-{max(meas_mk):.2f} ms (median "
-        f"{statistics.median(meas_mk):.2f}); executor run {run_s:.0f} s.",
-        "",
-        "| profile | Kendall tau (makespan) | median abs rel. error (per rank) |",
-        "|---|---|---|",
-        f"| before: {Path(a.before).name} | {tb:.3f} | {eb:.1%} |",
-        f"| after: {Path(a.after).name} | {ta:.3f} | {ea:.1%} |",
-    ] + ([f"| after: calibrated in this run on {len(cal_plans)} other plans (seed {CAL_SEED}) "
-          f"| {ti:.3f} | {ei:.1%} |"] if inrun else []) + ([f"| noise: second run vs first | {noise[0]:.3f} | {noise[1]:.1%} |"] if noise else []) + [
-        "",
-        "Targets after calibration: tau >= 0.8, median error <= 20%.",
-        f"Command: `python bench/fidelity.py --plans {a.plans} --steps {a.steps} --rounds {a.rounds}"
-        + (" --repeat`" if a.repeat else "`"),
-        f"Machine load average before the run: {load_start}; at the end: {_load()} (the run's own "
-        f"{topo.world_size} processes count in it).",
-        "",
-    ]
+    md = [f"# Cost-model fidelity on {topo.name} ({work.name}), {meta['date']}", "",
+          f"{len(assigns)} plans (1 planned + {len(assigns) - 1} random, the first third with RW, "
+          f"DP and TWRW tables), {topo.world_size} gloo ranks as 2 hosts x 2, kernels {backend}, "
+          f"virtual clock, medians of {a.steps} steps after {a.warmup} warm-up, median of "
+          f"{a.rounds} interleaved rounds; executor run {run_s:.0f} s.", "",
+          "| mode | profile | composition | Kendall tau (step time) | median error per rank "
+          "(busy) | median error (step time) |", "|---|---|---|---|---|---|"]
+    for mode in ("serial", "pipelined"):
+        for key, v in results[mode]["all"].items():
+            p, comp = key.split("/")
+            md.append(f"| {mode} | {p} | {comp} | {v['kendall_tau']:.3f} | "
+                      f"{v['median_abs_rel_error']:.1%} | {v['step_median_abs_rel_error']:.1%} |")
+        if "noise" in results[mode]:
+            nz = results[mode]["noise"]
+            md.append(f"| {mode} | noise: second run vs first | | {nz['kendall_tau']:.3f} | "
+                      f"{nz['median_abs_rel_error']:.1%} | |")
+    md += ["", "Targets after calibration (pipelined, synchronized): tau >= 0.8, median error "
+           "<= 20%. `before`: estimators/profiles/cpu.yaml (placeholder); `after`: the shipped "
+           "calibrated profile; `inrun`: fitted in this run to the calibration plans.",
+           f"Command: `{meta['command']}`", f"Machine load before: {load_start}; after: "
+           f"{meta['load_after']} (the run's own processes count in it).", ""]
     (out / "fidelity.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
-    print(f"wrote {out / 'fidelity.csv'} and {out / 'fidelity.md'}")
+    print(f"wrote {out / 'fidelity.json'}, {out / 'fidelity.csv'} and {out / 'fidelity.md'}")
     return 0
-
-
-def _combine(rounds: list, world: int) -> list[dict[tuple[int, str], float]]:
-    """Per plan, {(rank, stage): median over rounds of the stage median}; ``total`` is the sum
-    of the stages, as the executor and the cost model add them."""
-    from shardplan.types import Stage
-
-    out = []
-    for reps in zip(*rounds):
-        by = [{(r.rank, r.stage): r.measured_ms for r in rep.rows} for rep in reps]
-        m = {(rk, st.value): statistics.median(b[(rk, st.value)] for b in by)
-             for rk in range(world) for st in Stage}
-        for rk in range(world):
-            m[(rk, "total")] = sum(m[(rk, st.value)] for st in Stage)
-        out.append(m)
-    return out
 
 
 def _load() -> str:

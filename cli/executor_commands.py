@@ -26,6 +26,9 @@ def validate(
              "ranks on one host (said clearly; the original placement is NOT what runs).")] = False,
     backend: Annotated[str, typer.Option(help="Lookup kernels: auto, fbgemm or torch.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seeds tables, batches and gradients.")] = 0,
+    pipeline: Annotated[bool, typer.Option(
+        help="Run each next batch's input dist during the current step, as TorchRec's "
+             "TrainPipelineSparseDist does (default), or every stage in turn.")] = True,
 ) -> None:
     """Run PLAN on local gloo processes and compare pooled outputs, gradients and updated
     weights with the unsharded model. Exit 1 on a mismatch, naming table, shard and rank.
@@ -51,7 +54,7 @@ def validate(
         console.print(f"[bold yellow]note:[/] re-solving {p.workload.name} for {world_size} ranks "
                       f"on one host; validating that plan, not the one in {plan}")
         p = resolve_for_world(p, world_size)
-    rep = validate_plan(p, steps=steps, seed=seed, backend=backend)
+    rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
     t = Table(title=f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, "
                     f"kernels {rep.backend}")
     for col in ("rank", "shards", "DP tables", "max |err| out/grad/weight/state",
@@ -82,8 +85,13 @@ def profile(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="CSV file (default: PLAN with .profile.csv).")] = None,
     backend: Annotated[str, typer.Option(help="Lookup kernels: auto, fbgemm or torch.")] = "auto",
-    exclusive_compute: Annotated[bool, typer.Option(
-        help="Time compute stages one rank at a time (for ranks sharing CPU cores).")] = True,
+    pipeline: Annotated[bool, typer.Option(
+        help="TorchRec's pipelined loop (next batch's input dist during the step) or serial.")
+    ] = True,
+    clock: Annotated[str, typer.Option(
+        help="virtual: one emulated device per rank (compute one rank at a time, collectives "
+             "start when their last participant arrives; for machines with fewer cores than "
+             "ranks); wall: real time.")] = "virtual",
 ) -> None:
     """Median per-rank forward/backward compute and communication times of PLAN beside its
     estimate, with the error per rank and stage; written as CSV.
@@ -99,21 +107,25 @@ def profile(
     if warmup < 0:
         raise SpecError(f"--warmup must be >= 0, got {warmup}", key_path="--warmup")
     p = load_plan(plan)
-    rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend,
-                       exclusive_compute=exclusive_compute)
+    if clock not in ("virtual", "wall"):
+        raise SpecError(f"unknown clock {clock!r}; choose virtual or wall", key_path="--clock")
+    rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
+                       clock=clock)
     t = Table(title=f"profile {plan.name}: medians of {steps} steps, kernels {rep.backend} "
                     "(ms; error = (estimate - measured) / measured)")
-    for col in ("rank", "stage", "estimated", "measured", "error"):
+    for col in ("rank", "stage", "estimated", "busy", "waited", "error"):
         t.add_column(col, justify="right")
     for r in rep.rows:
         e = r.rel_error
         t.add_row(str(r.rank), r.stage, f"{r.estimated_ms:.3f}", f"{r.measured_ms:.3f}",
-                  "-" if e is None else f"{e:+.0%}", style="bold" if r.stage == "total" else None)
+                  f"{r.waited_ms:.3f}", "-" if e is None else f"{e:+.0%}",
+                  style="bold" if r.stage == "total" else None)
     console.print(t)
     path = rep.write_csv(out or plan.with_suffix(".profile.csv"))
-    console.print(f"makespan: estimated {rep.estimated_makespan_ms:.3f} ms, measured "
-                  f"{rep.measured_makespan_ms:.3f} ms; median |error| per rank "
-                  f"{rep.median_abs_rel_error():.0%}; wrote {path}")
+    mode = "pipelined" if rep.pipelined else "serial"
+    console.print(f"step ({mode}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} "
+                  f"ms, measured {rep.measured_makespan_ms:.3f} ms; median |error| of the "
+                  f"ranks' busy time {rep.median_abs_rel_error():.0%}; wrote {path}")
 
 
 @app.command()
@@ -124,27 +136,25 @@ def calibrate(
         help="Topology whose nominal bandwidths the efficiencies refer to (file or bundled name).")
     ] = "cpu-4",
     grid: Annotated[str, typer.Option(help="Benchmark grid: cpu (about a minute) or tiny.")] = "cpu",
-    collectives: Annotated[bool, typer.Option(help="Also benchmark the collectives.")] = True,
     backend: Annotated[str, typer.Option(help="Lookup kernels: auto, fbgemm or torch.")] = "auto",
     name: Annotated[Optional[str], typer.Option(help="Profile name (default: file stem).")] = None,
     plans: Annotated[int, typer.Option(
-        help="Also run this many random plans on the executor and refit the coefficients to "
-             "their stage times (0: microbenchmarks only).")] = 0,
+        help="Also run this many random plans on the executor (serial and pipelined) and fit "
+             "every coefficient to kernels and plans together (0: kernel microbenchmarks "
+             "only; the collectives keep their defaults).")] = 0,
     tables: Annotated[Optional[Path], typer.Option(
         "--tables", "-t", help="Workload for --plans (default: the topology's).")] = None,
     plan_seed: Annotated[int, typer.Option(help="Seed of the --plans plans.")] = 1000,
-    objective: Annotated[str, typer.Option(
-        help="What the --plans fit matches: both (stages and step times), stages or totals.")
-    ] = "both",
 ) -> None:
-    """Microbenchmark lookup kernels and collectives, fit the cost model's coefficients, and
-    write a profile the estimators load (``default_cost_model(..., profile=PATH)``).
+    """Microbenchmark the lookup kernels (and run random plans on the executor), fit the cost
+    model's coefficients through its own terms, and write a profile the estimators load
+    (``default_cost_model(..., profile=PATH)``).
 
     Examples:
 
       shardplan calibrate --out my-cpu.yaml --topology cpu-4
 
-      shardplan calibrate --out estimators/profiles/cpu-gloo.yaml --topology cpu-4 --plans 16
+      shardplan calibrate --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2 --plans 16
     """
     from shardplan.executor.calibrate import CPU_GRID, TINY_GRID
     from shardplan.executor.calibrate import calibrate as run_calibration
@@ -153,9 +163,6 @@ def calibrate(
     grids = {"cpu": CPU_GRID, "tiny": TINY_GRID}
     if grid not in grids:
         raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")
-    if objective not in ("both", "stages", "totals"):
-        raise SpecError(f"unknown objective {objective!r}; choose both, stages or totals",
-                        key_path="--objective")
     if plans < 0:
         raise SpecError(f"--plans must be >= 0, got {plans}", key_path="--plans")
     work = None
@@ -165,32 +172,22 @@ def calibrate(
         topo, work = load_problem(topology, tables)
     else:
         topo = load_topology(topology)
-    g = grids[grid]
-    if topo.world_size < g.world_size and collectives:
-        import dataclasses
+    import dataclasses
 
-        g = dataclasses.replace(g, world_size=max(topo.world_size, 2))
+    g = dataclasses.replace(grids[grid], world_size=max(topo.world_size, 1))
     cmd = f"shardplan calibrate --out {out} --topology {topology} --grid {grid}"
     if plans:
-        cmd += (f" --plans {plans} --plan-seed {plan_seed} --objective {objective}"
-                + (f" --tables {tables}" if tables else ""))
-    rep = run_calibration(out, topo, grid=g, name=name, backend=backend, collectives=collectives,
-                          command=cmd, plans=plans, workload=work, plan_seed=plan_seed,
-                          objective=objective)
+        cmd += f" --plans {plans} --plan-seed {plan_seed}" + (f" --tables {tables}" if tables else "")
+    rep = run_calibration(out, topo, grid=g, name=name, backend=backend, command=cmd,
+                          plans=plans, workload=work, plan_seed=plan_seed)
     t = Table(title=f"calibration ({rep['backend']} kernels) for {topo.host_groups[0].device.model}")
     t.add_column("coefficient")
     t.add_column("value", justify="right")
     for k, v in rep["coefficients"].items():
         t.add_row(k, str(v))
     console.print(t)
-    line = f"lookup fit: median error {rep['lookup_median_rel_error']:.1%} over {rep['lookup_points']} points"
-    if "collective_points" in rep:
-        line += (f"; collectives: {rep['collective_median_rel_error']:.1%} over "
-                 f"{rep['collective_points']} points")
-    console.print(line)
-    if "plan_points" in rep:
-        console.print(f"plan fit: median per-rank error {rep['plan_median_rel_error']:.1%} over "
-                      f"{rep['plan_points']} plans")
+    console.print(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} values "
+                  f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
     for n in rep["notes"]:
         console.print(f"note: {n}")
     console.print(f"wrote {rep['path']}")

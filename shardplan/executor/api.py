@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from shardplan.errors import PlanError, ShardplanError
+from shardplan.executor.clock import ClockKind
 from shardplan.executor.layout import build_layout, check_estimates_match
 from shardplan.plans import plan_to_json
 from shardplan.types import Plan, Stage, Topology
@@ -108,7 +109,8 @@ class ValidationReport:
 
 
 def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, seed: int = 0,
-                  backend: str = "auto", corrupt: tuple[str, int] | None = None) -> ValidationReport:
+                  backend: str = "auto", pipelined: bool = True,
+                  corrupt: tuple[str, int] | None = None) -> ValidationReport:
     """Run ``plan`` on local gloo processes and compare with the unsharded reference.
 
     Args:
@@ -118,6 +120,8 @@ def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, 
             optimizer state after the last.
         seed: seeds tables, batches and upstream gradients.
         backend: kernel backend (``auto`` picks FBGEMM where installed).
+        pipelined: run each next batch's input dist during the current step, on its own
+            process group (TorchRec's ``TrainPipelineSparseDist``); ``False``: serially.
         corrupt: (table, rank): perturb that rank's copy of the table after loading; for
             testing that mismatches are caught and named.
 
@@ -133,7 +137,7 @@ def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, 
 
     checked = prepare(plan, world_size)
     job = Job(kind=JobKind.VALIDATE, plan_json=plan_to_json(plan), steps=steps, seed=seed,
-              backend=backend, corrupt=corrupt)
+              backend=backend, pipelined=pipelined, clock=ClockKind.WALL, corrupt=corrupt)
     res = run_local([job], plan.topology.world_size)[0]
     return ValidationReport(ranks=tuple(res), rtol=RTOL, atol=ATOL, steps=steps,
                             estimates_checked=checked)
@@ -146,12 +150,13 @@ def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProfileRow:
-    """One rank and stage: the median measured time beside the plan's estimate."""
+    """One rank and stage: the median measured busy and wait times beside the estimate."""
 
     rank: int
-    stage: str  # a Stage value, or "total"
+    stage: str  # a Stage value, or "total" (the rank's busy time)
     estimated_ms: float
-    measured_ms: float
+    measured_ms: float  # busy: time the rank spent in the stage's work
+    waited_ms: float = 0.0  # blocked in the stage's collectives for other ranks
 
     @property
     def rel_error(self) -> float | None:
@@ -163,36 +168,52 @@ class ProfileRow:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProfileReport:
+    """A profile: per rank and stage, and the step time.
+
+    Attributes:
+        rows: per rank and stage (plus a ``total`` row per rank: its busy time).
+        step_ms: the measured step time (median over steps; the slowest rank's, which every
+            rank shares since collectives synchronise them).
+        estimated_step_ms: the plan's makespan.
+        pipelined / clock: how it ran (see ``runner.Job``).
+    """
+
     rows: tuple[ProfileRow, ...]
     backend: str
     steps: int
     warmup: int
-    exclusive_compute: bool
+    pipelined: bool
+    clock: str
+    step_ms: float
+    estimated_step_ms: float
 
     def totals(self) -> list[ProfileRow]:
         return [r for r in self.rows if r.stage == "total"]
 
     @property
     def measured_makespan_ms(self) -> float:
-        return max(r.measured_ms for r in self.totals())
+        return self.step_ms
 
     @property
     def estimated_makespan_ms(self) -> float:
-        return max(r.estimated_ms for r in self.totals())
+        return self.estimated_step_ms
 
     def median_abs_rel_error(self) -> float:
-        """Median over ranks of |estimate - measured| / measured for each rank's step time."""
+        """Median over ranks of |estimate - measured| / measured for each rank's busy time."""
         errs = [abs(r.rel_error) for r in self.totals() if r.rel_error is not None]
         return statistics.median(errs) if errs else float("nan")
 
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["rank", "stage", "estimated_ms", "measured_ms", "rel_error"])
+        w.writerow(["rank", "stage", "estimated_ms", "measured_ms", "waited_ms", "rel_error"])
         for r in self.rows:
             e = r.rel_error
             w.writerow([r.rank, r.stage, f"{r.estimated_ms:.6f}", f"{r.measured_ms:.6f}",
-                        "" if e is None else f"{e:.4f}"])
+                        f"{r.waited_ms:.6f}", "" if e is None else f"{e:.4f}"])
+        w.writerow(["step", "step", f"{self.estimated_step_ms:.6f}", f"{self.step_ms:.6f}", "",
+                    f"{(self.estimated_step_ms - self.step_ms) / self.step_ms:.4f}"
+                    if self.step_ms > 0 else ""])
         return buf.getvalue()
 
     def write_csv(self, path: str | Path) -> Path:
@@ -201,27 +222,42 @@ class ProfileReport:
         return p
 
 
-def _report(res: Sequence[dict[str, Any]], estimates: Sequence[tuple[dict[str, float], float]] | None
-            ) -> ProfileReport:
+def _report(res: Sequence[dict[str, Any]]) -> ProfileReport:
     rows = []
-    for i, r in enumerate(res):
-        est, est_total = (r["estimated_ms"], r["estimated_total_ms"]) if estimates is None \
-            else estimates[i]
+    for r in res:
+        est = r["estimated_ms"]
         for s in Stage:
             rows.append(ProfileRow(rank=r["rank"], stage=s.value, estimated_ms=est[s.value],
-                                   measured_ms=r["measured_ms"][s.value]))
-        rows.append(ProfileRow(rank=r["rank"], stage="total", estimated_ms=est_total,
-                               measured_ms=r["measured_total_ms"]))
+                                   measured_ms=r["measured_ms"][s.value],
+                                   waited_ms=r["waited_ms"][s.value]))
+        rows.append(ProfileRow(rank=r["rank"], stage="total",
+                               estimated_ms=sum(est[s.value] for s in Stage),
+                               measured_ms=r["measured_total_ms"],
+                               waited_ms=sum(r["waited_ms"].values())))
     first = res[0]
     return ProfileReport(rows=tuple(rows), backend=first["backend"], steps=first["steps"],
-                         warmup=first["warmup"], exclusive_compute=first["exclusive_compute"])
+                         warmup=first["warmup"], pipelined=first["pipelined"],
+                         clock=first["clock"], step_ms=max(r["step_ms"] for r in res),
+                         estimated_step_ms=first["estimated_step_ms"])
 
 
 def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, seed: int = 0,
-                  backend: str = "auto", exclusive_compute: bool = True) -> list[ProfileReport]:
+                  backend: str = "auto", pipelined: bool = True,
+                  clock: ClockKind | str = ClockKind.VIRTUAL, measure_waits: bool = False
+                  ) -> list[ProfileReport]:
     """Profile several plans of one world size in one launch of the processes.
 
     Each report compares the measured stage medians with the estimates the plan records.
+
+    Args:
+        plans: the plans (one world size).
+        steps / warmup: timed steps (medians are reported) after untimed ones.
+        seed: tables, batches and gradients.
+        backend: kernel backend.
+        pipelined: TorchRec's pipelined training loop (default) or serial stages.
+        clock: ``virtual`` (default: one emulated device per rank, for machines with fewer
+            cores than ranks) or ``wall`` (real time); see :mod:`shardplan.executor.clock`.
+        measure_waits: with the wall clock, a barrier before each collective times the waits.
 
     Raises:
         PlanError: a plan is malformed or tampered with, or plans differ in world size.
@@ -237,19 +273,22 @@ def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, se
     for p in plans:
         build_layout(p)
     jobs = [Job(kind=JobKind.PROFILE, plan_json=plan_to_json(p), steps=steps, warmup=warmup,
-                seed=seed, backend=backend, exclusive_compute=exclusive_compute) for p in plans]
+                seed=seed, backend=backend, pipelined=pipelined, clock=ClockKind(clock),
+                measure_waits=measure_waits) for p in plans]
     res = run_local(jobs, worlds.pop())
-    return [_report(r, None) for r in res]
+    return [_report(r) for r in res]
 
 
 def profile_plan(plan: Plan, *, steps: int = 10, warmup: int = 3, seed: int = 0,
-                 backend: str = "auto", exclusive_compute: bool = True) -> ProfileReport:
-    """Median per-rank, per-stage times of ``plan`` beside its estimates (one row per rank and
-    stage, plus a ``total`` row per rank).
+                 backend: str = "auto", pipelined: bool = True,
+                 clock: ClockKind | str = ClockKind.VIRTUAL,
+                 measure_waits: bool = False) -> ProfileReport:
+    """Median per-rank, per-stage busy and wait times of ``plan`` beside its estimates (one
+    row per rank and stage, plus a ``total`` row per rank), and its step time.
 
     Raises:
         PlanError: the plan is malformed or tampered with (nothing was started).
     """
     prepare(plan)
     return profile_plans([plan], steps=steps, warmup=warmup, seed=seed, backend=backend,
-                         exclusive_compute=exclusive_compute)[0]
+                         pipelined=pipelined, clock=clock, measure_waits=measure_waits)[0]

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from shardplan.types import Workload
+import math
+
+from shardplan.types import AccessSkew, IdOrder, TableSpec, Workload
 
 __all__ = ["TableBatch", "init_table", "make_batch"]
 
@@ -56,17 +58,62 @@ class TableBatch:
         return self.lengths[start:stop], self.ids[lo:hi]
 
 
+def popularity_ranks(access: AccessSkew | None, rows: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` draws of popularity ranks in [0, rows) (0 the most frequent) from the table's
+    access skew: uniform without one; Zipf ``s`` by inverting the continuous power law on
+    [1, rows + 1) (the discrete law to within rounding); hot rows: the hot fraction with
+    probability ``hot_access_fraction``, uniform within hot and within cold rows."""
+    if access is None or not access.has_model:
+        return torch.randint(0, rows, (n,), generator=g)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    if access.zipf_exponent is not None:
+        s, top = access.zipf_exponent, float(rows + 1)
+        if abs(s - 1.0) < 1e-9:
+            x = torch.exp(u * math.log(top))
+        else:
+            x = (1.0 + u * (top ** (1.0 - s) - 1.0)) ** (1.0 / (1.0 - s))
+        return (x.floor().to(torch.int64) - 1).clamp_(0, rows - 1)
+    hot = max(1, min(rows - 1, int(round(access.hot_row_fraction * rows))))
+    v = torch.rand(n, generator=g, dtype=torch.float64)
+    in_hot = u < access.hot_access_fraction
+    r_hot = (v * hot).to(torch.int64)
+    r_cold = hot + (v * (rows - hot)).to(torch.int64)
+    return torch.where(in_hot, r_hot, r_cold).clamp_(0, rows - 1)
+
+
+def ids_of(table: TableSpec, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` ids of ``table``: popularity ranks, laid out by its ``id_order``: as they are for
+    ``frequency`` (row 0 the hottest), through a fixed bijective hash of the rows for
+    ``hashed`` (so hot rows spread evenly over row blocks)."""
+    ranks = popularity_ranks(table.access, table.num_embeddings, n, g)
+    if table.access is None or table.access.id_order is IdOrder.FREQUENCY:
+        return ranks
+    rows = table.num_embeddings
+    mult = _coprime_multiplier(rows)
+    return (ranks * mult + rows // 3) % rows
+
+
+def _coprime_multiplier(rows: int) -> int:
+    """A multiplier coprime to ``rows`` near rows x golden ratio: ``k -> k*m + c mod rows`` is a
+    bijection that scatters neighbouring ranks across the table."""
+    m = max(1, int(rows * 0.6180339887)) | 1
+    while math.gcd(m, rows) != 1:
+        m += 2
+    return m % rows if rows > 1 else 0
+
+
 def make_batch(workload: Workload, seed: int, step: int, batch_global: int) -> list[TableBatch]:
     """Step ``step``'s global batch for every table of ``workload`` (workload order).
 
-    Lengths are Poisson with the table's pooling factor as mean; ids are uniform over rows.
+    Lengths are Poisson with the table's pooling factor as mean; ids follow the table's access
+    skew and id order (:func:`ids_of`; uniform over rows without a skew).
     """
     out = []
     for ti, t in enumerate(workload.tables):
         g = _gen(seed, 2, step, ti)
         lengths = torch.poisson(torch.full((batch_global,), float(t.pooling_factor)),
                                 generator=g).to(torch.int64)
-        ids = torch.randint(0, t.num_embeddings, (int(lengths.sum()),), generator=g)
+        ids = ids_of(t, int(lengths.sum()), g)
         offsets = torch.zeros(batch_global + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(lengths, 0)
         grad = torch.randn(batch_global, t.embedding_dim, generator=g)

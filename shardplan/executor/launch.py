@@ -143,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                    help="next batch's input dist during each step (default) or serial stages")
+    ap.add_argument("--clock", choices=["wall", "virtual"], default="wall",
+                    help="profile timing: real time (default under torchrun) or emulated devices")
     ap.add_argument("--out", default="executor-result.json")
     a = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -155,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist.init_process_group(pg, timeout=timedelta(seconds=PG_TIMEOUT_S))
     rank = dist.get_rank()
     job = Job(kind=JobKind(a.kind), plan_json=plan_to_json(load_plan(a.plan)), steps=a.steps,
-              warmup=a.warmup, backend=a.backend, exclusive_compute=False)
+              warmup=a.warmup, backend=a.backend, pipelined=a.pipeline, clock=a.clock)
     res = run_job(job, rank, dev, pg)
     gathered: list[Any] | None = [None] * dist.get_world_size() if rank == 0 else None
     dist.gather_object(res, gathered, dst=0)

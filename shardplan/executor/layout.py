@@ -24,9 +24,13 @@ from shardplan.errors import PlanError
 from shardplan.plans import assignment_of, check_plan
 from shardplan.types import Mode, Optimizer, Plan, ShardingType
 
-__all__ = ["OutputKind", "Slot", "DPTable", "Layout", "build_layout", "SUPPORTED_OPTIMIZERS"]
+__all__ = ["GROUP_ORDER", "OutputKind", "Slot", "DPTable", "Layout", "build_layout",
+           "SUPPORTED_OPTIMIZERS"]
 
 SUPPORTED_OPTIMIZERS = (Optimizer.SGD, Optimizer.ROWWISE_ADAGRAD)
+#: The order sharding groups run their collectives in, on every rank.
+GROUP_ORDER = (ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE,
+               ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
 
 
 class OutputKind(StrEnum):
@@ -53,6 +57,7 @@ class Slot:
     shard_index: int  # index in the plan's shard list of the table
     rank: int
     kind: OutputKind
+    sharding_type: ShardingType  # its sharding group
     row_offset: int
     num_rows: int
     col_offset: int
@@ -84,6 +89,8 @@ class Layout:
         host_rows_tables: per host, its table-row-wise tables, workload order.
         host_ranks: per host, its ranks in local-rank order.
         col_blocks: per table, the column blocks that keep their own row-wise optimizer state.
+        groups: the sharding groups of the plan's non-data-parallel tables (one input dist,
+            one output dist and one lookup kernel each, as TorchRec runs them), in a fixed order.
     """
 
     world_size: int
@@ -97,6 +104,7 @@ class Layout:
     host_rows_tables: tuple[tuple[int, ...], ...]
     host_ranks: tuple[tuple[int, ...], ...]
     col_blocks: tuple[tuple[tuple[int, int], ...], ...]
+    groups: tuple[ShardingType, ...] = ()
 
     @property
     def batch_global(self) -> int:
@@ -106,9 +114,15 @@ class Layout:
     def num_hosts(self) -> int:
         return len(self.host_ranks)
 
-    def columns_width(self, rank: int) -> int:
-        """Total columns of rank ``rank``'s ``columns`` slots (its output all-to-all block)."""
-        return sum(s.num_cols for s in self.slots[rank] if s.kind is OutputKind.COLUMNS)
+    def group_slots(self, st: ShardingType, rank: int) -> tuple[Slot, ...]:
+        """Rank ``rank``'s slots of sharding group ``st``, in kernel order."""
+        return tuple(s for s in self.slots[rank] if s.sharding_type is st)
+
+    def columns_width(self, rank: int, st: ShardingType | None = None) -> int:
+        """Total columns of rank ``rank``'s ``columns`` slots (of group ``st``, or all): its
+        output all-to-all block."""
+        return sum(s.num_cols for s in self.slots[rank] if s.kind is OutputKind.COLUMNS
+                   and (st is None or s.sharding_type is st))
 
     def rows_width(self) -> int:
         return sum(self.dims[t] for t in self.rows_tables)
@@ -222,6 +236,7 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         for i, s in enumerate(tp.shards):
             per_rank[s.rank].append(Slot(
                 table=spec.name, table_index=ti, shard_index=i, rank=s.rank, kind=kind,
+                sharding_type=st,
                 row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
                 num_cols=s.num_cols, host=host_of[s.rank]))
     slots = tuple(tuple(sorted(p, key=lambda s: (s.table_index, s.shard_index)))
@@ -231,7 +246,8 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         dims=tuple(t.embedding_dim for t in work.tables),
         table_names=tuple(t.name for t in work.tables), optimizer=next(iter(opts)),
         rows_tables=tuple(rows_tables), host_rows_tables=tuple(tuple(h) for h in host_rows),
-        host_ranks=host_ranks, col_blocks=tuple(col_blocks))
+        host_ranks=host_ranks, col_blocks=tuple(col_blocks),
+        groups=tuple(st for st in GROUP_ORDER if any(t.sharding_type is st for t in plan.tables)))
 
 
 def check_estimates_match(plan: Plan) -> bool:

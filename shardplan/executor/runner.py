@@ -14,10 +14,11 @@ import torch
 import torch.distributed as dist
 
 from shardplan.executor.batches import make_batch
+from shardplan.executor.clock import ClockKind, make_clock
 from shardplan.executor.kernels import Backend, OptimizerConfig, choose_backend
 from shardplan.executor.layout import Layout, OutputKind, build_layout
 from shardplan.executor.reference import Reference
-from shardplan.executor.sharded import ShardedEmbeddings, make_comm
+from shardplan.executor.sharded import DEFAULT_BUCKET_BYTES, ShardedEmbeddings, make_comm
 from shardplan.plans import plan_from_json
 from shardplan.types import Plan, Stage
 
@@ -44,7 +45,14 @@ class Job:
         warmup: untimed steps before a profile.
         seed: seeds weights, batches and gradients.
         backend: kernel backend: ``fbgemm``, ``torch`` or ``auto``.
-        exclusive_compute: profile compute stages one rank at a time (ranks sharing cores).
+        pipelined: run the next batch's input dist during each step (TorchRec's
+            ``TrainPipelineSparseDist``); ``False``: every stage in turn.
+        clock: ``virtual`` (one emulated device per rank: compute one rank at a time, each
+            collective starting when its last participant arrives; for machines with fewer
+            cores than ranks) or ``wall`` (real time; ``measure_waits`` adds a barrier before
+            each collective to see the waits).
+        measure_waits: with the wall clock, time waits with a barrier before each collective.
+        bucket_bytes: DDP bucket size of the data-parallel gradients.
         corrupt: (table, rank): add 0.01 to that rank's copy of the table after loading (to
             test that validation catches and names a mismatch).
     """
@@ -55,7 +63,10 @@ class Job:
     warmup: int = 2
     seed: int = 0
     backend: str = "auto"
-    exclusive_compute: bool = True
+    pipelined: bool = True
+    clock: ClockKind = ClockKind.VIRTUAL
+    measure_waits: bool = False
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES
     corrupt: tuple[str, int] | None = None
 
 
@@ -81,7 +92,7 @@ def _producers(layout: Layout, table_index: int, col: int) -> list[tuple[int, in
 
 def _corrupt(model: ShardedEmbeddings, table: str) -> None:
     with torch.no_grad():
-        for s, w in zip(model.slots, model.lookup.weights()):
+        for s, w in zip(model.slots, model.weights()):
             if s.table == table:
                 w.add_(0.01)
         for d, w in zip(model.layout.dp_tables, model.dp_weights):
@@ -94,9 +105,12 @@ def _sharded_model(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.d
     """This rank's sharded tables, on the chosen lookup backend, with their communicator."""
     backend = choose_backend(job.backend, dev)
     cfg = OptimizerConfig(optimizer=layout.optimizer)
-    comm = make_comm(layout, rank, dev, pg_backend)
+    comm = make_comm(layout, rank, dev, pg_backend, pipelined=job.pipelined)
     rows = [t.num_embeddings for t in plan.workload.tables]
-    return cfg, backend, ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows)
+    clock = make_clock(job.clock, rank, layout.world_size, dev, measure_waits=job.measure_waits)
+    return cfg, backend, ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows,
+                                           clock=clock, pipelined=job.pipelined,
+                                           bucket_bytes=job.bucket_bytes)
 
 
 def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
@@ -116,9 +130,11 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
             mismatches.append({"what": what, "step": step, "table": table, "shard": shard,
                                "rank": rank, "max_abs_error": err, **extra})
 
+    batches = [make_batch(plan.workload, job.seed, step, layout.batch_global)
+               for step in range(job.steps)]
     for step in range(job.steps):
-        batch = make_batch(plan.workload, job.seed, step, layout.batch_global)
-        got = model.step(batch)
+        batch = batches[step]
+        got = model.step(batch, batches[step + 1] if step + 1 < job.steps else None)
         want = ref.step(batch)
         for ti, name in enumerate(layout.table_names):
             exp = want[ti][rank * B:(rank + 1) * B]
@@ -136,7 +152,8 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
             exp = batch[s.table_index].grad[:, s.col_offset:s.col_offset + s.num_cols]
             ok, err = _close(got.slot_grads[k], exp)
             record("gradient", step, s.table, str(s.shard_index), ok, err)
-    for s, w, st in zip(model.slots, model.lookup.weights(), model.lookup.states()):
+    model.finish()
+    for s, w, st in zip(model.slots, model.weights(), model.states()):
         exp = ref.weights[s.table_index][s.row_offset:s.row_offset + s.num_rows,
                                          s.col_offset:s.col_offset + s.num_cols]
         ok, err = _close(w, exp)
@@ -154,6 +171,8 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
     est = plan.ranks[rank].memory_bytes
     return {
         "rank": rank, "backend": backend.value, "steps": job.steps,
+        "pipelined": job.pipelined, "groups": [g.value for g in layout.groups],
+        "dp_buckets": len(model.buckets),
         "mismatches": mismatches, "max_abs_error": worst,
         "num_slots": len(model.slots), "num_dp_tables": len(layout.dp_tables),
         "kinds": sorted({s.kind.value for s in model.slots}),
@@ -167,25 +186,34 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
 def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
              pg_backend: str) -> dict[str, Any]:
     cfg, backend, model = _sharded_model(plan, layout, job, rank, dev, pg_backend)
-    model.barrier_stages = True
-    model.exclusive_compute = job.exclusive_compute
-    per_stage: dict[Stage, list[float]] = {s: [] for s in Stage}
+    busy: dict[Stage, list[float]] = {s: [] for s in Stage}
+    wait: dict[Stage, list[float]] = {s: [] for s in Stage}
+    steps_ms: list[float] = []
+    n = job.warmup + job.steps
     batches = [make_batch(plan.workload, job.seed, i, layout.batch_global)
-               for i in range(min(job.warmup + job.steps, 4))]
-    for i in range(job.warmup + job.steps):
-        model.timings = {s: 0.0 for s in Stage}
-        model.step(batches[i % len(batches)])
+               for i in range(min(n, 4))]
+    clock = model.clock
+    for i in range(n):
+        clock.reset()
+        clock.step_begin()
+        model.step(batches[i % len(batches)], batches[(i + 1) % len(batches)] if i + 1 < n else None)
         if i >= job.warmup:
+            steps_ms.append(clock.step_ms())
             for s in Stage:
-                per_stage[s].append(model.timings[s])
-    medians = {s.value: statistics.median(v) for s, v in per_stage.items()}
+                busy[s].append(clock.busy[s])
+                wait[s].append(clock.waited[s])
+    model.finish()
+    med_busy = {s.value: statistics.median(v) for s, v in busy.items()}
+    med_wait = {s.value: statistics.median(v) for s, v in wait.items()}
     est = plan.ranks[rank].estimated_ms
     return {
         "rank": rank, "backend": backend.value, "steps": job.steps, "warmup": job.warmup,
-        "measured_ms": medians, "measured_total_ms": sum(medians.values()),
+        "pipelined": job.pipelined, "clock": ClockKind(job.clock).value,
+        "measured_ms": med_busy, "measured_total_ms": sum(med_busy.values()),
+        "waited_ms": med_wait, "step_ms": statistics.median(steps_ms),
         "estimated_ms": est.as_dict(), "estimated_total_ms": plan.ranks[rank].total_ms,
-        "exclusive_compute": job.exclusive_compute,
-        "num_slots": len(model.slots),
+        "estimated_step_ms": plan.summary.makespan_ms,
+        "num_slots": len(model.slots), "groups": [g.value for g in layout.groups],
         "kinds": sorted({s.kind.value for s in model.slots if s.kind is not OutputKind.COLUMNS}),
     }
 

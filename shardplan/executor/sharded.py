@@ -1,26 +1,30 @@
-"""Sharded embedding tables of one rank, and one training step across all ranks.
+"""Sharded embedding tables of one rank, and one training step across all ranks, run the way
+TorchRec's runtime runs them.
 
-A step, on every rank (stages as in :class:`shardplan.types.Stage`):
+Tables are grouped by sharding type (a *sharding group*: TW, CW, TWCW, RW, TWRW; DP apart).
+Each group has, on every rank, one batched lookup kernel over its local shards, one input
+dist and one output dist, as TorchRec's ``ShardedEmbeddingBagCollection`` keeps one sharding
+per type (``_sharding_type_to_sharding``). A step, on every rank (stages as in
+:class:`shardplan.types.Stage`):
 
-    fwd_comm     input all-to-all: lengths (fixed sizes), then ids (sizes from the lengths)
-    fwd_compute  one batched lookup over the rank's slots [B_global, cols]; DP tables locally
-    fwd_comm     output distribution:
-                   TW/CW/TWCW  one all-to-all of the slots' [B_global, cols] sliced by sample
-                               owner (issued every step, empty if the plan has no such table)
-                   RW          per table, reduce-scatter of partial sums [B_global, dim] (on
-                               gloo: an all-to-all followed by a local sum, which any gloo
-                               build runs)
-                   TWRW        reduce-scatter inside the host, then all-to-all across hosts
-                               among the ranks with the same local rank
-    bwd_comm     the transposes: all-to-all; all-gather per RW table; all-to-all across hosts
-                 then all-gather inside the host
-    bwd_compute  backward of the batched lookup with the optimizer update (fused in FBGEMM)
-    dp_sync      all-reduce of each data-parallel table's gradient (their update counts as
-                 bwd_compute)
-
-Collectives whose count depends on the plan (RW reduce-scatter/all-gather, DP all-reduce) are
-issued once per table, so their latencies add up per table, as the linear cost model charges
-them (``docs/cost-model.md``); the all-to-alls are issued every step.
+    input_dist   per group, all-to-all of the lengths, then of the ids (sizes from the
+                 lengths); row-wise groups send each id to the rank holding its row block.
+                 Pipelined (TorchRec's ``TrainPipelineSparseDist``, the default): the next
+                 batch's input dist runs while this batch computes, on its own process group.
+    fwd_compute  each group's batched lookup over its slots [B_global, cols]; DP tables locally
+    fwd_comm     output dist, per group, in a fixed order:
+                   TW, CW, TWCW  one all-to-all each of [B_global, cols] sliced by sample owner
+                   RW            one reduce-scatter of the partial sums of all RW tables,
+                                 concatenated along the embedding dimension (on gloo: an
+                                 all-to-all then a local sum, which any gloo build runs)
+                   TWRW          one reduce-scatter inside each host over its TWRW tables, then
+                                 one all-to-all across hosts among the ranks of equal local rank
+    bwd_comm     the transposes: all-to-all per column group; one all-gather for all RW
+                 tables; all-to-all across hosts then all-gather inside the host for TWRW
+    bwd_compute  each group's backward with the optimizer update (fused in FBGEMM)
+    dp_sync      all-reduce of the data-parallel gradients in DDP-style buckets (``bucket_bytes``,
+                 25 MiB by default; one call per bucket), then their update (timed as
+                 bwd_compute, where the cost model puts the dense optimizer step)
 
 The loss is ``sum_t <pooled_t, G_t>`` with ``G_t`` drawn per step (see ``batches``), so the
 gradient reaching each pooled output is exactly ``G_t``.
@@ -28,23 +32,21 @@ gradient reaching each pooled output is exactly ``G_t``.
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from shardplan.executor.batches import TableBatch, init_table
+from shardplan.executor.clock import Clock, Pending, WallClock
 from shardplan.executor.kernels import Backend, OptimizerConfig, apply_update, make_lookup
 from shardplan.executor.layout import Layout, OutputKind, Slot
-from shardplan.types import Optimizer, Stage
+from shardplan.types import Optimizer, ShardingType, Stage
 
-__all__ = ["Comm", "ShardedEmbeddings", "StepOutput"]
+__all__ = ["Comm", "ShardedEmbeddings", "StepOutput", "DEFAULT_BUCKET_BYTES"]
 
-T = TypeVar("T")
+DEFAULT_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default
 
 
 @dataclass(kw_only=True)
@@ -59,6 +61,7 @@ class Comm:
             all-to-all + sum equivalent (any gloo).
         intra_host: per host, its process group (None when there is one host).
         cross_host: per local rank, the group of ranks with that local rank across hosts.
+        data: the process group of the pipelined input dist (its own "stream"), or None.
     """
 
     rank: int
@@ -67,14 +70,12 @@ class Comm:
     native_reduce_scatter: bool = False
     intra_host: list[dist.ProcessGroup | None] = field(default_factory=list)
     cross_host: list[dist.ProcessGroup | None] = field(default_factory=list)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    data: dist.ProcessGroup | None = None
 
 
-def make_comm(layout: Layout, rank: int, device: torch.device, backend: str) -> Comm:
-    """Build the subgroups TWRW needs (every rank calls this, in the same order)."""
+def make_comm(layout: Layout, rank: int, device: torch.device, backend: str,
+              pipelined: bool = False) -> Comm:
+    """Build the subgroups TWRW and the pipeline need (every rank calls this, in the same order)."""
     comm = Comm(rank=rank, world_size=layout.world_size, device=device,
                 native_reduce_scatter=backend == "nccl")
     if layout.has_host_rows and layout.num_hosts > 1:
@@ -82,6 +83,8 @@ def make_comm(layout: Layout, rank: int, device: torch.device, backend: str) -> 
         per_host = len(layout.host_ranks[0])
         comm.cross_host = [dist.new_group([hr[l] for hr in layout.host_ranks])
                            for l in range(per_host)]
+    if pipelined:
+        comm.data = dist.new_group(list(range(layout.world_size)))
     return comm
 
 
@@ -116,6 +119,25 @@ def _all_gather(x: torch.Tensor, parts: int, group: dist.ProcessGroup | None = N
     return torch.cat(out, 0)
 
 
+def dp_buckets(sizes: list[int], bucket_bytes: int, element_bytes: int = 4) -> list[list[int]]:
+    """DDP-style buckets: parameters in reverse order (DDP fills buckets as gradients become
+    ready, last layer first), a bucket closed when it would pass ``bucket_bytes``; a
+    parameter larger than a bucket gets its own. Returns parameter indices per bucket."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    cur_bytes = 0
+    for i in reversed(range(len(sizes))):
+        b = sizes[i] * element_bytes
+        if cur and cur_bytes + b > bucket_bytes:
+            out.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(i)
+        cur_bytes += b
+    if cur:
+        out.append(cur)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # the sharded module
 # --------------------------------------------------------------------------------------------
@@ -126,21 +148,50 @@ class StepOutput:
     """What one step produced on this rank (for validation)."""
 
     pooled: list[torch.Tensor]  # per table, this rank's samples [B, dim]
-    slot_grads: list[torch.Tensor]  # per slot, the output gradient it received [B_global, cols]
+    slot_grads: list[torch.Tensor]  # per slot (``ShardedEmbeddings.slots``), [B_global, cols]
+
+
+@dataclass
+class _Inputs:
+    """One group's received input on this rank: its kernel's indices and offsets."""
+
+    indices: torch.Tensor
+    offsets: torch.Tensor
 
 
 class ShardedEmbeddings:
-    """This rank's shards of every table of a plan, and the step that runs them."""
+    """This rank's shards of every table of a plan, and the step that runs them.
+
+    Args:
+        layout: every rank's shards.
+        comm: process groups.
+        backend: kernel backend.
+        cfg: the optimizer.
+        seed: initial weights.
+        table_rows: rows per table.
+        clock: how stages are timed (default: the wall clock).
+        pipelined: run the next batch's input dist during this batch (``step(..., next_batch)``).
+        bucket_bytes: DDP bucket size of the data-parallel gradients.
+    """
 
     def __init__(self, layout: Layout, comm: Comm, backend: Backend, cfg: OptimizerConfig,
-                 seed: int, table_rows: list[int]) -> None:
+                 seed: int, table_rows: list[int], *, clock: Clock | None = None,
+                 pipelined: bool = False, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
         self.layout = layout
         self.comm = comm
         self.cfg = cfg
         self.rank = comm.rank
-        self.slots: tuple[Slot, ...] = layout.slots[comm.rank]
+        self.pipelined = pipelined
+        self.bucket_bytes = bucket_bytes
+        self.clock = clock or WallClock(comm.rank, layout.world_size, comm.device)
         dev = comm.device
-        self.lookup = make_lookup(backend, [(s.num_rows, s.num_cols) for s in self.slots], cfg, dev)
+        # kernel order: groups in GROUP_ORDER, slots by table then shard inside each group
+        self.group_slots: dict[ShardingType, tuple[Slot, ...]] = {
+            st: layout.group_slots(st, self.rank) for st in layout.groups}
+        self.slots: tuple[Slot, ...] = tuple(s for st in layout.groups
+                                             for s in self.group_slots[st])
+        self.lookups = {st: make_lookup(backend, [(s.num_rows, s.num_cols) for s in sl], cfg, dev)
+                        for st, sl in self.group_slots.items() if sl}
         full: dict[int, torch.Tensor] = {}
 
         def table(ti: int) -> torch.Tensor:
@@ -148,161 +199,124 @@ class ShardedEmbeddings:
                 full[ti] = init_table(seed, ti, table_rows[ti], layout.dims[ti])
             return full[ti]
 
-        self.lookup.load([table(s.table_index)[s.row_offset:s.row_offset + s.num_rows,
-                                               s.col_offset:s.col_offset + s.num_cols].to(dev)
-                          for s in self.slots])
+        for st, lk in self.lookups.items():
+            lk.load([table(s.table_index)[s.row_offset:s.row_offset + s.num_rows,
+                                          s.col_offset:s.col_offset + s.num_cols].to(dev)
+                     for s in self.group_slots[st]])
         # leaves that accumulate their dense gradient (no copy of the replica per step)
         self.dp_weights = [table(d.table_index).clone().to(dev).requires_grad_(True)
                            for d in layout.dp_tables]
         self.dp_states = [torch.zeros(d.num_rows, device=dev)
                           if cfg.optimizer is Optimizer.ROWWISE_ADAGRAD else None
                           for d in layout.dp_tables]
-        self.timings: dict[Stage, float] = {s: 0.0 for s in Stage}
+        self.buckets = dp_buckets([d.num_rows * d.dim for d in layout.dp_tables], bucket_bytes)
         self.peak_buffer_bytes = 0
         self._live = 0
-        self.barrier_stages = False
-        self.exclusive_compute = False
+        self._pending: Pending | None = None
 
     # -- accounting ---------------------------------------------------------------------------
 
     @property
     def param_bytes(self) -> int:
-        n = self.lookup.param_bytes
+        n = sum(lk.param_bytes for lk in self.lookups.values())
         n += sum(w.numel() * 4 for w in self.dp_weights)
         n += sum(s.numel() * 4 for s in self.dp_states if s is not None)
         return n
+
+    def weights(self) -> list[torch.Tensor]:
+        """Per slot (``self.slots`` order), its weights."""
+        return [w for st in self.layout.groups if st in self.lookups
+                for w in self.lookups[st].weights()]
+
+    def states(self) -> list[torch.Tensor | None]:
+        return [s for st in self.layout.groups if st in self.lookups
+                for s in self.lookups[st].states()]
 
     def _track(self, *tensors: torch.Tensor) -> None:
         self._live += sum(t.numel() * t.element_size() for t in tensors)
         self.peak_buffer_bytes = max(self.peak_buffer_bytes, self._live)
 
-    @contextmanager
-    def _stage(self, stage: Stage) -> Iterator[None]:
-        """Time a communication stage. With ``barrier_stages`` all ranks enter together, so
-        waiting for a slower rank is not counted."""
-        if self.barrier_stages:
-            self.comm.sync()
-            dist.barrier()
-        t0 = time.perf_counter()
-        yield
-        self.comm.sync()
-        self.timings[stage] += (time.perf_counter() - t0) * 1e3
-
-    def _compute(self, stage: Stage, fn: Callable[[], T]) -> T:
-        """Run and time a compute stage. With ``exclusive_compute`` ranks take turns, so ranks
-        that share CPU cores do not slow each other down."""
-        if not self.exclusive_compute:
-            with self._stage(stage):
-                return fn()
-        result = None
-        for turn in range(self.comm.world_size):
-            dist.barrier()
-            if turn == self.rank:
-                t0 = time.perf_counter()
-                result = fn()
-                self.comm.sync()
-                self.timings[stage] += (time.perf_counter() - t0) * 1e3
-        dist.barrier()
-        return result  # type: ignore[return-value]
-
     # -- the step -----------------------------------------------------------------------------
 
-    def step(self, batch: list[TableBatch]) -> StepOutput:
-        """One forward and backward with the update, on this rank's part of ``batch``."""
-        lay, r, B, W = self.layout, self.rank, self.layout.batch_per_rank, self.layout.world_size
+    def step(self, batch: list[TableBatch], next_batch: list[TableBatch] | None = None
+             ) -> StepOutput:
+        """One forward and backward with the update, on this rank's part of ``batch``. When
+        pipelined, ``next_batch``'s input dist runs during this step."""
+        lay, r, B = self.layout, self.rank, self.layout.batch_per_rank
         dev = self.comm.device
+        clock = self.clock
         self._live = 0
         local = [tb.sample_slice(r * B, (r + 1) * B) for tb in batch]
 
-        # ---- input distribution (all-to-all of lengths, then ids)
-        send_len, send_ids, len_splits, id_splits = [], [], [], []
-        for d in range(W):
-            nid = 0
-            for s in lay.slots[d]:
-                lengths, ids = local[s.table_index]
-                if s.kind is not OutputKind.COLUMNS:
-                    keep = (ids >= s.row_offset) & (ids < s.row_offset + s.num_rows)
-                    seg = torch.repeat_interleave(torch.arange(B), lengths)
-                    lengths = torch.zeros(B, dtype=torch.int64).index_add_(0, seg[keep],
-                                                                           torch.ones_like(seg[keep]))
-                    ids = ids[keep] - s.row_offset
-                send_len.append(lengths)
-                send_ids.append(ids)
-                nid += ids.numel()
-            len_splits.append(len(lay.slots[d]) * B)
-            id_splits.append(nid)
-        n_mine = len(self.slots)
-        with self._stage(Stage.FWD_COMM):
-            cat_len = torch.cat(send_len).to(dev) if send_len else torch.zeros(0, dtype=torch.int64, device=dev)
-            cat_ids = torch.cat(send_ids).to(dev) if send_ids else torch.zeros(0, dtype=torch.int64, device=dev)
-            rlen = _a2a(cat_len, len_splits, [n_mine * B] * W)
-            per_src = rlen.view(W, n_mine, B)
-            counts = per_src.sum(-1)  # [W, n_mine]
-            rids = _a2a(cat_ids, id_splits, counts.sum(1).tolist())
-        self._track(rlen, rids)
-        # table-major for the kernel: slot k's lengths over the global batch, ids likewise
-        lengths_k = per_src.permute(1, 0, 2).reshape(-1)
-        pieces = torch.split(rids, counts.reshape(-1).tolist())
-        indices = torch.cat([pieces[s * n_mine + k] for k in range(n_mine) for s in range(W)]) \
-            if n_mine else rids
-        offsets = torch.zeros(lengths_k.numel() + 1, dtype=torch.int64, device=dev)
-        offsets[1:] = torch.cumsum(lengths_k, 0)
+        # ---- input dist: this batch's (issued during the previous step when pipelined)
+        if self._pending is not None:
+            inputs = self._pending.wait()
+            self._pending = None
+        else:
+            inputs = clock.collective(Stage.INPUT_DIST, lambda: self._input_dist(local, None))
+        if self.pipelined and next_batch is not None:
+            nxt = [tb.sample_slice(r * B, (r + 1) * B) for tb in next_batch]
+            group = self.comm.data
+            self._pending = clock.issue(Stage.INPUT_DIST,
+                                        lambda: self._input_dist(nxt, group), group)
 
         # ---- local lookups
-        def forward() -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-            o = self.lookup.forward(indices, offsets) if n_mine else torch.zeros(
-                lay.batch_global, 0, device=dev)
-            outs, ws = [], []
+        def forward() -> tuple[dict[ShardingType, torch.Tensor], list[torch.Tensor]]:
+            outs = {st: self.lookups[st].forward(inputs[st].indices, inputs[st].offsets)
+                    for st in self.lookups}
+            dp_out = []
             for d, w in zip(lay.dp_tables, self.dp_weights):
                 lengths, ids = local[d.table_index]
                 w.grad = None
-                wp = w
                 off = torch.zeros(B, dtype=torch.int64)
                 off[1:] = torch.cumsum(lengths, 0)[:-1]
-                outs.append(F.embedding_bag(ids.to(dev), wp, off.to(dev), mode="sum"))
-                ws.append(wp)
-            return o, outs, ws
+                dp_out.append(F.embedding_bag(ids.to(dev), w, off.to(dev), mode="sum"))
+            return outs, dp_out
 
-        out, dp_out, dp_w = self._compute(Stage.FWD_COMPUTE, forward)
-        self._track(out, *dp_out)
-        col_start = [0]
-        for s in self.slots:
-            col_start.append(col_start[-1] + s.num_cols)
+        outs, dp_out = clock.compute(Stage.FWD_COMPUTE, forward)
+        self._track(*outs.values(), *dp_out)
 
-        # ---- output distribution
+        # ---- output dist, one per group
         pooled = [torch.zeros(B, dim, device=dev) for dim in lay.dims]
         for d, o in zip(lay.dp_tables, dp_out):
             pooled[d.table_index] = o.detach()
-        with self._stage(Stage.FWD_COMM):
-            self._fwd_columns(out, col_start, pooled)
-            self._fwd_rows(out, col_start, pooled)
-            self._fwd_host_rows(out, col_start, pooled)
+        for st in lay.groups:
+            out = outs.get(st)
+            if st is ShardingType.ROW_WISE:
+                clock.collective(Stage.FWD_COMM, lambda: self._fwd_rows(out, pooled))
+            elif st is ShardingType.TABLE_ROW_WISE:
+                self._fwd_host_rows(out, pooled)
+            else:
+                clock.collective(Stage.FWD_COMM, lambda: self._fwd_columns(st, out, pooled))
 
         # ---- backward communication: each slot's output gradient, global batch
         grads = [tb.grad[r * B:(r + 1) * B].to(dev) for tb in batch]
-        slot_grads: list[torch.Tensor] = [torch.empty(0)] * n_mine
-        with self._stage(Stage.BWD_COMM):
-            self._bwd_columns(grads, slot_grads)
-            self._bwd_rows(grads, slot_grads)
-            self._bwd_host_rows(grads, slot_grads)
-        self._track(*slot_grads)
+        slot_grads: dict[ShardingType, list[torch.Tensor]] = {}
+        for st in lay.groups:
+            if st is ShardingType.ROW_WISE:
+                slot_grads[st] = clock.collective(Stage.BWD_COMM, lambda: self._bwd_rows(grads))
+            elif st is ShardingType.TABLE_ROW_WISE:
+                slot_grads[st] = self._bwd_host_rows(grads)
+            else:
+                slot_grads[st] = clock.collective(Stage.BWD_COMM,
+                                                  lambda: self._bwd_columns(st, grads))
+        for g in slot_grads.values():
+            self._track(*g)
 
         # ---- backward compute with the (fused) update
         def backward() -> None:
-            if n_mine:
-                self.lookup.backward(torch.cat(slot_grads, 1))
+            for st, lk in self.lookups.items():
+                lk.backward(torch.cat(slot_grads[st], 1))
             for d, o in zip(lay.dp_tables, dp_out):
                 o.backward(grads[d.table_index])
 
-        self._compute(Stage.BWD_COMPUTE, backward)
+        clock.compute(Stage.BWD_COMPUTE, backward)
 
-        # ---- data-parallel all-reduce, then the update (timed as backward compute, where the
-        # cost model puts the dense optimizer step)
+        # ---- data-parallel all-reduce in buckets, then the update
         if lay.dp_tables:
-            with self._stage(Stage.DP_SYNC):
-                dense = [w.grad for w in dp_w]
-                for g in dense:  # one all-reduce per table
-                    dist.all_reduce(g)
+            dense = [w.grad for w in self.dp_weights]
+            for bucket in self.buckets:
+                clock.collective(Stage.DP_SYNC, lambda: self._all_reduce_bucket(dense, bucket))
             self._track(*dense)
 
             def dp_update() -> None:
@@ -311,21 +325,86 @@ class ShardedEmbeddings:
                         rows = torch.nonzero(g.abs().sum(1) > 0).flatten()
                         apply_update(w, s, rows, g.index_select(0, rows), self.cfg)
 
-            self._compute(Stage.BWD_COMPUTE, dp_update)
-        return StepOutput(pooled=pooled, slot_grads=slot_grads)
+            clock.compute(Stage.BWD_COMPUTE, dp_update)
+        return StepOutput(pooled=pooled,
+                          slot_grads=[g for st in lay.groups for g in slot_grads.get(st, [])])
+
+    def finish(self) -> None:
+        """Wait for an input dist still in flight (the last pipelined step's)."""
+        if self._pending is not None:
+            self._pending.wait()
+            self._pending = None
+
+    @staticmethod
+    def _all_reduce_bucket(dense: list[torch.Tensor], bucket: list[int]) -> None:
+        flat = torch.cat([dense[i].reshape(-1) for i in bucket])
+        dist.all_reduce(flat)
+        off = 0
+        for i in bucket:
+            n = dense[i].numel()
+            dense[i].copy_(flat[off:off + n].view_as(dense[i]))
+            off += n
+
+    # -- input dist ---------------------------------------------------------------------------
+
+    def _input_dist(self, local: list[tuple[torch.Tensor, torch.Tensor]],
+                    group: dist.ProcessGroup | None) -> dict[ShardingType, _Inputs]:
+        """Every group's lengths then ids to the ranks holding its shards."""
+        return {st: self._group_input(st, local, group) for st in self.layout.groups}
+
+    def _group_input(self, st: ShardingType, local, group) -> _Inputs:
+        lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
+        dev = self.comm.device
+        send_len, send_ids, len_splits, id_splits = [], [], [], []
+        for d in range(W):
+            nid = 0
+            dest = lay.group_slots(st, d)
+            for s in dest:
+                lengths, ids = local[s.table_index]
+                if s.kind is not OutputKind.COLUMNS:
+                    keep = (ids >= s.row_offset) & (ids < s.row_offset + s.num_rows)
+                    seg = torch.repeat_interleave(torch.arange(B), lengths)
+                    lengths = torch.zeros(B, dtype=torch.int64).index_add_(
+                        0, seg[keep], torch.ones_like(seg[keep]))
+                    ids = ids[keep] - s.row_offset
+                send_len.append(lengths)
+                send_ids.append(ids)
+                nid += ids.numel()
+            len_splits.append(len(dest) * B)
+            id_splits.append(nid)
+        mine = self.group_slots.get(st, ())
+        n_mine = len(mine)
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        cat_len = torch.cat(send_len).to(dev) if send_len else empty
+        cat_ids = torch.cat(send_ids).to(dev) if send_ids else empty
+        rlen = _a2a(cat_len, len_splits, [n_mine * B] * W, group)
+        per_src = rlen.view(W, n_mine, B)
+        counts = per_src.sum(-1)  # [W, n_mine]
+        rids = _a2a(cat_ids, id_splits, counts.sum(1).tolist(), group)
+        # table-major for the kernel: slot k's lengths over the global batch, ids likewise
+        lengths_k = per_src.permute(1, 0, 2).reshape(-1)
+        pieces = torch.split(rids, counts.reshape(-1).tolist())
+        indices = torch.cat([pieces[s * n_mine + k] for k in range(n_mine) for s in range(W)]) \
+            if n_mine else rids
+        offsets = torch.zeros(lengths_k.numel() + 1, dtype=torch.int64, device=dev)
+        offsets[1:] = torch.cumsum(lengths_k, 0)
+        return _Inputs(indices=indices, offsets=offsets)
 
     # -- output distribution per kind -----------------------------------------------------------
 
-    def _cols_of(self, rank: int) -> list[Slot]:
-        return [s for s in self.layout.slots[rank] if s.kind is OutputKind.COLUMNS]
+    def _col_start(self, st: ShardingType) -> list[int]:
+        out = [0]
+        for s in self.group_slots.get(st, ()):
+            out.append(out[-1] + s.num_cols)
+        return out
 
-    def _fwd_columns(self, out: torch.Tensor, col_start: list[int], pooled: list[torch.Tensor]) -> None:
+    def _fwd_columns(self, st: ShardingType, out: torch.Tensor | None,
+                     pooled: list[torch.Tensor]) -> None:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
-        mine = [k for k, s in enumerate(self.slots) if s.kind is OutputKind.COLUMNS]
-        block = (torch.cat([out[:, col_start[k]:col_start[k + 1]] for k in mine], 1) if mine
-                 else out.new_zeros(lay.batch_global, 0))
+        block = out if out is not None else torch.zeros(lay.batch_global, 0,
+                                                        device=self.comm.device)
         wc = block.shape[1]
-        recv_w = [lay.columns_width(s) for s in range(W)]
+        recv_w = [lay.columns_width(s, st) for s in range(W)]
         recv = _a2a(block.reshape(-1), [B * wc] * W, [B * w for w in recv_w])
         self._track(block, recv)
         off = 0
@@ -333,21 +412,25 @@ class ShardedEmbeddings:
             piece = recv[off:off + B * recv_w[s]].view(B, recv_w[s])
             off += B * recv_w[s]
             c = 0
-            for sl in self._cols_of(s):
+            for sl in lay.group_slots(st, s):
                 pooled[sl.table_index][:, sl.col_offset:sl.col_offset + sl.num_cols] = \
                     piece[:, c:c + sl.num_cols]
                 c += sl.num_cols
 
-    def _fwd_rows(self, out: torch.Tensor, col_start: list[int], pooled: list[torch.Tensor]) -> None:
+    def _fwd_rows(self, out: torch.Tensor | None, pooled: list[torch.Tensor]) -> None:
+        """One reduce-scatter of every RW table's partial sums, side by side."""
         lay = self.layout
-        for t in lay.rows_tables:  # one reduce-scatter per table
-            part = out.new_zeros(lay.batch_global, lay.dims[t])
-            for k, s in enumerate(self.slots):
-                if s.kind is OutputKind.ROWS and s.table_index == t:
-                    part[:, s.col_offset:s.col_offset + s.num_cols] += \
-                        out[:, col_start[k]:col_start[k + 1]]
-            pooled[t] = _reduce_scatter(part, lay.world_size, self.comm)
-            self._track(part, pooled[t])
+        width = lay.rows_width()
+        part = torch.zeros(lay.batch_global, width, device=self.comm.device)
+        cs = self._col_start(ShardingType.ROW_WISE)
+        for k, s in enumerate(self.group_slots.get(ShardingType.ROW_WISE, ())):
+            o = lay.rows_offset(s.table_index)
+            part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
+        mine = _reduce_scatter(part, lay.world_size, self.comm)
+        self._track(part, mine)
+        for t in lay.rows_tables:
+            o = lay.rows_offset(t)
+            pooled[t] = mine[:, o:o + lay.dims[t]]
 
     def _host_perm(self) -> torch.Tensor:
         """Global sample order -> chunks by local rank (chunk l: samples of the ranks with local
@@ -362,29 +445,34 @@ class ShardedEmbeddings:
                 return h, hr.index(self.rank)
         raise RuntimeError("rank on no host")
 
-    def _fwd_host_rows(self, out: torch.Tensor, col_start: list[int], pooled: list[torch.Tensor]) -> None:
+    def _fwd_host_rows(self, out: torch.Tensor | None, pooled: list[torch.Tensor]) -> None:
         lay, B = self.layout, self.layout.batch_per_rank
-        if not lay.has_host_rows:
-            return
+        clock = self.clock
         h, l = self._my_host()
         H, L = lay.num_hosts, len(lay.host_ranks[0])
         wh = lay.host_rows_width(h)
-        if wh:
-            part = out.new_zeros(lay.batch_global, wh)
-            for k, s in enumerate(self.slots):
-                if s.kind is OutputKind.HOST_ROWS:
-                    o = lay.host_rows_offset(h, s.table_index)
-                    part[:, o:o + s.num_cols] += out[:, col_start[k]:col_start[k + 1]]
+        group = self.comm.intra_host[h] if H > 1 else None
+        cs = self._col_start(ShardingType.TABLE_ROW_WISE)
+
+        def host_rs() -> torch.Tensor:
+            if not wh:
+                return torch.zeros(H * B, 0, device=self.comm.device)
+            part = torch.zeros(lay.batch_global, wh, device=self.comm.device)
+            for k, s in enumerate(self.group_slots.get(ShardingType.TABLE_ROW_WISE, ())):
+                o = lay.host_rows_offset(h, s.table_index)
+                part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
             part = part.index_select(0, self._host_perm().to(part.device))
-            group = self.comm.intra_host[h] if H > 1 else None
             mine = _reduce_scatter(part, L, self.comm, group)  # [H * B, wh], host-major
             self._track(part, mine)
-        else:
-            mine = out.new_zeros(H * B, 0)
+            return mine
+
+        # the host's ranks share its TWRW tables: all of them take part, or none
+        mine = clock.collective(Stage.FWD_COMM, host_rs, group) if wh else host_rs()
         if H > 1:
             widths = [lay.host_rows_width(g) for g in range(H)]
-            recv = _a2a(mine.reshape(-1), [B * wh] * H, [B * w for w in widths],
-                        self.comm.cross_host[l])
+            cross = self.comm.cross_host[l]
+            recv = clock.collective(Stage.FWD_COMM, lambda: _a2a(
+                mine.reshape(-1), [B * wh] * H, [B * w for w in widths], cross), cross)
             blocks, off = [], 0
             for g in range(H):
                 blocks.append(recv[off:off + B * widths[g]].view(B, widths[g]))
@@ -398,33 +486,34 @@ class ShardedEmbeddings:
 
     # -- backward distribution per kind ---------------------------------------------------------
 
-    def _bwd_columns(self, grads: list[torch.Tensor], slot_grads: list[torch.Tensor]) -> None:
+    def _bwd_columns(self, st: ShardingType, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
         dev = self.comm.device
-        send = [torch.cat([grads[s.table_index][:, s.col_offset:s.col_offset + s.num_cols]
-                           for s in self._cols_of(d)], 1) if self._cols_of(d)
-                else torch.zeros(B, 0, device=dev) for d in range(W)]
-        wc = lay.columns_width(self.rank)
+        send = []
+        for d in range(W):
+            sl = lay.group_slots(st, d)
+            send.append(torch.cat([grads[s.table_index][:, s.col_offset:s.col_offset + s.num_cols]
+                                   for s in sl], 1) if sl else torch.zeros(B, 0, device=dev))
+        wc = lay.columns_width(self.rank, st)
         recv = _a2a(torch.cat([x.reshape(-1) for x in send]),
                     [x.numel() for x in send], [B * wc] * W).view(W * B, wc)
-        c = 0
-        for k, s in enumerate(self.slots):
-            if s.kind is OutputKind.COLUMNS:
-                slot_grads[k] = recv[:, c:c + s.num_cols]
-                c += s.num_cols
+        out, c = [], 0
+        for s in self.group_slots.get(st, ()):
+            out.append(recv[:, c:c + s.num_cols])
+            c += s.num_cols
+        return out
 
-    def _bwd_rows(self, grads: list[torch.Tensor], slot_grads: list[torch.Tensor]) -> None:
+    def _bwd_rows(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One all-gather of every RW table's output gradients, side by side."""
         lay = self.layout
-        for t in lay.rows_tables:  # one all-gather per table
-            full = _all_gather(grads[t], lay.world_size)
-            for k, s in enumerate(self.slots):
-                if s.kind is OutputKind.ROWS and s.table_index == t:
-                    slot_grads[k] = full[:, s.col_offset:s.col_offset + s.num_cols]
+        mine = torch.cat([grads[t] for t in lay.rows_tables], 1)
+        full = _all_gather(mine, lay.world_size)
+        return [full[:, lay.rows_offset(s.table_index):lay.rows_offset(s.table_index) + s.num_cols]
+                for s in self.group_slots.get(ShardingType.ROW_WISE, ())]
 
-    def _bwd_host_rows(self, grads: list[torch.Tensor], slot_grads: list[torch.Tensor]) -> None:
+    def _bwd_host_rows(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         lay, B = self.layout, self.layout.batch_per_rank
-        if not lay.has_host_rows:
-            return
+        clock = self.clock
         h, l = self._my_host()
         H, L = lay.num_hosts, len(lay.host_ranks[0])
         wh = lay.host_rows_width(h)
@@ -433,18 +522,19 @@ class ShardedEmbeddings:
             send = [torch.cat([grads[t] for t in lay.host_rows_tables[g]], 1)
                     if lay.host_rows_tables[g] else torch.zeros(B, 0, device=dev)
                     for g in range(H)]
-            mine = _a2a(torch.cat([x.reshape(-1) for x in send]), [x.numel() for x in send],
-                        [B * wh] * H, self.comm.cross_host[l]).view(H * B, wh)
+            cross = self.comm.cross_host[l]
+            mine = clock.collective(Stage.BWD_COMM, lambda: _a2a(
+                torch.cat([x.reshape(-1) for x in send]), [x.numel() for x in send],
+                [B * wh] * H, cross).view(H * B, wh), cross)
         else:
             mine = torch.cat([grads[t] for t in lay.host_rows_tables[h]], 1) if wh else \
                 torch.zeros(B, 0, device=dev)
         if not wh:
-            return
+            return []
         group = self.comm.intra_host[h] if H > 1 else None
-        full_perm = _all_gather(mine, L, group)
+        full_perm = clock.collective(Stage.BWD_COMM, lambda: _all_gather(mine, L, group), group)
         full = torch.empty_like(full_perm)
         full[self._host_perm().to(dev)] = full_perm
-        for k, s in enumerate(self.slots):
-            if s.kind is OutputKind.HOST_ROWS:
-                o = lay.host_rows_offset(h, s.table_index)
-                slot_grads[k] = full[:, o:o + s.num_cols]
+        return [full[:, lay.host_rows_offset(h, s.table_index):
+                     lay.host_rows_offset(h, s.table_index) + s.num_cols]
+                for s in self.group_slots.get(ShardingType.TABLE_ROW_WISE, ())]
