@@ -124,6 +124,9 @@ def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | Non
         emit(r, "", "", "", -1, "overhead", cost_model.overhead_items(g)[0])
         for key in keys:
             emit(r, "", key.sharding_type.value, "", -1, "group", cost_model.group_items(key, g)[0])
+            if key.ranks is not None and r in key.ranks:
+                emit(r, "", key.sharding_type.value, "", -1, "group",
+                     cost_model.group_items(key, g, member=True)[0])
         for o in assignment.options:
             emit(r, o.table, o.sharding_type.value, str(o.placement), -1, "everywhere",
                  cost_model.everywhere_items(o, g)[0])

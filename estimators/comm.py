@@ -153,6 +153,7 @@ class Span(StrEnum):
     WORLD = "world"  # all ranks
     HOST = "host"  # the ranks of this rank's host
     RAIL = "rail"  # one rank per host: the ranks with this rank's local index
+    GROUP = "group"  # n ranks spread over ``hosts`` hosts (row-wise over a subset)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -202,9 +203,18 @@ class GroupLinks:
         inter = sum(s / bw for s, bw in zip(self.inter_share, self.inter_bytes_per_s) if s > 0)
         return max(intra, inter)
 
-    def ring_s_per_byte(self, span: Span = Span.WORLD, n: int | None = None) -> float:
+    def ring_s_per_byte(self, span: Span = Span.WORLD, n: int | None = None,
+                        hosts: int | None = None) -> float:
         """Seconds per byte of buffer for a ring reduce-scatter (or all-gather) over the span
-        (``n`` ranks of this host for ``Span.HOST``, default all of them)."""
+        (``n`` ranks of this host for ``Span.HOST``, default all of them; ``n`` ranks on
+        ``hosts`` hosts for ``Span.GROUP``)."""
+        if span is Span.GROUP:
+            n = self.world if n is None else n
+            h = max(1, hosts or 1)
+            per_host = n / h
+            intra = (per_host - 1) / per_host / self.intra_min_bytes_per_s if per_host > 1 else 0.0
+            inter = (h - 1) / h / per_host / self.nic_min_bytes_per_s if h > 1 else 0.0
+            return intra + inter
         if span is Span.HOST:
             n = self.local if n is None else n
             return (n - 1) / n / self.intra_bytes_per_s if n > 1 else 0.0
@@ -217,8 +227,11 @@ class GroupLinks:
                  if self.hosts > 1 else 0.0)
         return intra + inter
 
-    def span_shape(self, span: Span, n: int | None = None) -> tuple[int, int]:
+    def span_shape(self, span: Span, n: int | None = None,
+                   hosts: int | None = None) -> tuple[int, int]:
         """(ranks, hosts) of a span."""
+        if span is Span.GROUP:
+            return (self.world if n is None else n), max(1, hosts or 1)
         if span is Span.HOST:
             return (self.local if n is None else n), 1
         if span is Span.RAIL:
@@ -234,10 +247,10 @@ class CollectiveModel:
     coefficients: Coefficients
 
     def candidates(self, collective: Collective, span: Span = Span.WORLD,
-                   n: int | None = None) -> list[LinearCost]:
+                   n: int | None = None, hosts: int | None = None) -> list[LinearCost]:
         """Every (algorithm, protocol) line NCCL (or gloo) could run this call with."""
         ln, co = self.links, self.coefficients
-        ranks, nodes = ln.span_shape(span, n)
+        ranks, nodes = ln.span_shape(span, n, hosts)
         if ranks <= 1:
             return [ZERO_LINE]
         kind_eff = co.kind_efficiency(collective)
@@ -260,7 +273,7 @@ class CollectiveModel:
                           + inter_peers * NCCL_HW_LAT_US[Fabric.NET][key]) / conc) * 1e-6
             return [LinearCost(latency_s=overhead + lat, s_per_byte=s,
                                algorithm=Algorithm.PAIRWISE, protocol=Protocol.SIMPLE)]
-        ring_s = ln.ring_s_per_byte(span, n) / kind_eff
+        ring_s = ln.ring_s_per_byte(span, n, hosts) / kind_eff
         reduce = collective is Collective.ALL_REDUCE
         nsteps = 2 * (ranks - 1) if reduce else ranks - 1
         ninter = 2 * (nodes - 1) if reduce else nodes - 1
@@ -281,7 +294,7 @@ class CollectiveModel:
             factor = 2.0 if reduce else 1.0
             out.append(LinearCost(latency_s=overhead + lat, s_per_byte=factor * ring_s / bw,
                                   algorithm=Algorithm.RING, protocol=proto))
-            if reduce and not gloo and span is Span.WORLD:
+            if reduce and not gloo and span in (Span.WORLD, Span.GROUP):
                 tkey = (Algorithm.TREE, proto)
                 intra_t = NCCL_HW_LAT_US[fabric_in][tkey] * (
                     NCCL_LL_INTRA_MULTINODE if multinode and proto is Protocol.LL else 1.0)
@@ -297,19 +310,19 @@ class CollectiveModel:
         return out
 
     def cost(self, collective: Collective, nbytes: float, span: Span = Span.WORLD,
-             n: int | None = None) -> LinearCost:
+             n: int | None = None, hosts: int | None = None) -> LinearCost:
         """The line of the cheapest algorithm and protocol for a call of ``nbytes``. A
         reduce-scatter may also run as an all-reduce of the same buffer (each rank keeps its
         block), so it never costs more than one."""
-        cands = self.candidates(collective, span, n)
+        cands = self.candidates(collective, span, n, hosts)
         if collective is Collective.REDUCE_SCATTER:
-            cands = cands + self.candidates(Collective.ALL_REDUCE, span, n)
+            cands = cands + self.candidates(Collective.ALL_REDUCE, span, n, hosts)
         return min(cands, key=lambda c: (c.time_s(nbytes), c.latency_s))
 
     def time_s(self, collective: Collective, nbytes: float, span: Span = Span.WORLD,
-               n: int | None = None) -> float:
+               n: int | None = None, hosts: int | None = None) -> float:
         """Seconds for one call of ``nbytes`` (the cheapest algorithm and protocol)."""
-        return self.cost(collective, nbytes, span, n).time_s(nbytes)
+        return self.cost(collective, nbytes, span, n, hosts).time_s(nbytes)
 
 
 def group_links(topology: Topology, coefficients: list[Coefficients]) -> list[GroupLinks]:

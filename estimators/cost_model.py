@@ -50,6 +50,7 @@ from shardplan.types import (
     TableSpec,
     Topology,
     Workload,
+    row_span,
 )
 
 DEFAULT_PIPELINE_DEPTH = 3  # TorchRec TrainPipelineSparseDist keeps 3 batches on device: one in fwd/bwd, one in input dist, one being copied in
@@ -294,7 +295,11 @@ class EmbeddingCostModel(CostModel):
         self._hits: dict[tuple[str, float], float] = {}
         self._every_memo: dict[tuple, ShardCost] = {}
         self._overhead_memo: dict[int, ShardCost] = {}
-        self._group_memo: dict[tuple[GroupKey, int], ShardCost] = {}
+        self._group_memo: dict[tuple[GroupKey, int, bool], ShardCost] = {}
+        self._span_memo: dict[int, tuple[ShardingOption, tuple[int, ...] | None]] = {}
+        self._span_line_memo: dict[tuple[int, int, int], tuple[LinearCost, LinearCost]] = {}
+        self._pooled_total = pooled
+        self._host_of = [ri.host for ri in topology.ranks]
 
     # -- the CostModel interface --------------------------------------------------------------
 
@@ -315,12 +320,14 @@ class EmbeddingCostModel(CostModel):
         return list(map(costs.__getitem__, keys))
 
     def everywhere_cost(self, option: ShardingOption, group: int) -> ShardCost:
-        key = (option.table, option.sharding_type, len(option.shards), group)
+        span = self.span_of(option)
+        key = (option.table, option.sharding_type, len(option.shards), group, span is None)
         c = self._every_memo.get(key)
         if c is None:
             self._check_group(group)
             c = self._every_memo[key] = _sum(self._everywhere(
-                self._table(option.table), option.sharding_type, len(option.shards), group))
+                self._table(option.table), option.sharding_type, len(option.shards), group,
+                span))
         return c
 
     def rank_overhead(self, group: int) -> ShardCost:
@@ -328,14 +335,38 @@ class EmbeddingCostModel(CostModel):
         return c if c is not None else self.overhead_items(group)[1]
 
     def group_key(self, option: ShardingOption) -> GroupKey | None:
-        return GroupKey(sharding_type=option.sharding_type)
+        return GroupKey(sharding_type=option.sharding_type, ranks=self.span_of(option))
 
     def group_cost(self, key: GroupKey, group: int) -> ShardCost:
-        c = self._group_memo.get((key, group))
+        return self._group(key, group, False)
+
+    def group_member_cost(self, key: GroupKey, group: int) -> ShardCost:
+        return self._group(key, group, True)
+
+    def _group(self, key: GroupKey, group: int, member: bool) -> ShardCost:
+        c = self._group_memo.get((key, group, member))
         if c is None:
             self._check_group(group)
-            c = self._group_memo[key, group] = _sum(self._group_terms(key, group))
+            c = self._group_memo[key, group, member] = _sum(
+                self._group_terms(key, group, member))
         return c
+
+    def span_of(self, option: ShardingOption) -> tuple[int, ...] | None:
+        """The ranks a row-wise option's reduce-scatter runs over (None: all ranks), from the
+        ranks its shards are fixed to (:func:`shardplan.types.row_span`)."""
+        if option.sharding_type is not ShardingType.ROW_WISE:
+            return None
+        hit = self._span_memo.get(id(option))
+        if hit is not None and hit[0] is option:
+            return hit[1]
+        cands = option.candidate_ranks
+        if any(c is None or len(c) != 1 for c in cands):
+            span = None
+        else:
+            span = row_span([c[0] for c in cands], self._table(option.table).spec.num_embeddings,
+                            self.world)
+        self._span_memo[id(option)] = (option, span)
+        return span
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "options": self.options.as_dict(),
@@ -351,17 +382,32 @@ class EmbeddingCostModel(CostModel):
         return _items(self._shard_terms(self._table(option.table), option, group, s.row_offset,
                                         s.num_rows, s.num_cols))
 
+    def _span_lines(self, gi: int, span: tuple[int, ...]) -> tuple[LinearCost, LinearCost]:
+        """(reduce-scatter, all-gather) among the ranks of ``span``."""
+        hosts = len({self._host_of[r] for r in span})
+        key = (gi, len(span), hosts)
+        hit = self._span_line_memo.get(key)
+        if hit is None:
+            g = self._groups[gi]
+            cm = CollectiveModel(g.links, g.profile.coefficients)
+            rs = cm.cost(Collective.REDUCE_SCATTER, self._pooled_total, Span.GROUP, len(span),
+                         hosts)
+            hit = self._span_line_memo[key] = (rs, rs)
+        return hit
+
     def everywhere_items(self, option: ShardingOption, group: int) -> tuple[Items, ShardCost]:
         """The everywhere-cost of ``option`` on a rank of ``group``, itemised, and its sum."""
         self._check_group(group)
         raw = self._everywhere(self._table(option.table), option.sharding_type,
-                               len(option.shards), group)
+                               len(option.shards), group, self.span_of(option))
         return _items(raw), self.everywhere_cost(option, group)
 
-    def group_items(self, key: GroupKey, group: int) -> tuple[Items, ShardCost]:
-        """The fixed cost of sharding group ``key`` on a rank of ``group``, itemised."""
+    def group_items(self, key: GroupKey, group: int, member: bool = False
+                    ) -> tuple[Items, ShardCost]:
+        """The fixed cost of sharding group ``key`` on a rank of ``group`` (``member``: the
+        extra of a rank in ``key.ranks``), itemised."""
         self._check_group(group)
-        return _items(self._group_terms(key, group)), self.group_cost(key, group)
+        return _items(self._group_terms(key, group, member)), self._group(key, group, member)
 
     def overhead_items(self, group: int) -> tuple[Items, ShardCost]:
         """The fixed cost of a rank of ``group``, itemised, and its sum."""
@@ -401,7 +447,10 @@ class EmbeddingCostModel(CostModel):
         return (row_offset if skewed else 0, rows, cols)
 
     def _costs_of(self, option: ShardingOption, group: int) -> dict[tuple[int, int, int], ShardCost]:
-        key = (option.table, option.sharding_type, option.placement, len(option.shards), group)
+        span = self.span_of(option)
+        hosts = len({self._host_of[r] for r in span}) if span else 0
+        key = (option.table, option.sharding_type, option.placement, len(option.shards), group,
+               hosts)
         m = self._cost_memo.get(key)
         if m is None:
             self._check_group(group)
@@ -504,7 +553,18 @@ class EmbeddingCostModel(CostModel):
         items.append(_t(Component.INPUT_DIST, {
             Lane.INPUT_RECV: memory.input_bytes(ids, samples) * g.a2a.s_per_byte}))
         buf = memory.pooled_bytes(self.batch_global * t.features, cols, self.out_bytes)
-        if st is ShardingType.ROW_WISE:
+        span = self.span_of(option)
+        if span is not None:
+            # reduce-scatter of the partial sums among the span, then each holder's chunk of
+            # samples to their owners (all-to-all); the reverse backward
+            rs, ag = self._span_lines(gi, span)
+            chunk = buf / len(span) * g.a2a.s_per_byte
+            items.append(_t(Component.OUTPUT_DIST, {Lane.OUTPUT_SEND: buf * rs.s_per_byte + chunk,
+                                                    Lane.OUTPUT_RECV: buf * rs.s_per_byte}))
+            if train:
+                items.append(_t(Component.GRAD_DIST, {Lane.GRAD_RECV: buf * ag.s_per_byte + chunk,
+                                                      Lane.GRAD_SEND: buf * ag.s_per_byte}))
+        elif st is ShardingType.ROW_WISE:
             # partial sums of every sample, in the group's one reduce-scatter; all-gather back
             items.append(_t(Component.OUTPUT_DIST, _both(Lane.OUTPUT_SEND, Lane.OUTPUT_RECV,
                                                          buf * g.rs.s_per_byte)))
@@ -529,7 +589,8 @@ class EmbeddingCostModel(CostModel):
                 items.append(_t(Component.GRAD_DIST, {Lane.GRAD_RECV: s}))
         return tuple(items)
 
-    def _everywhere(self, t: _Table, st: ShardingType, n: int, gi: int) -> tuple[Raw, ...]:
+    def _everywhere(self, t: _Table, st: ShardingType, n: int, gi: int,
+                    span: tuple[int, ...] | None = None) -> tuple[Raw, ...]:
         g = self._groups[gi]
         train = self.training
         ids = self.batch_local * t.pf
@@ -545,7 +606,7 @@ class EmbeddingCostModel(CostModel):
         id_copies = n if st in _COL_SPLIT else 1
         sent = ids * memory.ID_BYTES * id_copies + samples * memory.LENGTH_BYTES * n
         items.append(_t(Component.INPUT_DIST, {Lane.INPUT_SEND: sent * g.a2a.s_per_byte}))
-        if st is ShardingType.ROW_WISE:  # outputs come back by the holders' reduce-scatter
+        if st is ShardingType.ROW_WISE and span is None:  # outputs come back by the reduce-scatter
             return tuple(items)
         if st is ShardingType.TABLE_ROW_WISE:
             # from the rank of this local index on the holding host, over the NIC (the ranks
@@ -558,12 +619,21 @@ class EmbeddingCostModel(CostModel):
             items.append(_t(Component.GRAD_DIST, {Lane.GRAD_SEND: s}))
         return tuple(items)
 
-    def _group_terms(self, key: GroupKey, gi: int) -> tuple[Raw, ...]:
+    def _group_terms(self, key: GroupKey, gi: int, member: bool = False) -> tuple[Raw, ...]:
         """The fixed cost of a sharding group: its collectives' latencies and its kernel
-        launches (one batched lookup kernel per sharding type, forward and backward)."""
+        launches (one batched lookup kernel per sharding type, forward and backward). With
+        ``member``: what a rank of ``key.ranks`` pays on top (the collectives among them)."""
         g = self._groups[gi]
         co = g.profile.coefficients
         train = self.training
+        if member:
+            if key.ranks is None or self.world <= 1:
+                return ()
+            rs, ag = self._span_lines(gi, key.ranks)
+            lanes = _both(Lane.OUTPUT_SEND, Lane.OUTPUT_RECV, rs.latency_s)
+            if train:
+                lanes.update(_both(Lane.GRAD_SEND, Lane.GRAD_RECV, ag.latency_s))
+            return (_t(Component.COLLECTIVE_LATENCY, lanes),)
         k_s = co.kernel_overhead_us * 1e-6
         items = [_t(Component.KERNEL_LAUNCH, {Lane.FWD_COMPUTE: k_s,
                                               Lane.BWD_COMPUTE: k_s if train else 0.0})]
@@ -575,7 +645,9 @@ class EmbeddingCostModel(CostModel):
                 items.append(_t(Component.COLLECTIVE_LATENCY, {Lane.DP_SYNC: g.ar.latency_s}))
             return tuple(items)
         lat_in = INPUT_DIST_CALLS * g.a2a.latency_s
-        if st is ShardingType.ROW_WISE:
+        if st is ShardingType.ROW_WISE and key.ranks is not None:
+            out = back = g.a2a.latency_s  # the chunks to their owners; the span's own: members
+        elif st is ShardingType.ROW_WISE:
             out, back = g.rs.latency_s, g.ag.latency_s
         elif st is ShardingType.TABLE_ROW_WISE:
             cross = g.rail.latency_s if self.topology.num_hosts > 1 else 0.0

@@ -1,9 +1,18 @@
 """Enumeration: the candidate sharding options of each table, as its constraints allow.
 
-Per table: table-wise; row-wise over all ranks; table-row-wise over the ranks of one host;
-column-wise into k shards (k a power of two, shard width a multiple of ``column_alignment``);
-table-column-wise (column shards kept within one host); data-parallel. Each with the
-placements allowed: HBM, UVM caching at ``cache_ratios``, and host memory (UVM).
+Per table: table-wise; row-wise over all ranks, or over the ranks of ``k`` hosts (``k`` a power
+of two below the host count, spans aligned: hosts ``[i k, (i+1) k)``); table-row-wise over the
+ranks of one host; column-wise into k shards (k a power of two, shard width a multiple of
+``column_alignment``); table-column-wise (column shards kept within one host); data-parallel.
+Each with the placements allowed: HBM, UVM caching at ``cache_ratios``, and host memory (UVM).
+
+Pins (``constraints.pinned_ranks`` ``P``) work with every sharding type: table-wise and
+column-wise shards go to ranks of ``P``; row-wise runs over ``P`` (one block per pinned rank;
+over all ranks when ``P`` is all of them); table-row-wise and table-column-wise run on a host
+whose ranks are all in ``P`` (so ``sharding_types: [table_row_wise]`` with a host's ranks as
+pins puts the table on that host); data-parallel needs a replica on every rank, so only pins
+that cover every rank allow it (a replica is what each rank's own samples look up: a subset
+of ranks cannot serve the others locally).
 """
 
 from __future__ import annotations
@@ -36,7 +45,10 @@ class EnumerationOptions:
         data_parallel_max_rows: largest table offered as data-parallel (a replica per rank).
         max_hosts_per_option: table-row-wise and table-column-wise options are offered on at
             most this many hosts per table (hosts of one group cost the same; tables start at
-            different hosts, round-robin, so together they cover the cluster).
+            different hosts, round-robin, so together they cover the cluster); row-wise over k
+            hosts on at most this many spans per k.
+        row_span_hosts: row-wise over a subset of hosts is offered for these numbers of hosts
+            (powers of two below the cluster's host count); () offers only all ranks.
         wide_min_share: a table is offered the options that touch many ranks (row-wise,
             table-row-wise, table-column-wise, data-parallel) only if its lookup bytes per
             sample (pooling x dim x dtype) or its size is at least this share of the mean per
@@ -62,6 +74,7 @@ class EnumerationOptions:
                                              PlacementKind.UVM)
     data_parallel_max_rows: int = 1_000_000
     max_hosts_per_option: int = 4
+    row_span_hosts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
     wide_min_share: float = 0.25
     world_min_share: float = 2.0
     uvm_min_hbm_share: float = 0.5
@@ -160,7 +173,26 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
         allowed = tuple(t for t in allowed if t not in (ShardingType.ROW_WISE,
                                                         ShardingType.DATA_PARALLEL))
     nh = topology.num_hosts
-    hosts = [(host_start + i) % nh for i in range(min(nh, opts.max_hosts_per_option))]
+    pinned_set = set(pinned) if pinned else None
+    everyone = pinned is None or len(pinned) == world
+    host_ranks = [topology.ranks_of_host(h) for h in range(nh)]
+    if pinned_set is None:
+        hosts = [(host_start + i) % nh for i in range(min(nh, opts.max_hosts_per_option))]
+    else:  # the hosts whose ranks are all pinned
+        inside = [h for h in range(nh) if set(host_ranks[h]) <= pinned_set]
+        hosts = [inside[(host_start + i) % len(inside)]
+                 for i in range(min(len(inside), opts.max_hosts_per_option))] if inside else []
+    spans: list[tuple[int, ...]] = []  # row-wise over a subset of ranks
+    if pinned_set is not None and not everyone:
+        spans.append(pinned)
+    elif wide and nh > 1:
+        for k in opts.row_span_hosts:
+            if not 1 < k < nh or nh % k:
+                continue
+            blocks = nh // k
+            for i in range(min(blocks, opts.max_hosts_per_option)):
+                b = (host_start // k + i) % blocks
+                spans.append(tuple(r for h in range(b * k, (b + 1) * k) for r in host_ranks[h]))
     alignment = max(opts.column_alignment, 1)
     min_width = cons.min_column_shard_width or alignment
     out: list[ShardingOption] = []
@@ -178,6 +210,11 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
             k *= 2
         return ks
 
+    def row_blocks(st: ShardingType, pl: Placement, ranks: tuple[int, ...]) -> None:
+        blocks = split(rows, len(ranks))
+        add(st, pl, [ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
+                     for o, n in blocks], [(ranks[i],) for i in range(len(blocks))])
+
     for pl in _placements(table, opts, workload, uvm):
         host_only = pl.kind is PlacementKind.HBM
         for st in allowed:
@@ -191,28 +228,28 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                         continue
                     add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=o, num_cols=w)
                                  for o, w in cols], [pinned] * len(cols))
-            elif st is ShardingType.ROW_WISE and world > 1 and not pinned:
-                blocks = split(rows, world)
-                add(st, pl, [ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
-                             for o, n in blocks], [(r,) for r in range(len(blocks))])
-            elif st is ShardingType.TABLE_ROW_WISE and topology.num_hosts > 1 and not pinned:
+            elif st is ShardingType.ROW_WISE and world > 1:
+                if everyone:
+                    row_blocks(st, pl, tuple(range(world)))
+                for span in spans:
+                    if len(span) > 1:
+                        row_blocks(st, pl, span)
+            elif st is ShardingType.TABLE_ROW_WISE and topology.num_hosts > 1:
                 for h in hosts:
-                    hr = topology.ranks_of_host(h)
+                    hr = host_ranks[h]
                     if len(hr) < 2:
                         continue
-                    blocks = split(rows, len(hr))
-                    add(st, pl, [ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
-                                 for o, n in blocks], [(hr[i],) for i in range(len(blocks))])
-            elif st is ShardingType.TABLE_COLUMN_WISE and topology.num_hosts > 1 and not pinned:
+                    row_blocks(st, pl, hr)
+            elif st is ShardingType.TABLE_COLUMN_WISE and topology.num_hosts > 1:
                 for h in hosts:
-                    hr = topology.ranks_of_host(h)
+                    hr = host_ranks[h]
                     for k in k_values():
                         cols = column_splits(dim, k, alignment)
                         if k > len(hr) or cols is None or min(w for _, w in cols) < min_width:
                             continue
                         add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=o,
                                                num_cols=w) for o, w in cols], [hr] * len(cols))
-            elif (st is ShardingType.DATA_PARALLEL and host_only and not pinned
+            elif (st is ShardingType.DATA_PARALLEL and host_only and everyone
                   and rows <= opts.data_parallel_max_rows):
                 add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=0, num_cols=dim)]
                     * world, [(r,) for r in range(world)])

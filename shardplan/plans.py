@@ -67,15 +67,14 @@ def rank_costs(assignment: Assignment, topology: Topology, cost_model: CostModel
     for gi in sorted(set(groups)):
         c = cost_model.rank_overhead(gi)
         for k in keys:
-            if k.ranks is None:
-                c = c + cost_model.group_cost(k, gi)
+            c = c + cost_model.group_cost(k, gi)
         for o in assignment.options:
             c = c + cost_model.everywhere_cost(o, gi)
         per_group[gi] = c
     costs = [per_group[g] for g in groups]
     for k in keys:
         for r in k.ranks or ():
-            costs[r] = costs[r] + cost_model.group_cost(k, groups[r])
+            costs[r] = costs[r] + cost_model.group_member_cost(k, groups[r])
     for o, i, r in assignment.placed():
         costs[r] = costs[r] + cost_model.shard_cost(o, i, groups[r])
     return costs
@@ -86,13 +85,20 @@ def makespan_of(costs: Sequence[ShardCost], cost_model: CostModel) -> float:
     return cost_model.step.makespan(np.array([c.perf.as_tuple() for c in costs]))
 
 
+_FIXED_RANKS = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.DATA_PARALLEL)
+
+
 def option_of(t: TablePlan) -> ShardingOption:
-    """The option a plan's table was placed as (its shards; candidate ranks left open)."""
+    """The option a plan's table was placed as: its shards, with candidate ranks left open,
+    except for the types whose shards the enumerator fixes to one rank each (row-wise,
+    table-row-wise, data-parallel), which keep their rank (a row-wise table's ranks say
+    which ranks its reduce-scatter runs over)."""
     shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
                              num_cols=s.num_cols) for s in t.shards)
+    fixed = t.sharding_type in _FIXED_RANKS
     return ShardingOption(table=t.name, sharding_type=t.sharding_type,
                           placement=t.shards[0].placement, shards=shards,
-                          candidate_ranks=(None,) * len(shards))
+                          candidate_ranks=tuple((s.rank,) if fixed else None for s in t.shards))
 
 
 def assignment_of(plan: Plan) -> Assignment:

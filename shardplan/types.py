@@ -785,7 +785,8 @@ class GroupKey:
 
     Attributes:
         sharding_type: the sharding type of its tables.
-        ranks: the ranks its collectives run over; ``None``: all ranks.
+        ranks: the ranks some of its collectives run over only (row-wise over a subset: the
+            reduce-scatter among them); ``None``: all collectives run over all ranks.
     """
 
     sharding_type: ShardingType
@@ -795,6 +796,17 @@ class GroupKey:
     def label(self) -> str:
         return self.sharding_type.short if self.ranks is None else \
             f"{self.sharding_type.short}@{len(self.ranks)}"
+
+
+def row_span(ranks: Sequence[int], table_rows: int, world: int) -> tuple[int, ...] | None:
+    """The ranks a row-wise table's collectives run over: ``None`` when its blocks sit on
+    ranks ``0, 1, ...`` of every rank it can use (row-wise over all ranks; a table with fewer
+    rows than ranks uses the first ``rows``), else its ranks in order (row-wise over a subset:
+    a reduce-scatter among them, then an all-to-all to the sample owners). The cost model and
+    the executor both decide by this."""
+    if tuple(ranks) == tuple(range(min(table_rows, world))):
+        return None
+    return tuple(sorted(set(ranks)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -890,8 +902,13 @@ class CostModel(ABC):
         return None
 
     def group_cost(self, key: GroupKey, group: int) -> ShardCost:
-        """Fixed cost a participating rank of host group ``group`` pays once if any table
-        uses sharding group ``key``."""
+        """Fixed cost every rank of host group ``group`` pays once if any table uses sharding
+        group ``key`` (e.g. the latencies of its world-wide all-to-alls)."""
+        return ZERO_COST
+
+    def group_member_cost(self, key: GroupKey, group: int) -> ShardCost:
+        """What a rank of ``key.ranks`` (of host group ``group``) pays on top of
+        ``group_cost``, for the collectives that run among those ranks only."""
         return ZERO_COST
 
     def total(self, perf: Perf) -> float:

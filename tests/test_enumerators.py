@@ -78,8 +78,8 @@ def test_pins_and_colocation(topo16):
                           constraints=TableConstraints(pinned_ranks=(3, 4)))
     w = Workload(tables=tuple(tables), batch_size=8, colocate=(("t1", "t2"),))
     opts = enumerate_options(w, topo16)
-    for o in opts["t0"]:
-        assert all(c == (3, 4) for c in o.candidate_ranks)
+    for o in opts["t0"]:  # TW/CW on the pins, RW over them: every shard on a pinned rank
+        assert all(c is not None and set(c) <= {3, 4} for c in o.candidate_ranks)
     for name in ("t1", "t2"):
         assert {o.sharding_type for o in opts[name]} == {ShardingType.TABLE_WISE}
 
@@ -127,3 +127,39 @@ def test_pruning_never_overrides_a_tables_own_sharding_types() -> None:
     opts = enumerate_options(w, make_topology())["small"]
     assert opts and {o.sharding_type for o in opts} <= {ShardingType.ROW_WISE,
                                                        ShardingType.DATA_PARALLEL}
+
+
+def test_pins_work_with_every_sharding_type(topo16):
+    """Issue 11: a table pinned to host 1's ranks with sharding_types [table_row_wise] is
+    TWRW on host 1; TWCW likewise; RW runs over the pinned ranks; DP needs every rank."""
+    host1 = tuple(range(8, 16))
+    for st in (ShardingType.TABLE_ROW_WISE, ShardingType.TABLE_COLUMN_WISE, ShardingType.ROW_WISE):
+        t = TableSpec(name="g", num_embeddings=100_000, embedding_dim=64,
+                      constraints=TableConstraints(sharding_types=(st,), pinned_ranks=host1))
+        opts = enumerate_options(Workload(tables=(t,), batch_size=8), topo16)["g"]
+        assert opts and all(o.sharding_type is st for o in opts)
+        for o in opts:
+            assert {r for c in o.candidate_ranks for r in c} <= set(host1)
+            assert len(o.shards) > 1
+    dp = TableSpec(name="d", num_embeddings=100, embedding_dim=8, constraints=TableConstraints(
+        sharding_types=(ShardingType.DATA_PARALLEL, ShardingType.TABLE_WISE), pinned_ranks=host1))
+    opts = enumerate_options(Workload(tables=(dp,), batch_size=8), topo16)["d"]
+    assert {o.sharding_type for o in opts} == {ShardingType.TABLE_WISE}
+    every = TableSpec(name="e", num_embeddings=100, embedding_dim=8, constraints=TableConstraints(
+        sharding_types=(ShardingType.DATA_PARALLEL,), pinned_ranks=tuple(range(16))))
+    opts = enumerate_options(Workload(tables=(every,), batch_size=8), topo16)["e"]
+    assert [o.sharding_type for o in opts] == [ShardingType.DATA_PARALLEL]
+
+
+def test_row_wise_over_a_span_of_hosts():
+    topo = make_topology(hosts=8, devices_per_host=4)
+    t = TableSpec(name="big", num_embeddings=1_000_000, embedding_dim=64,
+                  constraints=TableConstraints(sharding_types=(ShardingType.ROW_WISE,),
+                                               placements=(PlacementKind.HBM,)))
+    opts = enumerate_options(Workload(tables=(t,), batch_size=8), topo)["big"]
+    sizes = sorted({len(o.shards) for o in opts})
+    assert sizes == [8, 16, 32]  # 2 and 4 hosts of 4, and all 32 ranks
+    for o in opts:
+        ranks = [c[0] for c in o.candidate_ranks]
+        hosts = {topo.rank(r).host for r in ranks}
+        assert len(hosts) * 4 == len(ranks) and ranks == sorted(ranks)

@@ -464,3 +464,30 @@ def test_frequency_ordered_batches_load_the_first_block():
     ids = ids_of(hashed, 100_000, g)
     assert float((ids < 10_000).float().mean()) == pytest.approx(1 / 8, abs=0.05)
     assert int(ids.min()) >= 0 and int(ids.max()) < 80_000
+
+
+@pytest.mark.slow
+def test_row_wise_over_a_subset_of_ranks_equals_reference():
+    """RW over the pinned ranks (one on each host) and RW over all ranks in one plan: the
+    subset's reduce-scatter among its members, then each chunk to its owners."""
+    from shardplan.executor import validate_plan
+    from shardplan.planner import plan as make_plan
+    from shardplan.types import TableConstraints, Workload
+
+    topo, work = load_problem("cpu-2x2")
+    tables = list(work.tables)
+    pins = {0: (1, 3), 3: (0, 1, 2)}
+    for i, pr in pins.items():
+        tables[i] = dataclasses.replace(tables[i], constraints=TableConstraints(
+            sharding_types=(ShardingType.ROW_WISE,), pinned_ranks=pr))
+    tables[5] = dataclasses.replace(tables[5], constraints=TableConstraints(
+        sharding_types=(ShardingType.ROW_WISE,)))
+    w = dataclasses.replace(work, tables=tuple(tables))
+    p = make_plan(w, topo, solver="greedy")
+    for i, pr in pins.items():
+        assert sorted(s.rank for s in p.tables[i].shards) == list(pr)
+    assert sorted(s.rank for s in p.tables[5].shards) == [0, 1, 2, 3]
+    for pipelined in (True, False):
+        rep = validate_plan(p, steps=2, pipelined=pipelined)
+        assert rep.passed, rep.mismatches[:3]
+    assert {"row_wise", "row_wise@1,3", "row_wise@0,1,2"} <= set(rep.ranks[0]["groups"])

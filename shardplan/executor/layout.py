@@ -13,16 +13,20 @@ Terms:
         ``rows`` (RW): partial sums [B_global, dim] reduced and scattered over all ranks.
         ``host_rows`` (TWRW): reduce-scatter inside the host, then all-to-all across hosts
         among the ranks of equal local rank.
+        ``span_rows`` (RW over a subset of ranks, ``types.row_span``): reduce-scatter among
+        the subset (member ``j`` keeps the samples of ranks ``r`` with ``r mod n == j``), then
+        an all-to-all of each member's chunk to the sample owners.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Mapping
 
 from shardplan.errors import PlanError
 from shardplan.plans import assignment_of, check_plan
-from shardplan.types import Mode, Optimizer, Plan, ShardingType
+from shardplan.types import GroupKey, Mode, Optimizer, Plan, ShardingType, row_span
 
 __all__ = ["GROUP_ORDER", "OutputKind", "Slot", "DPTable", "Layout", "build_layout",
            "SUPPORTED_OPTIMIZERS"]
@@ -37,6 +41,7 @@ class OutputKind(StrEnum):
     COLUMNS = "columns"
     ROWS = "rows"
     HOST_ROWS = "host_rows"
+    SPAN_ROWS = "span_rows"  # row-wise over a subset of ranks
 
 
 _KIND = {
@@ -57,7 +62,7 @@ class Slot:
     shard_index: int  # index in the plan's shard list of the table
     rank: int
     kind: OutputKind
-    sharding_type: ShardingType  # its sharding group
+    group: GroupKey  # its sharding group
     row_offset: int
     num_rows: int
     col_offset: int
@@ -91,6 +96,7 @@ class Layout:
         col_blocks: per table, the column blocks that keep their own row-wise optimizer state.
         groups: the sharding groups of the plan's non-data-parallel tables (one input dist,
             one output dist and one lookup kernel each, as TorchRec runs them), in a fixed order.
+        span_tables: per row-wise subset (a group's ``ranks``), its tables, workload order.
     """
 
     world_size: int
@@ -104,7 +110,8 @@ class Layout:
     host_rows_tables: tuple[tuple[int, ...], ...]
     host_ranks: tuple[tuple[int, ...], ...]
     col_blocks: tuple[tuple[tuple[int, int], ...], ...]
-    groups: tuple[ShardingType, ...] = ()
+    groups: tuple[GroupKey, ...] = ()
+    span_tables: Mapping[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def batch_global(self) -> int:
@@ -114,15 +121,26 @@ class Layout:
     def num_hosts(self) -> int:
         return len(self.host_ranks)
 
-    def group_slots(self, st: ShardingType, rank: int) -> tuple[Slot, ...]:
-        """Rank ``rank``'s slots of sharding group ``st``, in kernel order."""
-        return tuple(s for s in self.slots[rank] if s.sharding_type is st)
+    def group_slots(self, key: GroupKey, rank: int) -> tuple[Slot, ...]:
+        """Rank ``rank``'s slots of sharding group ``key``, in kernel order."""
+        return tuple(s for s in self.slots[rank] if s.group == key)
 
-    def columns_width(self, rank: int, st: ShardingType | None = None) -> int:
-        """Total columns of rank ``rank``'s ``columns`` slots (of group ``st``, or all): its
+    def columns_width(self, rank: int, key: GroupKey | None = None) -> int:
+        """Total columns of rank ``rank``'s ``columns`` slots (of group ``key``, or all): its
         output all-to-all block."""
         return sum(s.num_cols for s in self.slots[rank] if s.kind is OutputKind.COLUMNS
-                   and (st is None or s.sharding_type is st))
+                   and (key is None or s.group == key))
+
+    def span_width(self, span: tuple[int, ...]) -> int:
+        return sum(self.dims[t] for t in self.span_tables[span])
+
+    def span_offset(self, span: tuple[int, ...], table_index: int) -> int:
+        off = 0
+        for t in self.span_tables[span]:
+            if t == table_index:
+                return off
+            off += self.dims[t]
+        raise KeyError(table_index)
 
     def rows_width(self) -> int:
         return sum(self.dims[t] for t in self.rows_tables)
@@ -196,6 +214,7 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
     rows_tables: list[int] = []
     host_rows: list[list[int]] = [[] for _ in host_ranks]
     col_blocks: list[tuple[tuple[int, int], ...]] = []
+    spans: dict[tuple[int, ...], list[int]] = {}
     for spec in work.tables:
         ti = index[spec.name]
         tp = by_table[spec.name]
@@ -222,8 +241,15 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         if st is ShardingType.TABLE_WISE and len(tp.shards) != 1:
             raise PlanError(f"table-wise table {spec.name!r} has {len(tp.shards)} shards, not 1",
                             key_path=where)
+        key = GroupKey(sharding_type=st)
         if kind is OutputKind.ROWS:
-            rows_tables.append(ti)
+            span = row_span([s.rank for s in tp.shards], spec.num_embeddings, world)
+            if span is None:
+                rows_tables.append(ti)
+            else:
+                kind = OutputKind.SPAN_ROWS
+                key = GroupKey(sharding_type=st, ranks=span)
+                spans.setdefault(span, []).append(ti)
         if kind is OutputKind.HOST_ROWS:
             hosts = sorted({host_of[s.rank] for s in tp.shards})
             if len(hosts) != 1:
@@ -236,7 +262,7 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         for i, s in enumerate(tp.shards):
             per_rank[s.rank].append(Slot(
                 table=spec.name, table_index=ti, shard_index=i, rank=s.rank, kind=kind,
-                sharding_type=st,
+                group=key,
                 row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
                 num_cols=s.num_cols, host=host_of[s.rank]))
     slots = tuple(tuple(sorted(p, key=lambda s: (s.table_index, s.shard_index)))
@@ -247,7 +273,14 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         table_names=tuple(t.name for t in work.tables), optimizer=next(iter(opts)),
         rows_tables=tuple(rows_tables), host_rows_tables=tuple(tuple(h) for h in host_rows),
         host_ranks=host_ranks, col_blocks=tuple(col_blocks),
-        groups=tuple(st for st in GROUP_ORDER if any(t.sharding_type is st for t in plan.tables)))
+        groups=_groups(per_rank), span_tables={k: tuple(v) for k, v in sorted(spans.items())})
+
+
+def _groups(per_rank: list[list[Slot]]) -> tuple[GroupKey, ...]:
+    """The plan's sharding groups in GROUP_ORDER (subsets of a type after its world group)."""
+    keys = {s.group for slots in per_rank for s in slots}
+    return tuple(sorted(keys, key=lambda k: (GROUP_ORDER.index(k.sharding_type),
+                                             k.ranks is not None, k.ranks or ())))
 
 
 def check_estimates_match(plan: Plan) -> bool:

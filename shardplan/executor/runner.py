@@ -171,7 +171,7 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
     est = plan.ranks[rank].memory_bytes
     return {
         "rank": rank, "backend": backend.value, "steps": job.steps,
-        "pipelined": job.pipelined, "groups": [g.value for g in layout.groups],
+        "pipelined": job.pipelined, "groups": [_group_name(g) for g in layout.groups],
         "dp_buckets": len(model.buckets),
         "mismatches": mismatches, "max_abs_error": worst,
         "num_slots": len(model.slots), "num_dp_tables": len(layout.dp_tables),
@@ -213,7 +213,7 @@ def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
         "waited_ms": med_wait, "step_ms": statistics.median(steps_ms),
         "estimated_ms": est.as_dict(), "estimated_total_ms": plan.ranks[rank].total_ms,
         "estimated_step_ms": plan.summary.makespan_ms,
-        "num_slots": len(model.slots), "groups": [g.value for g in layout.groups],
+        "num_slots": len(model.slots), "groups": [_group_name(g) for g in layout.groups],
         "kinds": sorted({s.kind.value for s in model.slots if s.kind is not OutputKind.COLUMNS}),
     }
 
@@ -227,3 +227,9 @@ def run_job(job: Job, rank: int, dev: torch.device, pg_backend: str) -> dict[str
         if job.kind is JobKind.VALIDATE:
             return _validate(plan, layout, job, rank, dev, pg_backend)
         return _profile(plan, layout, job, rank, dev, pg_backend)
+
+
+def _group_name(key: Any) -> str:
+    """A sharding group as reports name it: its type, and for a row-wise subset its ranks."""
+    name = key.sharding_type.value
+    return name if key.ranks is None else f"{name}@{','.join(map(str, key.ranks))}"

@@ -42,7 +42,7 @@ from shardplan.executor.batches import TableBatch, init_table
 from shardplan.executor.clock import Clock, Pending, WallClock
 from shardplan.executor.kernels import Backend, OptimizerConfig, apply_update, make_lookup
 from shardplan.executor.layout import Layout, OutputKind, Slot
-from shardplan.types import Optimizer, ShardingType, Stage
+from shardplan.types import GroupKey, Optimizer, ShardingType, Stage
 
 __all__ = ["Comm", "ShardedEmbeddings", "StepOutput", "DEFAULT_BUCKET_BYTES"]
 
@@ -62,6 +62,7 @@ class Comm:
         intra_host: per host, its process group (None when there is one host).
         cross_host: per local rank, the group of ranks with that local rank across hosts.
         data: the process group of the pipelined input dist (its own "stream"), or None.
+        spans: per row-wise subset of ranks, its process group.
     """
 
     rank: int
@@ -71,6 +72,7 @@ class Comm:
     intra_host: list[dist.ProcessGroup | None] = field(default_factory=list)
     cross_host: list[dist.ProcessGroup | None] = field(default_factory=list)
     data: dist.ProcessGroup | None = None
+    spans: dict[tuple[int, ...], dist.ProcessGroup | None] = field(default_factory=dict)
 
 
 def make_comm(layout: Layout, rank: int, device: torch.device, backend: str,
@@ -83,6 +85,8 @@ def make_comm(layout: Layout, rank: int, device: torch.device, backend: str,
         per_host = len(layout.host_ranks[0])
         comm.cross_host = [dist.new_group([hr[l] for hr in layout.host_ranks])
                            for l in range(per_host)]
+    for span in layout.span_tables:  # every rank creates every group, in the same order
+        comm.spans[span] = dist.new_group(list(span))
     if pipelined:
         comm.data = dist.new_group(list(range(layout.world_size)))
     return comm
@@ -186,8 +190,8 @@ class ShardedEmbeddings:
         self.clock = clock or WallClock(comm.rank, layout.world_size, comm.device)
         dev = comm.device
         # kernel order: groups in GROUP_ORDER, slots by table then shard inside each group
-        self.group_slots: dict[ShardingType, tuple[Slot, ...]] = {
-            st: layout.group_slots(st, self.rank) for st in layout.groups}
+        self.group_slots: dict[GroupKey, tuple[Slot, ...]] = {
+            key: layout.group_slots(key, self.rank) for key in layout.groups}
         self.slots: tuple[Slot, ...] = tuple(s for st in layout.groups
                                              for s in self.group_slots[st])
         self.lookups = {st: make_lookup(backend, [(s.num_rows, s.num_cols) for s in sl], cfg, dev)
@@ -261,7 +265,7 @@ class ShardedEmbeddings:
                                         lambda: self._input_dist(nxt, group), group)
 
         # ---- local lookups
-        def forward() -> tuple[dict[ShardingType, torch.Tensor], list[torch.Tensor]]:
+        def forward() -> tuple[dict[GroupKey, torch.Tensor], list[torch.Tensor]]:
             outs = {st: self.lookups[st].forward(inputs[st].indices, inputs[st].offsets)
                     for st in self.lookups}
             dp_out = []
@@ -280,33 +284,38 @@ class ShardedEmbeddings:
         pooled = [torch.zeros(B, dim, device=dev) for dim in lay.dims]
         for d, o in zip(lay.dp_tables, dp_out):
             pooled[d.table_index] = o.detach()
-        for st in lay.groups:
-            out = outs.get(st)
-            if st is ShardingType.ROW_WISE:
+        for key in lay.groups:
+            out, st = outs.get(key), key.sharding_type
+            if st is ShardingType.ROW_WISE and key.ranks is None:
                 clock.collective(Stage.FWD_COMM, lambda: self._fwd_rows(out, pooled))
+            elif st is ShardingType.ROW_WISE:
+                self._fwd_span_rows(key, out, pooled)
             elif st is ShardingType.TABLE_ROW_WISE:
                 self._fwd_host_rows(out, pooled)
             else:
-                clock.collective(Stage.FWD_COMM, lambda: self._fwd_columns(st, out, pooled))
+                clock.collective(Stage.FWD_COMM, lambda: self._fwd_columns(key, out, pooled))
 
         # ---- backward communication: each slot's output gradient, global batch
         grads = [tb.grad[r * B:(r + 1) * B].to(dev) for tb in batch]
-        slot_grads: dict[ShardingType, list[torch.Tensor]] = {}
-        for st in lay.groups:
-            if st is ShardingType.ROW_WISE:
-                slot_grads[st] = clock.collective(Stage.BWD_COMM, lambda: self._bwd_rows(grads))
+        slot_grads: dict[GroupKey, list[torch.Tensor]] = {}
+        for key in lay.groups:
+            st = key.sharding_type
+            if st is ShardingType.ROW_WISE and key.ranks is None:
+                slot_grads[key] = clock.collective(Stage.BWD_COMM, lambda: self._bwd_rows(grads))
+            elif st is ShardingType.ROW_WISE:
+                slot_grads[key] = self._bwd_span_rows(key, grads)
             elif st is ShardingType.TABLE_ROW_WISE:
-                slot_grads[st] = self._bwd_host_rows(grads)
+                slot_grads[key] = self._bwd_host_rows(grads)
             else:
-                slot_grads[st] = clock.collective(Stage.BWD_COMM,
-                                                  lambda: self._bwd_columns(st, grads))
+                slot_grads[key] = clock.collective(Stage.BWD_COMM,
+                                                   lambda: self._bwd_columns(key, grads))
         for g in slot_grads.values():
             self._track(*g)
 
         # ---- backward compute with the (fused) update
         def backward() -> None:
-            for st, lk in self.lookups.items():
-                lk.backward(torch.cat(slot_grads[st], 1))
+            for key, lk in self.lookups.items():
+                lk.backward(torch.cat(slot_grads[key], 1))
             for d, o in zip(lay.dp_tables, dp_out):
                 o.backward(grads[d.table_index])
 
@@ -327,7 +336,7 @@ class ShardedEmbeddings:
 
             clock.compute(Stage.BWD_COMPUTE, dp_update)
         return StepOutput(pooled=pooled,
-                          slot_grads=[g for st in lay.groups for g in slot_grads.get(st, [])])
+                          slot_grads=[g for key in lay.groups for g in slot_grads.get(key, [])])
 
     def finish(self) -> None:
         """Wait for an input dist still in flight (the last pipelined step's)."""
@@ -348,11 +357,11 @@ class ShardedEmbeddings:
     # -- input dist ---------------------------------------------------------------------------
 
     def _input_dist(self, local: list[tuple[torch.Tensor, torch.Tensor]],
-                    group: dist.ProcessGroup | None) -> dict[ShardingType, _Inputs]:
+                    group: dist.ProcessGroup | None) -> dict[GroupKey, _Inputs]:
         """Every group's lengths then ids to the ranks holding its shards."""
-        return {st: self._group_input(st, local, group) for st in self.layout.groups}
+        return {key: self._group_input(key, local, group) for key in self.layout.groups}
 
-    def _group_input(self, st: ShardingType, local, group) -> _Inputs:
+    def _group_input(self, st: GroupKey, local, group) -> _Inputs:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
         dev = self.comm.device
         send_len, send_ids, len_splits, id_splits = [], [], [], []
@@ -392,13 +401,13 @@ class ShardedEmbeddings:
 
     # -- output distribution per kind -----------------------------------------------------------
 
-    def _col_start(self, st: ShardingType) -> list[int]:
+    def _col_start(self, st: GroupKey) -> list[int]:
         out = [0]
         for s in self.group_slots.get(st, ()):
             out.append(out[-1] + s.num_cols)
         return out
 
-    def _fwd_columns(self, st: ShardingType, out: torch.Tensor | None,
+    def _fwd_columns(self, st: GroupKey, out: torch.Tensor | None,
                      pooled: list[torch.Tensor]) -> None:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
         block = out if out is not None else torch.zeros(lay.batch_global, 0,
@@ -422,8 +431,9 @@ class ShardedEmbeddings:
         lay = self.layout
         width = lay.rows_width()
         part = torch.zeros(lay.batch_global, width, device=self.comm.device)
-        cs = self._col_start(ShardingType.ROW_WISE)
-        for k, s in enumerate(self.group_slots.get(ShardingType.ROW_WISE, ())):
+        rw = GroupKey(sharding_type=ShardingType.ROW_WISE)
+        cs = self._col_start(rw)
+        for k, s in enumerate(self.group_slots.get(rw, ())):
             o = lay.rows_offset(s.table_index)
             part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
         mine = _reduce_scatter(part, lay.world_size, self.comm)
@@ -452,13 +462,14 @@ class ShardedEmbeddings:
         H, L = lay.num_hosts, len(lay.host_ranks[0])
         wh = lay.host_rows_width(h)
         group = self.comm.intra_host[h] if H > 1 else None
-        cs = self._col_start(ShardingType.TABLE_ROW_WISE)
+        twrw = GroupKey(sharding_type=ShardingType.TABLE_ROW_WISE)
+        cs = self._col_start(twrw)
 
         def host_rs() -> torch.Tensor:
             if not wh:
                 return torch.zeros(H * B, 0, device=self.comm.device)
             part = torch.zeros(lay.batch_global, wh, device=self.comm.device)
-            for k, s in enumerate(self.group_slots.get(ShardingType.TABLE_ROW_WISE, ())):
+            for k, s in enumerate(self.group_slots.get(twrw, ())):
                 o = lay.host_rows_offset(h, s.table_index)
                 part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
             part = part.index_select(0, self._host_perm().to(part.device))
@@ -486,7 +497,7 @@ class ShardedEmbeddings:
 
     # -- backward distribution per kind ---------------------------------------------------------
 
-    def _bwd_columns(self, st: ShardingType, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _bwd_columns(self, st: GroupKey, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
         dev = self.comm.device
         send = []
@@ -509,7 +520,7 @@ class ShardedEmbeddings:
         mine = torch.cat([grads[t] for t in lay.rows_tables], 1)
         full = _all_gather(mine, lay.world_size)
         return [full[:, lay.rows_offset(s.table_index):lay.rows_offset(s.table_index) + s.num_cols]
-                for s in self.group_slots.get(ShardingType.ROW_WISE, ())]
+                for s in self.group_slots.get(GroupKey(sharding_type=ShardingType.ROW_WISE), ())]
 
     def _bwd_host_rows(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         lay, B = self.layout, self.layout.batch_per_rank
@@ -537,4 +548,97 @@ class ShardedEmbeddings:
         full[self._host_perm().to(dev)] = full_perm
         return [full[:, lay.host_rows_offset(h, s.table_index):
                      lay.host_rows_offset(h, s.table_index) + s.num_cols]
-                for s in self.group_slots.get(ShardingType.TABLE_ROW_WISE, ())]
+                for s in self.group_slots.get(GroupKey(sharding_type=ShardingType.TABLE_ROW_WISE),
+                                              ())]
+
+    # -- row-wise over a subset of ranks ----------------------------------------------------------
+
+    def _span_owners(self, span: tuple[int, ...]) -> list[list[int]]:
+        """Per member ``j`` of ``span``, the sample owners it reduces for: ranks ``r`` with
+        ``r mod n == j``."""
+        n = len(span)
+        return [[r for r in range(self.layout.world_size) if r % n == j] for j in range(n)]
+
+    def _span_rows_index(self, owners: list[int]) -> torch.Tensor:
+        B = self.layout.batch_per_rank
+        return torch.cat([torch.arange(r * B, (r + 1) * B) for r in owners])
+
+    def _fwd_span_rows(self, key: GroupKey, out: torch.Tensor | None,
+                       pooled: list[torch.Tensor]) -> None:
+        """Reduce-scatter of the span's partial sums among its members, then each member's
+        chunk of samples to their owners (an all-to-all over all ranks)."""
+        lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
+        span, clock, dev = key.ranks, self.clock, self.comm.device
+        n, w = len(span), lay.span_width(span)
+        owners = self._span_owners(span)
+        member = self.rank in span
+        j = span.index(self.rank) if member else -1
+        group = self.comm.spans[span]
+
+        def reduce_scatter() -> torch.Tensor:
+            part = torch.zeros(lay.batch_global, w, device=dev)
+            cs = self._col_start(key)
+            for k, s in enumerate(self.group_slots.get(key, ())):
+                o = lay.span_offset(span, s.table_index)
+                part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
+            send = torch.cat([part.index_select(0, self._span_rows_index(owners[m]).to(dev))
+                              for m in range(n)])
+            rows = len(owners[j]) * B
+            recv = _a2a(send.reshape(-1), [len(owners[m]) * B * w for m in range(n)],
+                        [rows * w] * n, group)
+            self._track(part, send, recv)
+            return recv.view(n, rows, w).sum(0)
+
+        chunk = clock.collective(Stage.FWD_COMM, reduce_scatter, group) if member else None
+        holder = span[self.rank % n]
+
+        def to_owners() -> torch.Tensor:
+            send = chunk.reshape(-1) if member else torch.zeros(0, device=dev)
+            send_splits = [B * w if member and d % n == j else 0 for d in range(W)]
+            recv_splits = [B * w if src == holder else 0 for src in range(W)]
+            return _a2a(send, send_splits, recv_splits)
+
+        mine = clock.collective(Stage.FWD_COMM, to_owners).view(B, w)
+        for t in lay.span_tables[span]:
+            o = lay.span_offset(span, t)
+            pooled[t] = mine[:, o:o + lay.dims[t]]
+
+    def _bwd_span_rows(self, key: GroupKey, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The reverse: each owner's gradients to its member, then an all-gather of the
+        members' chunks among the span."""
+        lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
+        span, clock, dev = key.ranks, self.clock, self.comm.device
+        n, w = len(span), lay.span_width(span)
+        owners = self._span_owners(span)
+        member = self.rank in span
+        j = span.index(self.rank) if member else -1
+        holder = span[self.rank % n]
+        mine = torch.cat([grads[t] for t in lay.span_tables[span]], 1)
+
+        def to_members() -> torch.Tensor:
+            send_splits = [B * w if d == holder else 0 for d in range(W)]
+            recv_splits = [B * w if member and src % n == j else 0 for src in range(W)]
+            return _a2a(mine.reshape(-1), send_splits, recv_splits)
+
+        chunk = clock.collective(Stage.BWD_COMM, to_members)
+        if not member:
+            return []
+        group = self.comm.spans[span]
+
+        def all_gather() -> torch.Tensor:
+            rows = len(owners[j]) * B
+            recv = _a2a(chunk.repeat(n), [rows * w] * n,
+                        [len(owners[m]) * B * w for m in range(n)], group)
+            full = torch.empty(lay.batch_global, w, device=dev)
+            off = 0
+            for m in range(n):
+                k = len(owners[m]) * B
+                full[self._span_rows_index(owners[m]).to(dev)] = recv[off:off + k * w].view(k, w)
+                off += k * w
+            return full
+
+        full = clock.collective(Stage.BWD_COMM, all_gather, group)
+        self._track(full)
+        return [full[:, lay.span_offset(span, s.table_index):
+                     lay.span_offset(span, s.table_index) + s.num_cols]
+                for s in self.group_slots.get(key, ())]

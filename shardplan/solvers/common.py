@@ -179,6 +179,7 @@ class CostTables:
     key_hbm_g: np.ndarray  # [keys, groups]
     key_ddr_g: np.ndarray
     key_ranks: list[np.ndarray | None]
+    key_member_lanes_g: np.ndarray | None = None  # [keys, groups, L] the members' extra
     num_groups: int = 1
     index: dict[str, int] = field(default_factory=dict)
 
@@ -191,16 +192,14 @@ class CostTables:
         return _per_rank(scalar_time(self.base_lanes_g), self.group_of)
 
     def key_cost(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Group ``k``'s fixed cost per rank: (lanes [ranks, L], hbm, ddr), zero outside its
-        participants."""
+        """Group ``k``'s fixed cost per rank: (lanes [ranks, L], hbm, ddr): what every rank
+        pays, plus, on the ranks of ``key_ranks[k]``, the members' extra."""
         lanes = np.array(_per_rank(self.key_lanes_g[k], self.group_of))
         hbm = np.array(_per_rank(self.key_hbm_g[k], self.group_of))
         ddr = np.array(_per_rank(self.key_ddr_g[k], self.group_of))
         mask = self.key_ranks[k]
         if mask is not None:
-            lanes[~mask] = 0.0
-            hbm[~mask] = 0.0
-            ddr[~mask] = 0.0
+            lanes[mask] += self.key_member_lanes_g[k][self.group_of[mask]]
         return lanes, hbm, ddr
 
     @classmethod
@@ -306,12 +305,15 @@ class CostTables:
         key_lanes_g = np.zeros((nk, ng, NUM_LANES))
         key_hbm_g = np.zeros((nk, ng))
         key_ddr_g = np.zeros((nk, ng))
+        key_member_g = np.zeros((nk, ng, NUM_LANES))
         key_ranks: list[np.ndarray | None] = []
         for ki, gk in enumerate(keys):
             for g in groups:
                 c = cm.group_cost(gk, g)
                 key_lanes_g[ki, g] = c.perf.as_tuple()
                 key_hbm_g[ki, g], key_ddr_g[ki, g] = c.memory.hbm, c.memory.ddr
+                if gk.ranks is not None:
+                    key_member_g[ki, g] = cm.group_member_cost(gk, g).perf.as_tuple()
             if gk.ranks is None:
                 key_ranks.append(None)
             else:
@@ -322,7 +324,8 @@ class CostTables:
                    group_of=group_of, base_lanes_g=base_lanes_g, base_hbm=base_hbm,
                    base_ddr=base_ddr, cap_hbm=cap_hbm, cap_ddr=cap_ddr, step=cm.step,
                    keys=keys, key_lanes_g=key_lanes_g, key_hbm_g=key_hbm_g,
-                   key_ddr_g=key_ddr_g, key_ranks=key_ranks, num_groups=ng,
+                   key_ddr_g=key_ddr_g, key_ranks=key_ranks, key_member_lanes_g=key_member_g,
+                   num_groups=ng,
                    index={n: i for i, n in enumerate(tables)})
 
     def assignment(self, ctx: PlanningContext, choice: list[tuple[int, tuple[int, ...]]]
