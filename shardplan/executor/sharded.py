@@ -559,6 +559,12 @@ class ShardedEmbeddings:
         n = len(span)
         return [[r for r in range(self.layout.world_size) if r % n == j] for j in range(n)]
 
+    def _span_ctx(self, span: tuple[int, ...]) -> tuple[int, int, list[list[int]], bool, int]:
+        """(members, width, owners per member, this rank a member, its index or -1)."""
+        member = self.rank in span
+        return (len(span), self.layout.span_width(span), self._span_owners(span), member,
+                span.index(self.rank) if member else -1)
+
     def _span_rows_index(self, owners: list[int]) -> torch.Tensor:
         B = self.layout.batch_per_rank
         return torch.cat([torch.arange(r * B, (r + 1) * B) for r in owners])
@@ -569,10 +575,7 @@ class ShardedEmbeddings:
         chunk of samples to their owners (an all-to-all over all ranks)."""
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
         span, clock, dev = key.ranks, self.clock, self.comm.device
-        n, w = len(span), lay.span_width(span)
-        owners = self._span_owners(span)
-        member = self.rank in span
-        j = span.index(self.rank) if member else -1
+        n, w, owners, member, j = self._span_ctx(span)
         group = self.comm.spans[span]
 
         def reduce_scatter() -> torch.Tensor:
@@ -608,10 +611,7 @@ class ShardedEmbeddings:
         members' chunks among the span."""
         lay, B, W = self.layout, self.layout.batch_per_rank, self.layout.world_size
         span, clock, dev = key.ranks, self.clock, self.comm.device
-        n, w = len(span), lay.span_width(span)
-        owners = self._span_owners(span)
-        member = self.rank in span
-        j = span.index(self.rank) if member else -1
+        n, w, owners, member, j = self._span_ctx(span)
         holder = span[self.rank % n]
         mine = torch.cat([grads[t] for t in lay.span_tables[span]], 1)
 
