@@ -81,6 +81,7 @@ class Component(StrEnum):
     ALL_REDUCE = "all_reduce"
     KERNEL_LAUNCH = "kernel_launch"
     COLLECTIVE_LATENCY = "collective_latency"
+    REPLICA_SYNC = "replica_sync"
     HBM_RESERVE = "hbm_reserve"
 
 
@@ -103,6 +104,11 @@ class CostModelOptions:
             TorchRec; fp16/bf16 model quantised communication).
         ddp_bucket_bytes: data-parallel gradients are all-reduced in buckets of this size
             (torch DDP's ``bucket_cap_mb``, 25 MiB): one call per bucket.
+        replicas: 2D sparse parallelism (TorchRec's ``DMPCollection``): the topology is one
+            sharding group and every shard has this many replicas on ranks of one host; 1: none.
+        replica_sync_steps: the replicas' weights and optimizer state are averaged (one
+            all-reduce among a shard's replicas, over the intra-host fabric) every this many
+            steps (``DMPCollection.sync()``); its cost is spread over them.
     """
 
     pipeline_depth: int = DEFAULT_PIPELINE_DEPTH
@@ -111,6 +117,8 @@ class CostModelOptions:
     composition: Composition = Composition.SYNCHRONIZED
     output_dtype: DType = DType.FP32
     ddp_bucket_bytes: int = DEFAULT_DDP_BUCKET_BYTES
+    replicas: int = 1
+    replica_sync_steps: int = 1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.pipeline_depth, int) and self.pipeline_depth >= 1):
@@ -123,6 +131,10 @@ class CostModelOptions:
         if self.output_dtype.is_quantized:
             raise SpecError(f"output_dtype={self.output_dtype.value!r}: pooled outputs are "
                             "fp32, fp16 or bf16")
+        for name in ("replicas", "replica_sync_steps"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise SpecError(f"{name}={v!r}: must be an integer >= 1")
         if not (isinstance(self.ddp_bucket_bytes, int) and self.ddp_bucket_bytes > 0):
             raise SpecError(f"ddp_bucket_bytes={self.ddp_bucket_bytes!r}: must be a positive "
                             "integer (torch DDP's default is 25 MiB = 26214400)")
@@ -135,7 +147,8 @@ class CostModelOptions:
         return {"pipeline_depth": self.pipeline_depth,
                 "hbm_reserved_fraction": self.hbm_reserved_fraction,
                 "pipelined": self.pipelined, "composition": self.composition.value,
-                "output_dtype": self.output_dtype.value, "ddp_bucket_bytes": self.ddp_bucket_bytes}
+                "output_dtype": self.output_dtype.value, "ddp_bucket_bytes": self.ddp_bucket_bytes,
+                "replicas": self.replicas, "replica_sync_steps": self.replica_sync_steps}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CostModelOptions:
@@ -145,7 +158,9 @@ class CostModelOptions:
                        hbm_reserved_fraction=d["hbm_reserved_fraction"],
                        pipelined=bool(d["pipelined"]), composition=Composition(d["composition"]),
                        output_dtype=DType(d["output_dtype"]),
-                       ddp_bucket_bytes=int(d["ddp_bucket_bytes"]))
+                       ddp_bucket_bytes=int(d["ddp_bucket_bytes"]),
+                       replicas=int(d.get("replicas", 1)),
+                       replica_sync_steps=int(d.get("replica_sync_steps", 1)))
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"cost-model options are incomplete or malformed ({exc!r})",
                             key_path="provenance.cost_model.options") from None
@@ -175,12 +190,14 @@ class _Group:
     ag_host: LinearCost  # all-gather within a host (TWRW)
     ar: LinearCost  # all-reduce over all ranks (one DDP bucket)
     inter_s_per_byte: float  # to one rank of another host over the NIC share
+    replica: LinearCost  # all-reduce among a shard's replicas (2D), inside one host
 
 
 Items = tuple[tuple[Component, ShardCost], ...]
 
-_ROW_SPLIT = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
-_COL_SPLIT = (ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE)
+_ROW_SPLIT = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.GRID_SHARD)
+_COL_SPLIT = (ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE, ShardingType.GRID_SHARD)
+_HOST_ROWS = (ShardingType.TABLE_ROW_WISE, ShardingType.GRID_SHARD)
 _NL = len(LANES)
 _LANE_INDEX = {ln: i for i, ln in enumerate(LANES)}
 
@@ -269,6 +286,8 @@ class EmbeddingCostModel(CostModel):
                     for t in workload.tables)
         b_ar = float(min(self.options.ddp_bucket_bytes, grads))
         b_host = pooled / topology.num_hosts
+        b_rep = sum(memory.weight_bytes(t.num_embeddings, t.embedding_dim, t.dtype)
+                    for t in workload.tables) / self.world
         self._groups = []
         for hg, prof, ln in zip(topology.host_groups, self.profiles, links):
             co = prof.coefficients
@@ -290,7 +309,8 @@ class EmbeddingCostModel(CostModel):
                 rs_host=cm.cost(Collective.REDUCE_SCATTER, b_host, Span.HOST),
                 ag_host=cm.cost(Collective.REDUCE_SCATTER, b_host, Span.HOST),
                 ar=cm.cost(Collective.ALL_REDUCE, b_ar),
-                inter_s_per_byte=inter))
+                inter_s_per_byte=inter,
+                replica=cm.cost(Collective.ALL_REDUCE, b_rep, Span.HOST, self.options.replicas)))
         self._cost_memo: dict[tuple, dict[tuple[int, int, int], ShardCost]] = {}
         self._hits: dict[tuple[str, float], float] = {}
         self._every_memo: dict[tuple, ShardCost] = {}
@@ -539,6 +559,12 @@ class EmbeddingCostModel(CostModel):
         else:
             items.append(_t(Component.TABLE_OVERHEAD, {Lane.FWD_COMPUTE: per_table_s}))
 
+        # 2D: the shard's weights and optimizer state averaged among its replicas
+        reps = self.options.replicas
+        if train and reps > 1:
+            sync = (weights + state) * g.replica.s_per_byte / self.options.replica_sync_steps
+            items.append(_t(Component.REPLICA_SYNC, {Lane.DP_SYNC: sync}))
+
         # communication: the holder's side
         if dp:
             if train and self.world > 1:
@@ -571,7 +597,7 @@ class EmbeddingCostModel(CostModel):
             if train:
                 items.append(_t(Component.GRAD_DIST, _both(Lane.GRAD_SEND, Lane.GRAD_RECV,
                                                            buf * g.ag.s_per_byte)))
-        elif st is ShardingType.TABLE_ROW_WISE:
+        elif st in _HOST_ROWS:
             # reduce-scatter within the host, then this rank's 1/L to the rail peers (the
             # ranks of its local index on the other hosts); the reverse backward
             # (the host's reduce-scatter runs over all its L ranks, as the executor runs it)
@@ -603,12 +629,15 @@ class EmbeddingCostModel(CostModel):
         pooled = memory.pooled_bytes(samples, dim, self.out_bytes)
         items.append(_mem(Component.POOLED_OUTPUTS, hbm=pooled * (2 if train else 1)))
         # ids go to every column shard; lengths go to every shard
-        id_copies = n if st in _COL_SPLIT else 1
+        if st is ShardingType.GRID_SHARD:  # once per column block (a host's row blocks)
+            id_copies = max(1, n // g.links.local)
+        else:
+            id_copies = n if st in _COL_SPLIT else 1
         sent = ids * memory.ID_BYTES * id_copies + samples * memory.LENGTH_BYTES * n
         items.append(_t(Component.INPUT_DIST, {Lane.INPUT_SEND: sent * g.a2a.s_per_byte}))
         if st is ShardingType.ROW_WISE and span is None:  # outputs come back by the reduce-scatter
             return tuple(items)
-        if st is ShardingType.TABLE_ROW_WISE:
+        if st in _HOST_ROWS:
             # from the rank of this local index on the holding host, over the NIC (the ranks
             # of the holding host itself get theirs from the reduce-scatter: the others pay)
             s = pooled * g.inter_s_per_byte
@@ -649,7 +678,7 @@ class EmbeddingCostModel(CostModel):
             out = back = g.a2a.latency_s  # the chunks to their owners; the span's own: members
         elif st is ShardingType.ROW_WISE:
             out, back = g.rs.latency_s, g.ag.latency_s
-        elif st is ShardingType.TABLE_ROW_WISE:
+        elif st in _HOST_ROWS:
             cross = g.rail.latency_s if self.topology.num_hosts > 1 else 0.0
             out, back = g.rs_host.latency_s + cross, g.ag_host.latency_s + cross
         else:
@@ -663,6 +692,9 @@ class EmbeddingCostModel(CostModel):
 
     def _overhead(self, gi: int) -> tuple[Raw, ...]:
         items: list[Raw] = []
+        if self.training and self.options.replicas > 1:  # the sync's one call
+            items.append(_t(Component.REPLICA_SYNC, {
+                Lane.DP_SYNC: self._groups[gi].replica.latency_s / self.options.replica_sync_steps}))
         f = self.options.hbm_reserved_fraction
         if f is not None:
             cap = self.topology.host_groups[gi].device.hbm_capacity_bytes

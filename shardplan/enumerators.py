@@ -3,7 +3,8 @@
 Per table: table-wise; row-wise over all ranks, or over the ranks of ``k`` hosts (``k`` a power
 of two below the host count, spans aligned: hosts ``[i k, (i+1) k)``); table-row-wise over the
 ranks of one host; column-wise into k shards (k a power of two, shard width a multiple of
-``column_alignment``); table-column-wise (column shards kept within one host); data-parallel.
+``column_alignment``); table-column-wise (column shards kept within one host); grid (``k`` column blocks on ``k``
+hosts, each row-wise over its host's ranks: TorchRec's ``GRID_SHARD``); data-parallel.
 Each with the placements allowed: HBM, UVM caching at ``cache_ratios``, and host memory (UVM).
 
 Pins (``constraints.pinned_ranks`` ``P``) work with every sharding type: table-wise and
@@ -171,7 +172,8 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
         allowed = tuple(t for t in allowed if t in keep)
     if not world_wide:
         allowed = tuple(t for t in allowed if t not in (ShardingType.ROW_WISE,
-                                                        ShardingType.DATA_PARALLEL))
+                                                        ShardingType.DATA_PARALLEL,
+                                                        ShardingType.GRID_SHARD))
     nh = topology.num_hosts
     pinned_set = set(pinned) if pinned else None
     everyone = pinned is None or len(pinned) == world
@@ -249,6 +251,25 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                             continue
                         add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=o,
                                                num_cols=w) for o, w in cols], [hr] * len(cols))
+            elif st is ShardingType.GRID_SHARD and topology.num_hosts > 1:
+                # k column blocks on k hosts, each row-wise over its host's ranks (TorchRec's
+                # GRID_SHARD: column-wise across hosts, row-wise within a host)
+                usable = ([h for h in range(nh) if set(host_ranks[h]) <= pinned_set]
+                          if pinned_set is not None else list(range(nh)))
+                for k in k_values():
+                    cols = column_splits(dim, k, alignment)
+                    if k > len(usable) or cols is None or min(w for _, w in cols) < min_width:
+                        continue
+                    first = host_start % len(usable)
+                    chosen = [usable[(first + b) % len(usable)] for b in range(k)]
+                    shards, cands = [], []
+                    for (o, w), h in zip(cols, chosen):
+                        hr = host_ranks[h]
+                        for i, (ro, rn) in enumerate(split(rows, len(hr))):
+                            shards.append(ShardSpec(row_offset=ro, num_rows=rn, col_offset=o,
+                                                    num_cols=w))
+                            cands.append((hr[i],))
+                    add(st, pl, shards, cands)
             elif (st is ShardingType.DATA_PARALLEL and host_only and everyone
                   and rows <= opts.data_parallel_max_rows):
                 add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=0, num_cols=dim)]

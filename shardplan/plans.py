@@ -85,7 +85,8 @@ def makespan_of(costs: Sequence[ShardCost], cost_model: CostModel) -> float:
     return cost_model.step.makespan(np.array([c.perf.as_tuple() for c in costs]))
 
 
-_FIXED_RANKS = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.DATA_PARALLEL)
+_FIXED_RANKS = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.DATA_PARALLEL,
+                ShardingType.GRID_SHARD)
 
 
 def option_of(t: TablePlan) -> ShardingOption:
@@ -242,21 +243,25 @@ def check_plan(plan: Plan, *, check_memory: bool = True) -> None:
                                 key_path=f"ranks[{r.rank}]")
 
 
-_HOST_LOCAL = (ShardingType.TABLE_ROW_WISE, ShardingType.TABLE_COLUMN_WISE)
+_HOST_LOCAL = (ShardingType.TABLE_ROW_WISE, ShardingType.TABLE_COLUMN_WISE,
+               ShardingType.GRID_SHARD)
 
 
 def _check_one_host(topology: Topology, t: TablePlan, where: str) -> None:
-    """TWRW and TWCW shards stay inside one host: their reduce-scatter / column shards run
-    over the host's fabric (NVLink), and the executor and TorchRec build them that way."""
-    first = topology.rank(t.shards[0].rank).host
+    """TWRW and TWCW shards stay inside one host (GRID: each column block's row blocks): their
+    reduce-scatter / column shards run over the host's fabric (NVLink), and the executor and
+    TorchRec build them that way."""
+    firsts: dict[tuple[int, int], tuple[int, int]] = {}
     for i, s in enumerate(t.shards):
         h = topology.rank(s.rank).host
+        block = (s.col_offset, s.num_cols) if t.sharding_type is ShardingType.GRID_SHARD else (0, 0)
+        j, first = firsts.setdefault(block, (i, h))
         if h != first:
             raise PlanError(
                 f"{t.sharding_type.short} table {t.name!r}: shard {i} is on rank {s.rank} of host "
-                f"{h}, but shard 0 is on host {first}; {t.sharding_type.short} shards must stay "
+                f"{h}, but shard {j} is on host {first}; {t.sharding_type.short} shards must stay "
                 f"inside one host (move shard {i} to a rank of host {first}, or use "
-                f"{'row_wise' if t.sharding_type is ShardingType.TABLE_ROW_WISE else 'column_wise'})",
+                f"{'column_wise' if t.sharding_type is ShardingType.TABLE_COLUMN_WISE else 'row_wise'})",
                 key_path=f"{where}.shards[{i}]")
 
 
@@ -322,6 +327,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         },
         "workload": workload_to_dict(plan.workload),
         "topology": topology_to_dict(plan.topology),
+        "replicas": plan.replicas,
     }
 
 
@@ -389,9 +395,12 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"malformed plan: {type(exc).__name__}: {exc}; re-run `shardplan solve` "
                         "to write a new plan", source=source) from None
+    replicas = r.int("replicas", 1)
+    if replicas < 1:
+        raise ctx.fail("replicas", f"must be >= 1 (1: no 2D replication), got {replicas}")
     r.done()
     return Plan(tables=tuple(tables), ranks=tuple(ranks), summary=summary, provenance=prov,
-                workload=workload, topology=topology)
+                workload=workload, topology=topology, replicas=replicas)
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:

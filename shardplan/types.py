@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
@@ -40,6 +40,7 @@ class ShardingType(StrEnum):
     TABLE_ROW_WISE = "table_row_wise"
     TABLE_COLUMN_WISE = "table_column_wise"
     DATA_PARALLEL = "data_parallel"
+    GRID_SHARD = "grid_shard"  # column blocks across hosts, each row-wise within its host
 
     @property
     def short(self) -> str:
@@ -53,6 +54,7 @@ _SHORT = {
     ShardingType.TABLE_ROW_WISE: "TWRW",
     ShardingType.TABLE_COLUMN_WISE: "TWCW",
     ShardingType.DATA_PARALLEL: "DP",
+    ShardingType.GRID_SHARD: "GRID",
 }
 
 
@@ -715,6 +717,32 @@ class Topology:
             ddr=g.host.ddr_capacity_bytes / g.devices_per_host,
         )
 
+    def sharding_group(self, replicas: int) -> Topology:
+        """The topology one sharding group of a 2D plan sees (TorchRec's ``DMPCollection``):
+        the model is sharded over ``world / replicas`` ranks and replicated ``replicas`` times,
+        each replica on ranks of the same host (TorchRec's default: the replicas' weight sync
+        runs over the intra-host fabric). Every host keeps ``devices_per_host / replicas`` of
+        its devices in the group, with that share of the host's NICs, DDR and DDR bandwidth.
+
+        Raises:
+            ValueError: ``replicas`` does not divide every group's devices per host.
+        """
+        if replicas == 1:
+            return self
+        groups = []
+        for g in self.host_groups:
+            _check(replicas >= 1 and g.devices_per_host % replicas == 0, "replicas", replicas,
+                   f"must divide the {g.devices_per_host} devices per host of group {g.name!r}")
+            groups.append(replace(
+                g, devices_per_host=g.devices_per_host // replicas,
+                host=replace(g.host, ddr_capacity_bytes=g.host.ddr_capacity_bytes // replicas,
+                             ddr_bandwidth_bytes_per_s=g.host.ddr_bandwidth_bytes_per_s / replicas),
+                network=replace(g.network,
+                                bandwidth_bytes_per_s=g.network.bandwidth_bytes_per_s / replicas)))
+        return Topology(name=f"{self.name}/{replicas}x", host_groups=tuple(groups),
+                        hbm_reserved_fraction=self.hbm_reserved_fraction,
+                        description=f"one of {replicas} sharding groups of {self.name}")
+
     def graph(self) -> nx.Graph:
         """The topology as a networkx graph (built by :func:`shardplan.topology.build_graph`)."""
         from shardplan.topology import build_graph
@@ -1039,7 +1067,15 @@ class Provenance:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Plan:
-    """A sharding plan, self-contained: it embeds the workload and topology it was made for."""
+    """A sharding plan, self-contained: it embeds the workload and topology it was made for.
+
+    Attributes:
+        replicas: 2D sparse parallelism (TorchRec's ``DMPCollection``): the plan shards the
+            tables over ``topology`` (one sharding group) and runs on
+            ``replicas x topology.world_size`` ranks, each shard replicated on ``replicas``
+            ranks of one host, the replicas' weights and optimizer state averaged every
+            ``cost model options.replica_sync_steps`` steps. 1: an ordinary plan.
+    """
 
     tables: tuple[TablePlan, ...]
     ranks: tuple[RankPlan, ...]
@@ -1047,6 +1083,7 @@ class Plan:
     provenance: Provenance
     workload: Workload
     topology: Topology
+    replicas: int = 1
 
     def table(self, name: str) -> TablePlan:
         for t in self.tables:

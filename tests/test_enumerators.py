@@ -163,3 +163,19 @@ def test_row_wise_over_a_span_of_hosts():
         ranks = [c[0] for c in o.candidate_ranks]
         hosts = {topo.rank(r).host for r in ranks}
         assert len(hosts) * 4 == len(ranks) and ranks == sorted(ranks)
+
+
+def test_grid_shard_is_column_blocks_row_wise_in_hosts():
+    topo = make_topology(hosts=4, devices_per_host=4)
+    t = TableSpec(name="g", num_embeddings=100_000, embedding_dim=64,
+                  constraints=TableConstraints(sharding_types=(ShardingType.GRID_SHARD,),
+                                               placements=(PlacementKind.HBM,)))
+    opts = enumerate_options(Workload(tables=(t,), batch_size=8), topo)["g"]
+    assert sorted(len(o.shards) for o in opts) == [8, 16]  # 2 or 4 column blocks x 4 ranks
+    for o in opts:
+        by_block: dict = {}
+        for sh, c in zip(o.shards, o.candidate_ranks):
+            by_block.setdefault(sh.col_offset, set()).add(topo.rank(c[0]).host)
+            assert sh.num_cols == 64 // (len(o.shards) // 4)
+        assert all(len(h) == 1 for h in by_block.values())  # a block's rows stay in a host
+        assert len({next(iter(h)) for h in by_block.values()}) == len(by_block)  # one host each

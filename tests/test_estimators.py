@@ -571,3 +571,24 @@ def test_distinct_rows_is_bounded_by_ids_and_rows(ids, rows):
         assert u == pytest.approx(ids, rel=1e-3)
     if ids >= 20 * rows:
         assert u == pytest.approx(rows, rel=1e-6)
+
+
+def test_two_d_replicas_pay_their_weight_sync():
+    from shardplan.estimators import CostModelOptions
+
+    topo = load_topology("dgx-h100-2x8")
+    w = make_workload(4)
+    sub = topo.sharding_group(2)
+    assert sub.world_size == 8 and sub.host_groups[0].devices_per_host == 4
+    assert sub.host_groups[0].network.bandwidth_bytes_per_s == pytest.approx(
+        topo.host_groups[0].network.bandwidth_bytes_per_s / 2)
+    o = enumerate_table(w.tables[0], w, sub)[0]
+    plain = default_cost_model(w, sub).shard_cost(o, 0, 0)
+    two = default_cost_model(w, sub, options=CostModelOptions(replicas=2)).shard_cost(o, 0, 0)
+    every4 = default_cost_model(w, sub, options=CostModelOptions(
+        replicas=2, replica_sync_steps=4)).shard_cost(o, 0, 0)
+    assert plain.perf.dp_sync == 0 < every4.perf.dp_sync < two.perf.dp_sync
+    assert two.perf.dp_sync == pytest.approx(4 * every4.perf.dp_sync)
+    assert two.memory == plain.memory
+    with pytest.raises(ValueError, match="replicas"):
+        topo.sharding_group(3)

@@ -369,7 +369,7 @@ def test_gpu_calibrate_script_cpu_path(tmp_path):
 
 MIXED_TYPES = (ShardingType.TABLE_ROW_WISE, ShardingType.ROW_WISE, ShardingType.DATA_PARALLEL,
                ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE,
-               ShardingType.TABLE_COLUMN_WISE, ShardingType.ROW_WISE,
+               ShardingType.TABLE_COLUMN_WISE, ShardingType.GRID_SHARD,
                ShardingType.TABLE_ROW_WISE)
 
 
@@ -414,7 +414,7 @@ def test_every_sharding_group_on_two_hosts_equals_reference(pipelined):
     r0 = rep.ranks[0]
     assert r0["pipelined"] is pipelined
     assert r0["groups"] == ["table_wise", "column_wise", "table_column_wise", "row_wise",
-                            "table_row_wise"]
+                            "table_row_wise", "grid_shard"]
     assert r0["dp_buckets"] == 1
 
 
@@ -491,3 +491,24 @@ def test_row_wise_over_a_subset_of_ranks_equals_reference():
         rep = validate_plan(p, steps=2, pipelined=pipelined)
         assert rep.passed, rep.mismatches[:3]
     assert {"row_wise", "row_wise@1,3", "row_wise@0,1,2"} <= set(rep.ranks[0]["groups"])
+
+
+@pytest.mark.slow
+def test_two_d_plan_runs_as_two_groups_of_two_and_equals_reference(tmp_path):
+    """2D sparse parallelism (DMPCollection): small-cpu sharded over 2 ranks, replicated
+    twice; 4 processes as 2 sharding groups of 2, each on its own samples, replicas averaged
+    every step, against the unsharded model doing the same."""
+    from shardplan.executor import validate_plan
+    from shardplan.plans import load_plan
+    from shardplan.sparse2d import plan_2d
+
+    topo, work = load_problem("cpu-2x2")
+    p = plan_2d(work, topo, 2, solver="greedy")
+    assert p.replicas == 2 and p.topology.world_size == 2
+    path = tmp_path / "p2d.json"
+    save_plan(p, path)
+    again = load_plan(path)
+    assert again.replicas == 2 and again == p
+    for pipelined in (True, False):
+        rep = validate_plan(again, steps=3, pipelined=pipelined)
+        assert len(rep.ranks) == 4 and rep.passed, rep.mismatches[:3]

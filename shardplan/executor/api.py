@@ -138,7 +138,7 @@ def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, 
     checked = prepare(plan, world_size)
     job = Job(kind=JobKind.VALIDATE, plan_json=plan_to_json(plan), steps=steps, seed=seed,
               backend=backend, pipelined=pipelined, clock=ClockKind.WALL, corrupt=corrupt)
-    res = run_local([job], plan.topology.world_size)[0]
+    res = run_local([job], plan.topology.world_size * plan.replicas)[0]
     return ValidationReport(ranks=tuple(res), rtol=RTOL, atol=ATOL, steps=steps,
                             estimates_checked=checked)
 
@@ -267,7 +267,7 @@ def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, se
 
     if not plans:
         return []
-    worlds = {p.topology.world_size for p in plans}
+    worlds = {p.topology.world_size * p.replicas for p in plans}
     if len(worlds) != 1:
         raise PlanError(f"plans of different world sizes {sorted(worlds)} cannot share a launch")
     for p in plans:

@@ -34,7 +34,9 @@ __all__ = ["GROUP_ORDER", "OutputKind", "Slot", "DPTable", "Layout", "build_layo
 SUPPORTED_OPTIMIZERS = (Optimizer.SGD, Optimizer.ROWWISE_ADAGRAD)
 #: The order sharding groups run their collectives in, on every rank.
 GROUP_ORDER = (ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE,
-               ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
+               ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.GRID_SHARD)
+#: The sharding types whose row blocks are reduce-scattered inside a host, then sent along rails.
+HOST_ROW_TYPES = (ShardingType.TABLE_ROW_WISE, ShardingType.GRID_SHARD)
 
 
 class OutputKind(StrEnum):
@@ -50,6 +52,7 @@ _KIND = {
     ShardingType.TABLE_COLUMN_WISE: OutputKind.COLUMNS,
     ShardingType.ROW_WISE: OutputKind.ROWS,
     ShardingType.TABLE_ROW_WISE: OutputKind.HOST_ROWS,
+    ShardingType.GRID_SHARD: OutputKind.HOST_ROWS,
 }
 
 
@@ -91,7 +94,9 @@ class Layout:
         table_names: workload order.
         optimizer: the one optimizer of every table (SGD or row-wise Adagrad).
         rows_tables: row-wise tables, workload order; their partial sums share one tensor.
-        host_rows_tables: per host, its table-row-wise tables, workload order.
+        host_entries: per host-rows type (TWRW, GRID), per host, the (table, first column,
+            columns) blocks it reduces inside the host, workload order (TWRW: whole tables;
+            GRID: one column block of a table per host).
         host_ranks: per host, its ranks in local-rank order.
         col_blocks: per table, the column blocks that keep their own row-wise optimizer state.
         groups: the sharding groups of the plan's non-data-parallel tables (one input dist,
@@ -107,7 +112,7 @@ class Layout:
     table_names: tuple[str, ...]
     optimizer: Optimizer
     rows_tables: tuple[int, ...]
-    host_rows_tables: tuple[tuple[int, ...], ...]
+    host_entries: Mapping[ShardingType, tuple[tuple[tuple[int, int, int], ...], ...]]
     host_ranks: tuple[tuple[int, ...], ...]
     col_blocks: tuple[tuple[tuple[int, int], ...], ...]
     groups: tuple[GroupKey, ...] = ()
@@ -153,20 +158,25 @@ class Layout:
             off += self.dims[t]
         raise KeyError(table_index)
 
-    def host_rows_width(self, host: int) -> int:
-        return sum(self.dims[t] for t in self.host_rows_tables[host])
+    def host_rows(self, st: ShardingType, host: int) -> tuple[tuple[int, int, int], ...]:
+        """(table, first column, columns) blocks of type ``st`` reduced inside ``host``."""
+        per_host = self.host_entries.get(st)
+        return per_host[host] if per_host else ()
 
-    def host_rows_offset(self, host: int, table_index: int) -> int:
+    def host_rows_width(self, st: ShardingType, host: int) -> int:
+        return sum(nc for _, _, nc in self.host_rows(st, host))
+
+    def host_rows_offset(self, st: ShardingType, host: int, table_index: int, col: int) -> int:
         off = 0
-        for t in self.host_rows_tables[host]:
-            if t == table_index:
+        for t, c0, nc in self.host_rows(st, host):
+            if t == table_index and c0 == col:
                 return off
-            off += self.dims[t]
-        raise KeyError(table_index)
+            off += nc
+        raise KeyError((table_index, col))
 
     @property
     def has_host_rows(self) -> bool:
-        return any(self.host_rows_tables)
+        return any(any(h) for h in self.host_entries.values())
 
 
 def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
@@ -174,7 +184,8 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
 
     Args:
         plan: a plan (usually from :func:`shardplan.plans.load_plan`).
-        world_size: the ranks that will run it; must equal the plan's topology.
+        world_size: the processes that will run it; must equal the plan's topology's ranks
+            times its 2D ``replicas``.
 
     Returns:
         The layout every rank builds identically.
@@ -187,11 +198,14 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
     check_plan(plan, check_memory=False)
     topo, work = plan.topology, plan.workload
     world = topo.world_size
-    if world_size is not None and world_size != world:
+    procs = world * plan.replicas
+    if world_size is not None and world_size != procs:
+        made = f"{world} ranks ({topo.name})" + (
+            f" x {plan.replicas} replicas = {procs} processes" if plan.replicas > 1 else "")
         raise PlanError(
-            f"the plan was made for {world} ranks ({topo.name}) but {world_size} were asked for; "
-            f"the executor never remaps shards: re-solve for a {world_size}-rank topology "
-            f"(e.g. `shardplan solve cpu-{world_size} --out plan.json`)", key_path="topology")
+            f"the plan was made for {made} but {world_size} were asked for; the executor never "
+            f"remaps shards: re-solve for a {world_size}-rank topology (e.g. `shardplan solve "
+            f"cpu-{world_size} --out plan.json`)", key_path="topology")
     if work.mode is not Mode.TRAINING:
         raise PlanError("the executor runs training steps; this workload is in inference mode",
                         key_path="workload.mode")
@@ -212,7 +226,8 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
     per_rank: list[list[Slot]] = [[] for _ in range(world)]
     dp: list[DPTable] = []
     rows_tables: list[int] = []
-    host_rows: list[list[int]] = [[] for _ in host_ranks]
+    host_rows: dict[ShardingType, list[list[tuple[int, int, int]]]] = {
+        st: [[] for _ in host_ranks] for st in HOST_ROW_TYPES}
     col_blocks: list[tuple[tuple[int, int], ...]] = []
     spans: dict[tuple[int, ...], list[int]] = {}
     for spec in work.tables:
@@ -222,7 +237,8 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         st = tp.sharding_type
         blocks = sorted({(s.col_offset, s.num_cols) for s in tp.shards})
         col_blocks.append(tuple(blocks) if st in (ShardingType.COLUMN_WISE,
-                                                   ShardingType.TABLE_COLUMN_WISE)
+                                                   ShardingType.TABLE_COLUMN_WISE,
+                                                   ShardingType.GRID_SHARD)
                           else ((0, spec.embedding_dim),))
         if st is ShardingType.DATA_PARALLEL:
             dp.append(DPTable(table=spec.name, table_index=ti, num_rows=spec.num_embeddings,
@@ -234,7 +250,8 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
                 raise PlanError(f"shard {i} of {st.short} table {spec.name!r} on rank {s.rank} "
                                 f"holds rows {s.row_offset}+{s.num_rows}; {st.short} shards hold "
                                 "every row", key_path=f"{where}.shards[{i}]")
-            if kind is not OutputKind.COLUMNS and s.num_cols != spec.embedding_dim:
+            if (kind is not OutputKind.COLUMNS and st is not ShardingType.GRID_SHARD
+                    and s.num_cols != spec.embedding_dim):
                 raise PlanError(f"shard {i} of {st.short} table {spec.name!r} on rank {s.rank} "
                                 f"holds columns {s.col_offset}+{s.num_cols}; {st.short} shards "
                                 "hold every column", key_path=f"{where}.shards[{i}]")
@@ -251,14 +268,18 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
                 key = GroupKey(sharding_type=st, ranks=span)
                 spans.setdefault(span, []).append(ti)
         if kind is OutputKind.HOST_ROWS:
-            hosts = sorted({host_of[s.rank] for s in tp.shards})
-            if len(hosts) != 1:
-                raise PlanError(f"table-row-wise table {spec.name!r} has shards on hosts "
-                                f"{hosts}; its row blocks must stay on one host", key_path=where)
             if len({len(h) for h in host_ranks}) != 1:
-                raise PlanError("table-row-wise sharding needs the same number of ranks on "
-                                "every host", key_path=where)
-            host_rows[hosts[0]].append(ti)
+                raise PlanError(f"{st.short} sharding needs the same number of ranks on every "
+                                "host", key_path=where)
+            col_hosts: dict[tuple[int, int], set[int]] = {}
+            for s in tp.shards:
+                col_hosts.setdefault((s.col_offset, s.num_cols), set()).add(host_of[s.rank])
+            for (c0, nc), hosts in sorted(col_hosts.items()):
+                if len(hosts) != 1:
+                    raise PlanError(f"{st.short} table {spec.name!r} has the row blocks of "
+                                    f"columns {c0}+{nc} on hosts {sorted(hosts)}; they must stay "
+                                    "on one host", key_path=where)
+                host_rows[st][next(iter(hosts))].append((ti, c0, nc))
         for i, s in enumerate(tp.shards):
             per_rank[s.rank].append(Slot(
                 table=spec.name, table_index=ti, shard_index=i, rank=s.rank, kind=kind,
@@ -271,7 +292,9 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         world_size=world, batch_per_rank=int(batch), slots=slots, dp_tables=tuple(dp),
         dims=tuple(t.embedding_dim for t in work.tables),
         table_names=tuple(t.name for t in work.tables), optimizer=next(iter(opts)),
-        rows_tables=tuple(rows_tables), host_rows_tables=tuple(tuple(h) for h in host_rows),
+        rows_tables=tuple(rows_tables),
+        host_entries={st: tuple(tuple(h) for h in per) for st, per in host_rows.items()
+                      if any(per)},
         host_ranks=host_ranks, col_blocks=tuple(col_blocks),
         groups=_groups(per_rank), span_tables={k: tuple(v) for k, v in sorted(spans.items())})
 

@@ -52,6 +52,25 @@ class Reference:
             outs.append(out.detach())
         return outs
 
+    def step_replicas(self, batches: list[list[TableBatch]]) -> list[list[torch.Tensor]]:
+        """2D: every replica group steps on its own batch from the same weights, then weights
+        and optimizer states are averaged (``DMPCollection.sync()`` every step). Returns each
+        group's pooled outputs."""
+        w0 = [w.clone() for w in self.weights]
+        s0 = [None if s is None else s.clone() for s in self.states]
+        outs, ws, ss = [], [], []
+        for b in batches:
+            self.weights = [w.clone() for w in w0]
+            self.states = [None if s is None else s.clone() for s in s0]
+            outs.append(self.step(b))
+            ws.append(self.weights)
+            ss.append(self.states)
+        n = len(batches)
+        self.weights = [sum(w[i] for w in ws) / n for i in range(len(w0))]
+        self.states = [None if s0[i] is None else sum(s[i] for s in ss) / n
+                       for i in range(len(s0))]
+        return outs
+
     def state_of(self, table_index: int, row_offset: int, num_rows: int,
                  col_offset: int) -> torch.Tensor | None:
         """The row-wise state of one shard (rows, and the column block starting at col_offset)."""

@@ -105,12 +105,27 @@ def _sharded_model(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.d
     """This rank's sharded tables, on the chosen lookup backend, with their communicator."""
     backend = choose_backend(job.backend, dev)
     cfg = OptimizerConfig(optimizer=layout.optimizer)
-    comm = make_comm(layout, rank, dev, pg_backend, pipelined=job.pipelined)
+    comm = make_comm(layout, rank, dev, pg_backend, pipelined=job.pipelined,
+                     replicas=plan.replicas)
     rows = [t.num_embeddings for t in plan.workload.tables]
-    clock = make_clock(job.clock, rank, layout.world_size, dev, measure_waits=job.measure_waits)
+    procs = layout.world_size * plan.replicas
+    clock = make_clock(job.clock, rank, procs, dev, measure_waits=job.measure_waits)
+    sync = _sync_steps(plan)
     return cfg, backend, ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows,
                                            clock=clock, pipelined=job.pipelined,
-                                           bucket_bytes=job.bucket_bytes)
+                                           bucket_bytes=job.bucket_bytes, sync_steps=sync)
+
+
+def _sync_steps(plan: Plan) -> int:
+    """A 2D plan's replica sync period, from its recorded cost-model options (default 1)."""
+    opts = dict(plan.provenance.cost_model.get("options", {}))
+    return int(opts.get("replica_sync_steps", 1))
+
+
+def group_batch(plan: Plan, layout: Layout, seed: int, step: int, replica: int) -> list:
+    """The global batch of one sharding group at ``step`` (2D: each group trains its own
+    samples; group 0's are those of an ordinary plan)."""
+    return make_batch(plan.workload, seed + 7919 * replica, step, layout.batch_global)
 
 
 def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
@@ -120,6 +135,7 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
     if job.corrupt is not None and job.corrupt[1] == rank:
         _corrupt(model, job.corrupt[0])
     B = layout.batch_per_rank
+    R, g, local = plan.replicas, model.comm.replica, model.comm.rank
     mismatches: list[dict[str, Any]] = []
     worst = {"output": 0.0, "gradient": 0.0, "weight": 0.0, "state": 0.0}
 
@@ -130,14 +146,15 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
             mismatches.append({"what": what, "step": step, "table": table, "shard": shard,
                                "rank": rank, "max_abs_error": err, **extra})
 
-    batches = [make_batch(plan.workload, job.seed, step, layout.batch_global)
+    batches = [[group_batch(plan, layout, job.seed, step, q) for q in range(R)]
                for step in range(job.steps)]
     for step in range(job.steps):
-        batch = batches[step]
-        got = model.step(batch, batches[step + 1] if step + 1 < job.steps else None)
-        want = ref.step(batch)
+        batch = batches[step][g]
+        got = model.step(batch, batches[step + 1][g] if step + 1 < job.steps else None)
+        want = ref.step_replicas(batches[step]) if R > 1 else [ref.step(batch)]
+        want = want[g]
         for ti, name in enumerate(layout.table_names):
-            exp = want[ti][rank * B:(rank + 1) * B]
+            exp = want[ti][local * B:(local + 1) * B]
             ok, err = _close(got.pooled[ti], exp)
             if not ok:
                 diff = (got.pooled[ti].cpu() - exp).abs()
@@ -168,7 +185,7 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
         if st is not None:
             ok, err = _close(st, ref.state_of(d.table_index, 0, d.num_rows, 0))
             record("state", None, d.table, f"replica {rank}", ok, err)
-    est = plan.ranks[rank].memory_bytes
+    est = plan.ranks[local].memory_bytes
     return {
         "rank": rank, "backend": backend.value, "steps": job.steps,
         "pipelined": job.pipelined, "groups": [_group_name(g) for g in layout.groups],
@@ -190,7 +207,7 @@ def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
     wait: dict[Stage, list[float]] = {s: [] for s in Stage}
     steps_ms: list[float] = []
     n = job.warmup + job.steps
-    batches = [make_batch(plan.workload, job.seed, i, layout.batch_global)
+    batches = [group_batch(plan, layout, job.seed, i, model.comm.replica)
                for i in range(min(n, 4))]
     clock = model.clock
     for i in range(n):
@@ -205,13 +222,14 @@ def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
     model.finish()
     med_busy = {s.value: statistics.median(v) for s, v in busy.items()}
     med_wait = {s.value: statistics.median(v) for s, v in wait.items()}
-    est = plan.ranks[rank].estimated_ms
+    local = model.comm.rank
+    est = plan.ranks[local].estimated_ms
     return {
         "rank": rank, "backend": backend.value, "steps": job.steps, "warmup": job.warmup,
         "pipelined": job.pipelined, "clock": ClockKind(job.clock).value,
         "measured_ms": med_busy, "measured_total_ms": sum(med_busy.values()),
         "waited_ms": med_wait, "step_ms": statistics.median(steps_ms),
-        "estimated_ms": est.as_dict(), "estimated_total_ms": plan.ranks[rank].total_ms,
+        "estimated_ms": est.as_dict(), "estimated_total_ms": plan.ranks[local].total_ms,
         "estimated_step_ms": plan.summary.makespan_ms,
         "num_slots": len(model.slots), "groups": [_group_name(g) for g in layout.groups],
         "kinds": sorted({s.kind.value for s in model.slots if s.kind is not OutputKind.COLUMNS}),

@@ -33,6 +33,7 @@ gradient reaching each pooled output is exactly ``G_t``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from shardplan.executor.batches import TableBatch, init_table
 from shardplan.executor.clock import Clock, Pending, WallClock
 from shardplan.executor.kernels import Backend, OptimizerConfig, apply_update, make_lookup
-from shardplan.executor.layout import Layout, OutputKind, Slot
+from shardplan.executor.layout import HOST_ROW_TYPES, Layout, OutputKind, Slot
 from shardplan.types import GroupKey, Optimizer, ShardingType, Stage
 
 __all__ = ["Comm", "ShardedEmbeddings", "StepOutput", "DEFAULT_BUCKET_BYTES"]
@@ -63,6 +64,10 @@ class Comm:
         cross_host: per local rank, the group of ranks with that local rank across hosts.
         data: the process group of the pipelined input dist (its own "stream"), or None.
         spans: per row-wise subset of ranks, its process group.
+        world: the sharding group's process group (None: the default group, all ranks).
+        replicas / replica: 2D plans: sharding groups, and this rank's (``rank`` and
+            ``world_size`` are then within its group).
+        replica_group: the ranks holding this rank's shards in every group (2D sync).
     """
 
     rank: int
@@ -73,22 +78,43 @@ class Comm:
     cross_host: list[dist.ProcessGroup | None] = field(default_factory=list)
     data: dist.ProcessGroup | None = None
     spans: dict[tuple[int, ...], dist.ProcessGroup | None] = field(default_factory=dict)
+    world: dist.ProcessGroup | None = None
+    replicas: int = 1
+    replica: int = 0
+    replica_group: dist.ProcessGroup | None = None
 
 
 def make_comm(layout: Layout, rank: int, device: torch.device, backend: str,
-              pipelined: bool = False) -> Comm:
-    """Build the subgroups TWRW and the pipeline need (every rank calls this, in the same order)."""
-    comm = Comm(rank=rank, world_size=layout.world_size, device=device,
-                native_reduce_scatter=backend == "nccl")
-    if layout.has_host_rows and layout.num_hosts > 1:
-        comm.intra_host = [dist.new_group(list(hr)) for hr in layout.host_ranks]
-        per_host = len(layout.host_ranks[0])
-        comm.cross_host = [dist.new_group([hr[l] for hr in layout.host_ranks])
-                           for l in range(per_host)]
-    for span in layout.span_tables:  # every rank creates every group, in the same order
-        comm.spans[span] = dist.new_group(list(span))
-    if pipelined:
-        comm.data = dist.new_group(list(range(layout.world_size)))
+              pipelined: bool = False, replicas: int = 1) -> Comm:
+    """Build the subgroups TWRW, row-wise subsets, the pipeline and 2D replicas need (every
+    process calls this, in the same order). With ``replicas`` R, global rank ``r`` is local
+    rank ``r // R`` of sharding group ``r % R`` (TorchRec's ``DMPCollection`` layout: a shard's
+    replicas on consecutive ranks of one host)."""
+    R = replicas
+    mine = rank % R
+    comm = Comm(rank=rank // R, world_size=layout.world_size, device=device,
+                native_reduce_scatter=backend == "nccl", replicas=R, replica=mine)
+
+    def new(local: Sequence[int], g: int) -> dist.ProcessGroup | None:
+        return dist.new_group([q * R + g for q in local])
+
+    for g in range(R):  # every group's subgroups, on every process
+        world = new(range(layout.world_size), g) if R > 1 else None
+        intra, cross = [], []
+        if layout.has_host_rows and layout.num_hosts > 1:
+            intra = [new(hr, g) for hr in layout.host_ranks]
+            per_host = len(layout.host_ranks[0])
+            cross = [new([hr[l] for hr in layout.host_ranks], g) for l in range(per_host)]
+        spans = {span: new(span, g) for span in layout.span_tables}
+        data = new(range(layout.world_size), g) if pipelined else None
+        if g == mine:
+            comm.world, comm.intra_host, comm.cross_host = world, intra, cross
+            comm.spans, comm.data = spans, data
+    if R > 1:
+        for q in range(layout.world_size):
+            pg = dist.new_group([q * R + g for g in range(R)])
+            if q == comm.rank:
+                comm.replica_group = pg
     return comm
 
 
@@ -176,11 +202,13 @@ class ShardedEmbeddings:
         clock: how stages are timed (default: the wall clock).
         pipelined: run the next batch's input dist during this batch (``step(..., next_batch)``).
         bucket_bytes: DDP bucket size of the data-parallel gradients.
+        sync_steps: 2D plans: average the replicas' weights every this many steps.
     """
 
     def __init__(self, layout: Layout, comm: Comm, backend: Backend, cfg: OptimizerConfig,
                  seed: int, table_rows: list[int], *, clock: Clock | None = None,
-                 pipelined: bool = False, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
+                 pipelined: bool = False, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 sync_steps: int = 1) -> None:
         self.layout = layout
         self.comm = comm
         self.cfg = cfg
@@ -217,6 +245,25 @@ class ShardedEmbeddings:
         self.peak_buffer_bytes = 0
         self._live = 0
         self._pending: Pending | None = None
+        self.sync_steps = sync_steps
+        self._steps = 0
+
+    def sync_replicas(self) -> None:
+        """2D: average this rank's weights and optimizer state with its replicas' (one
+        all-reduce over the replica group, as ``DMPCollection.sync()``)."""
+        tensors = [t for t in (*self.weights(), *self.states(), *self.dp_weights,
+                               *self.dp_states) if t is not None]
+        if not tensors:
+            return
+        with torch.no_grad():
+            flat = torch.cat([t.reshape(-1) for t in tensors])
+            dist.all_reduce(flat, group=self.comm.replica_group)
+            flat /= self.comm.replicas
+            off = 0
+            for t in tensors:
+                n = t.numel()
+                t.copy_(flat[off:off + n].view_as(t))
+                off += n
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -290,8 +337,8 @@ class ShardedEmbeddings:
                 clock.collective(Stage.FWD_COMM, lambda: self._fwd_rows(out, pooled))
             elif st is ShardingType.ROW_WISE:
                 self._fwd_span_rows(key, out, pooled)
-            elif st is ShardingType.TABLE_ROW_WISE:
-                self._fwd_host_rows(out, pooled)
+            elif st in HOST_ROW_TYPES:
+                self._fwd_host_rows(key, out, pooled)
             else:
                 clock.collective(Stage.FWD_COMM, lambda: self._fwd_columns(key, out, pooled))
 
@@ -304,8 +351,8 @@ class ShardedEmbeddings:
                 slot_grads[key] = clock.collective(Stage.BWD_COMM, lambda: self._bwd_rows(grads))
             elif st is ShardingType.ROW_WISE:
                 slot_grads[key] = self._bwd_span_rows(key, grads)
-            elif st is ShardingType.TABLE_ROW_WISE:
-                slot_grads[key] = self._bwd_host_rows(grads)
+            elif st in HOST_ROW_TYPES:
+                slot_grads[key] = self._bwd_host_rows(key, grads)
             else:
                 slot_grads[key] = clock.collective(Stage.BWD_COMM,
                                                    lambda: self._bwd_columns(key, grads))
@@ -325,7 +372,8 @@ class ShardedEmbeddings:
         if lay.dp_tables:
             dense = [w.grad for w in self.dp_weights]
             for bucket in self.buckets:
-                clock.collective(Stage.DP_SYNC, lambda: self._all_reduce_bucket(dense, bucket))
+                clock.collective(Stage.DP_SYNC, lambda: self._all_reduce_bucket(
+                    dense, bucket, self.comm.world))
             self._track(*dense)
 
             def dp_update() -> None:
@@ -335,6 +383,9 @@ class ShardedEmbeddings:
                         apply_update(w, s, rows, g.index_select(0, rows), self.cfg)
 
             clock.compute(Stage.BWD_COMPUTE, dp_update)
+        if self.comm.replicas > 1 and self.sync_steps and (self._steps + 1) % self.sync_steps == 0:
+            clock.collective(Stage.DP_SYNC, self.sync_replicas, self.comm.replica_group)
+        self._steps += 1
         return StepOutput(pooled=pooled,
                           slot_grads=[g for key in lay.groups for g in slot_grads.get(key, [])])
 
@@ -345,9 +396,10 @@ class ShardedEmbeddings:
             self._pending = None
 
     @staticmethod
-    def _all_reduce_bucket(dense: list[torch.Tensor], bucket: list[int]) -> None:
+    def _all_reduce_bucket(dense: list[torch.Tensor], bucket: list[int],
+                           group: dist.ProcessGroup | None = None) -> None:
         flat = torch.cat([dense[i].reshape(-1) for i in bucket])
-        dist.all_reduce(flat)
+        dist.all_reduce(flat, group=group)
         off = 0
         for i in bucket:
             n = dense[i].numel()
@@ -359,6 +411,7 @@ class ShardedEmbeddings:
     def _input_dist(self, local: list[tuple[torch.Tensor, torch.Tensor]],
                     group: dist.ProcessGroup | None) -> dict[GroupKey, _Inputs]:
         """Every group's lengths then ids to the ranks holding its shards."""
+        group = group if group is not None else self.comm.world
         return {key: self._group_input(key, local, group) for key in self.layout.groups}
 
     def _group_input(self, st: GroupKey, local, group) -> _Inputs:
@@ -414,7 +467,7 @@ class ShardedEmbeddings:
                                                         device=self.comm.device)
         wc = block.shape[1]
         recv_w = [lay.columns_width(s, st) for s in range(W)]
-        recv = _a2a(block.reshape(-1), [B * wc] * W, [B * w for w in recv_w])
+        recv = _a2a(block.reshape(-1), [B * wc] * W, [B * w for w in recv_w], self.comm.world)
         self._track(block, recv)
         off = 0
         for s in range(W):
@@ -436,7 +489,7 @@ class ShardedEmbeddings:
         for k, s in enumerate(self.group_slots.get(rw, ())):
             o = lay.rows_offset(s.table_index)
             part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
-        mine = _reduce_scatter(part, lay.world_size, self.comm)
+        mine = _reduce_scatter(part, lay.world_size, self.comm, self.comm.world)
         self._track(part, mine)
         for t in lay.rows_tables:
             o = lay.rows_offset(t)
@@ -455,32 +508,34 @@ class ShardedEmbeddings:
                 return h, hr.index(self.rank)
         raise RuntimeError("rank on no host")
 
-    def _fwd_host_rows(self, out: torch.Tensor | None, pooled: list[torch.Tensor]) -> None:
+    def _fwd_host_rows(self, key: GroupKey, out: torch.Tensor | None,
+                       pooled: list[torch.Tensor]) -> None:
+        """TWRW / GRID: one reduce-scatter inside each host over the host's blocks, then one
+        all-to-all along the rails (the ranks of equal local rank across hosts)."""
         lay, B = self.layout, self.layout.batch_per_rank
-        clock = self.clock
+        clock, st = self.clock, key.sharding_type
         h, l = self._my_host()
         H, L = lay.num_hosts, len(lay.host_ranks[0])
-        wh = lay.host_rows_width(h)
-        group = self.comm.intra_host[h] if H > 1 else None
-        twrw = GroupKey(sharding_type=ShardingType.TABLE_ROW_WISE)
-        cs = self._col_start(twrw)
+        wh = lay.host_rows_width(st, h)
+        group = self.comm.intra_host[h] if H > 1 else self.comm.world
+        cs = self._col_start(key)
 
         def host_rs() -> torch.Tensor:
             if not wh:
                 return torch.zeros(H * B, 0, device=self.comm.device)
             part = torch.zeros(lay.batch_global, wh, device=self.comm.device)
-            for k, s in enumerate(self.group_slots.get(twrw, ())):
-                o = lay.host_rows_offset(h, s.table_index)
+            for k, s in enumerate(self.group_slots.get(key, ())):
+                o = lay.host_rows_offset(st, h, s.table_index, s.col_offset)
                 part[:, o:o + s.num_cols] += out[:, cs[k]:cs[k + 1]]
             part = part.index_select(0, self._host_perm().to(part.device))
             mine = _reduce_scatter(part, L, self.comm, group)  # [H * B, wh], host-major
             self._track(part, mine)
             return mine
 
-        # the host's ranks share its TWRW tables: all of them take part, or none
+        # the host's ranks share its blocks: all of them take part, or none
         mine = clock.collective(Stage.FWD_COMM, host_rs, group) if wh else host_rs()
         if H > 1:
-            widths = [lay.host_rows_width(g) for g in range(H)]
+            widths = [lay.host_rows_width(st, g) for g in range(H)]
             cross = self.comm.cross_host[l]
             recv = clock.collective(Stage.FWD_COMM, lambda: _a2a(
                 mine.reshape(-1), [B * wh] * H, [B * w for w in widths], cross), cross)
@@ -491,9 +546,9 @@ class ShardedEmbeddings:
         else:
             blocks = [mine]
         for g, blk in enumerate(blocks):
-            for t in lay.host_rows_tables[g]:
-                o = lay.host_rows_offset(g, t)
-                pooled[t] = blk[:, o:o + lay.dims[t]]
+            for t, c0, nc in lay.host_rows(st, g):
+                o = lay.host_rows_offset(st, g, t, c0)
+                pooled[t][:, c0:c0 + nc] = blk[:, o:o + nc]
 
     # -- backward distribution per kind ---------------------------------------------------------
 
@@ -507,7 +562,7 @@ class ShardedEmbeddings:
                                    for s in sl], 1) if sl else torch.zeros(B, 0, device=dev))
         wc = lay.columns_width(self.rank, st)
         recv = _a2a(torch.cat([x.reshape(-1) for x in send]),
-                    [x.numel() for x in send], [B * wc] * W).view(W * B, wc)
+                    [x.numel() for x in send], [B * wc] * W, self.comm.world).view(W * B, wc)
         out, c = [], 0
         for s in self.group_slots.get(st, ()):
             out.append(recv[:, c:c + s.num_cols])
@@ -518,38 +573,42 @@ class ShardedEmbeddings:
         """One all-gather of every RW table's output gradients, side by side."""
         lay = self.layout
         mine = torch.cat([grads[t] for t in lay.rows_tables], 1)
-        full = _all_gather(mine, lay.world_size)
+        full = _all_gather(mine, lay.world_size, self.comm.world)
         return [full[:, lay.rows_offset(s.table_index):lay.rows_offset(s.table_index) + s.num_cols]
                 for s in self.group_slots.get(GroupKey(sharding_type=ShardingType.ROW_WISE), ())]
 
-    def _bwd_host_rows(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _bwd_host_rows(self, key: GroupKey, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         lay, B = self.layout, self.layout.batch_per_rank
-        clock = self.clock
+        clock, st = self.clock, key.sharding_type
         h, l = self._my_host()
         H, L = lay.num_hosts, len(lay.host_ranks[0])
-        wh = lay.host_rows_width(h)
+        wh = lay.host_rows_width(st, h)
         dev = self.comm.device
+
+        def cat(g: int) -> torch.Tensor:
+            blocks = lay.host_rows(st, g)
+            return (torch.cat([grads[t][:, c0:c0 + nc] for t, c0, nc in blocks], 1) if blocks
+                    else torch.zeros(B, 0, device=dev))
+
         if H > 1:
-            send = [torch.cat([grads[t] for t in lay.host_rows_tables[g]], 1)
-                    if lay.host_rows_tables[g] else torch.zeros(B, 0, device=dev)
-                    for g in range(H)]
+            send = [cat(g) for g in range(H)]
             cross = self.comm.cross_host[l]
             mine = clock.collective(Stage.BWD_COMM, lambda: _a2a(
                 torch.cat([x.reshape(-1) for x in send]), [x.numel() for x in send],
                 [B * wh] * H, cross).view(H * B, wh), cross)
         else:
-            mine = torch.cat([grads[t] for t in lay.host_rows_tables[h]], 1) if wh else \
-                torch.zeros(B, 0, device=dev)
+            mine = cat(h)
         if not wh:
             return []
-        group = self.comm.intra_host[h] if H > 1 else None
+        group = self.comm.intra_host[h] if H > 1 else self.comm.world
         full_perm = clock.collective(Stage.BWD_COMM, lambda: _all_gather(mine, L, group), group)
         full = torch.empty_like(full_perm)
         full[self._host_perm().to(dev)] = full_perm
-        return [full[:, lay.host_rows_offset(h, s.table_index):
-                     lay.host_rows_offset(h, s.table_index) + s.num_cols]
-                for s in self.group_slots.get(GroupKey(sharding_type=ShardingType.TABLE_ROW_WISE),
-                                              ())]
+        out = []
+        for s in self.group_slots.get(key, ()):
+            o = lay.host_rows_offset(st, h, s.table_index, s.col_offset)
+            out.append(full[:, o:o + s.num_cols])
+        return out
 
     # -- row-wise over a subset of ranks ----------------------------------------------------------
 
@@ -599,7 +658,7 @@ class ShardedEmbeddings:
             send = chunk.reshape(-1) if member else torch.zeros(0, device=dev)
             send_splits = [B * w if member and d % n == j else 0 for d in range(W)]
             recv_splits = [B * w if src == holder else 0 for src in range(W)]
-            return _a2a(send, send_splits, recv_splits)
+            return _a2a(send, send_splits, recv_splits, self.comm.world)
 
         mine = clock.collective(Stage.FWD_COMM, to_owners).view(B, w)
         for t in lay.span_tables[span]:
@@ -618,7 +677,7 @@ class ShardedEmbeddings:
         def to_members() -> torch.Tensor:
             send_splits = [B * w if d == holder else 0 for d in range(W)]
             recv_splits = [B * w if member and src % n == j else 0 for src in range(W)]
-            return _a2a(mine.reshape(-1), send_splits, recv_splits)
+            return _a2a(mine.reshape(-1), send_splits, recv_splits, self.comm.world)
 
         chunk = clock.collective(Stage.BWD_COMM, to_members)
         if not member:
