@@ -89,3 +89,4 @@ def main() -> None:
 from shardplan.cli import commands  # noqa: E402,F401
 from shardplan.cli import report_commands  # noqa: E402,F401
 from shardplan.cli import executor_commands  # noqa: E402,F401
+from shardplan.cli import stats_commands  # noqa: E402,F401
