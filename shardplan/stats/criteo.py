@@ -19,11 +19,11 @@ from shardplan.stats.readers import (
     LineBlock,
     TextReader,
     TableLayout,
-    bad_chars,
     byte_class,
     cell_text,
     first_bad,
-    parse_hex,
+    first_bad_byte,
+    parse_hex8,
     split_fields,
 )
 from shardplan.stats.types import DataFormat, FeatureBatch, RecordBatch
@@ -36,7 +36,7 @@ INT_NAMES = tuple(f"int_{i}" for i in range(NUM_INT))
 CAT_NAMES = tuple(f"cat_{i}" for i in range(NUM_CAT))
 FIELD_NAMES = ("label", *INT_NAMES, *CAT_NAMES)
 _LABEL_OK = byte_class(b"01")
-_INT_OK = byte_class(b"0123456789-")
+_INT_OK = byte_class(b"0123456789-\t")  # the integer fields and the tabs between them
 
 
 class CriteoReader(TextReader):
@@ -62,10 +62,9 @@ class CriteoReader(TextReader):
         if bad_label.any():
             raise fail(int(np.flatnonzero(bad_label)[0]), 0, "is not a label (0 or 1)")
         ints = slice(1, 1 + NUM_INT)
-        bad_int = bad_chars(buf, f.starts[:, ints], f.ends[:, ints], _INT_OK)
-        if bad_int.any():
-            i, j = first_bad(bad_int)
-            raise fail(i, 1 + j, "is not an integer")
+        bad_int = first_bad_byte(buf, f.starts[:, ints], f.ends[:, ints], _INT_OK)
+        if bad_int is not None:
+            raise fail(bad_int[0], 1 + bad_int[1], "is not an integer")
         cats = slice(1 + NUM_INT, NUM_FIELDS)
         cat_len = lengths[:, cats]
         bad_len = (cat_len != 0) & (cat_len != HEX_DIGITS)
@@ -74,14 +73,17 @@ class CriteoReader(TextReader):
             raise fail(i, 1 + NUM_INT + j, f"is not a hex id of {HEX_DIGITS} digits (empty "
                        "means missing)")
         present = cat_len == HEX_DIGITS
-        by_col = present.T  # (features, lines): each feature's ids contiguous, in line order
-        values, bad_hex = parse_hex(buf, f.starts[:, cats].T[by_col], HEX_DIGITS)
+        # parse in buffer order (cache-friendly), then lay each feature's ids out contiguously
+        parsed, bad_hex = parse_hex8(buf, f.starts[:, cats][present])
         if bad_hex.any():
-            mask = np.zeros_like(by_col)
-            mask[by_col] = bad_hex
-            i, j = first_bad(mask.T)
+            mask = np.zeros_like(present)
+            mask[present] = bad_hex
+            i, j = first_bad(mask)
             raise fail(i, 1 + NUM_INT + j, "is not a hex id")
-        cuts = np.cumsum(by_col.sum(axis=1))[:-1]
+        grid = np.zeros(present.shape, np.uint64)
+        grid[present] = parsed
+        values = grid.T[present.T]  # feature after feature, each in line order
+        cuts = np.cumsum(present.sum(axis=0))[:-1]
         feats = {name: FeatureBatch(values=v, lengths=present[:, j].astype(np.int64))
                  for j, (name, v) in enumerate(zip(CAT_NAMES, np.split(values, cuts)))}
         return RecordBatch(num_records=len(present), features=feats, bytes_done=bytes_done)

@@ -21,7 +21,7 @@ from shardplan.stats.readers import (
     LineBlock,
     TextReader,
     TableLayout,
-    bad_chars,
+    first_bad_byte,
     byte_class,
     cell_text,
     parse_decimal,
@@ -76,9 +76,11 @@ class MovieLensReader(TextReader):
             cols[j], bad = parse_decimal(buf, starts[:, j], ends[:, j])
             if bad.any():
                 raise fail(int(np.flatnonzero(bad)[0]), j, "is not a non-negative integer")
-        bad = bad_chars(buf, starts[:, 2], ends[:, 2], _RATING_OK) | (ends[:, 2] == starts[:, 2])
-        if bad.any():
-            raise fail(int(np.flatnonzero(bad)[0]), 2, "is not a rating (a number)")
+        empty = np.flatnonzero(ends[:, 2] == starts[:, 2])
+        bad = first_bad_byte(buf, starts[:, 2:3], ends[:, 2:3], _RATING_OK)
+        lines = ([int(empty[0])] if len(empty) else []) + ([bad[0]] if bad else [])
+        if lines:
+            raise fail(min(lines), 2, "is not a rating (a number)")
         n = len(starts)
         ones = np.ones(n, np.int64)
         history = {HISTORY: self._history(cols[0], path, first_line)} \

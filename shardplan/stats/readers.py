@@ -268,7 +268,7 @@ def split_fields(block: LineBlock, sep: int, n_fields: int, path: Path, fmt: Dat
     line_start = np.r_[0, nl[:-1] + 1]
     line_end = nl - ((buf[np.maximum(nl - 1, 0)] == CR) & (nl > line_start))
     seps = np.flatnonzero(buf == sep)
-    per_line = np.bincount(np.searchsorted(nl, seps), minlength=len(nl))
+    per_line = np.diff(np.searchsorted(seps, nl), prepend=0)
     bad = np.flatnonzero(per_line != n_fields - 1)
     if len(bad):
         i = int(bad[0])
@@ -299,18 +299,17 @@ for _i, _c in enumerate(b"ABCDEF"):
     _HEX[_c] = 10 + _i
 
 
-def parse_hex(buf: np.ndarray, starts: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hex numbers of exactly ``width`` digits starting at ``starts``.
+def parse_hex8(buf: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hex numbers of exactly 8 digits starting at ``starts``.
 
     Returns:
         (values as uint64, a mask of the cells that are not hex).
     """
-    idx = starts[:, None] + np.arange(width)
-    nib = _HEX[buf[idx]]
-    bad = (nib == 255).any(axis=1)
-    powers = np.uint64(16) ** np.arange(width - 1, -1, -1, dtype=np.uint64)
-    values = (nib.astype(np.uint64) * powers).sum(axis=1, dtype=np.uint64)
-    return values, bad
+    cells = np.lib.stride_tricks.sliding_window_view(buf, 8)[starts]  # (cells, 8) bytes
+    nib = _HEX[cells]
+    bad = (nib == 255).any(axis=1) if (nib == 255).any() else np.zeros(len(nib), bool)
+    packed = np.ascontiguousarray((nib[:, 0::2] << 4) | nib[:, 1::2])  # 4 bytes, big-endian
+    return packed.view(">u4").ravel().astype(np.uint64), bad
 
 
 def parse_decimal(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
@@ -340,18 +339,19 @@ def byte_class(chars: bytes) -> np.ndarray:
     return m
 
 
-def bad_chars(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-              allowed: np.ndarray) -> np.ndarray:
-    """Mask of the cells (any shape of ``starts``/``ends``) holding a byte outside
-    ``allowed``."""
-    s, e = starts.ravel(), ends.ravel()
-    n = len(buf) + 1
-    mark = np.bincount(s, minlength=n) - np.bincount(e, minlength=n)
-    inside = np.cumsum(mark[:-1]) > 0
+def first_bad_byte(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   allowed: np.ndarray) -> tuple[int, int] | None:
+    """(line index, field index) of the first cell holding a byte outside ``allowed``, or
+    None. ``starts``/``ends`` are (lines, fields) of consecutive fields; each line's span
+    from its first start to its last end is checked at once, so ``allowed`` must hold the
+    separator when there are several fields."""
+    s, e = starts[:, 0], ends[:, -1]
+    mark = np.zeros(len(buf) + 1, np.int8)
+    mark[s] = 1
+    mark[e] -= 1
+    inside = np.cumsum(mark[:-1], dtype=np.int8).astype(bool)
     wrong = np.flatnonzero(inside & ~allowed[buf])
-    out = np.zeros(len(s), bool)
-    if len(wrong):
-        order = np.argsort(s, kind="stable")
-        cell = order[np.searchsorted(s[order], wrong, side="right") - 1]
-        out[cell] = True
-    return out.reshape(starts.shape)
+    if len(wrong) == 0:
+        return None
+    line = int(np.searchsorted(s, wrong[0], side="right")) - 1
+    return line, int(np.searchsorted(starts[line], wrong[0], side="right")) - 1

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from shardplan.report import make_out_dir, png_bytes
 from shardplan.stats.types import CountMode, StatsResult, TableStats
-from shardplan.stats.workload import source_text, write_atomic
+from shardplan.stats.workload import NO_SKEW_EXPONENT, source_text, write_atomic
 from shardplan.stats.zipf import harmonic, zipf_share
 
 #: Tables drawn in the figures: the largest by rows.
@@ -83,7 +83,7 @@ def rank_frequency_figure(result: StatsResult, top: int = PLOT_TABLES) -> Figure
         ax.loglog(ranks, counts / t.ids.accesses, color=color, lw=1.4,
                   label=f"{t.name} ({t.ids.rows:,} rows)")
         z = t.ids.zipf
-        if z is not None and z.exponent > 0:
+        if z is not None and z.exponent >= NO_SKEW_EXPONENT:
             ax.loglog(ranks, ranks ** -z.exponent / harmonic(z.support, z.exponent), color=color,
                       lw=1.0, ls="--", label=f"  Zipf s={z.exponent:.2f}")
     ax.set_xlabel("popularity rank")
@@ -106,7 +106,7 @@ def hit_curve_figure(result: StatsResult, top: int = PLOT_TABLES) -> Figure:
         ax.semilogx(xs, [h for _, h in t.ids.hit_curve], color=color, marker="o", ms=3, lw=1.4,
                     label=f"{t.name} LRU")
         z = t.ids.zipf
-        if z is not None and z.exponent > 0:
+        if z is not None and z.exponent >= NO_SKEW_EXPONENT:
             ax.semilogx(xs, [zipf_share(max(1, math.floor(r * z.support)), z.support, z.exponent)
                              for r in xs], color=color, lw=1.0, ls="--")
     ax.set_xlabel("cache ratio (cached rows / rows)")
