@@ -374,6 +374,8 @@ def test_kjt_batches(tmp_path):
     (["0\t" + "\t".join(["1"] * 13) + "\t" + "\t".join(["0000abcd"] * 25)],
      r":1: expected 40 fields, got 39"),
     (criteo_lines({}, 2) + ["1\t2\t3"], r":3: expected 40 fields, got 3 \(the last line is cut off"),
+    (criteo_lines({}, 2) + [criteo_lines({}, 1)[0][:-3]],
+     r":3: cat_25: '0000a' is not a hex id of 8 digits .*the file may be cut off"),
     (criteo_lines({4: [1, None, 2]}, 3)[:1] + [criteo_lines({}, 1)[0].replace("0000abcd", "00zzabcd", 1)],
      r":2: cat_0: '00zzabcd' is not a hex id"),
     (criteo_lines({}, 1) + [criteo_lines({}, 1)[0].replace("0000abcd", "abcd", 1)],

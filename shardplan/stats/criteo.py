@@ -55,7 +55,7 @@ class CriteoReader(TextReader):
 
         def fail(line_idx: int, field: int, why: str) -> SpecError:
             text = cell_text(buf, int(f.starts[line_idx, field]), int(f.ends[line_idx, field]))
-            return SpecError(f"{text!r} {why}", source=str(path),
+            return SpecError(f"{text!r} {why}{block.cut_note(line_idx)}", source=str(path),
                              line=block.first_line + line_idx, key_path=FIELD_NAMES[field])
 
         bad_label = (lengths[:, 0] != 1) | ~_LABEL_OK[buf[f.starts[:, 0]]]

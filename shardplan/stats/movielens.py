@@ -68,8 +68,8 @@ class MovieLensReader(TextReader):
 
         def fail(i: int, j: int, why: str) -> SpecError:
             text = cell_text(buf, int(starts[i, j]), int(ends[i, j]))
-            return SpecError(f"{text!r} {why}", source=str(path), line=first_line + i,
-                             key_path=FIELD_NAMES[j])
+            return SpecError(f"{text!r} {why}{block.cut_note(i + skip)}", source=str(path),
+                             line=first_line + i, key_path=FIELD_NAMES[j])
 
         cols = {}
         for j in (0, 1, 3):

@@ -21,6 +21,7 @@ from shardplan.errors import SpecError
 from shardplan.stats.types import DataFormat, RecordBatch, StatsOptions
 
 BLOCK_BYTES = 16 << 20  # text read per block: ~65k Criteo lines
+MAX_LINE_BYTES = 1 << 20  # a longer line means the file is not line-oriented text
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 ARROW_FILE_MAGIC = b"ARROW1"
@@ -151,12 +152,19 @@ class _Counted:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LineBlock:
     """Whole lines of one file: ``buf`` ends with a newline; line 1 of ``buf`` is line
-    ``first_line`` of the file; ``bytes_done`` is how far into the file the read is."""
+    ``first_line`` of the file; ``bytes_done`` is how far into the file the read is;
+    ``unterminated``: ``buf`` is the file's last line, which had no newline (a line cut off
+    shows up here)."""
 
     buf: np.ndarray
     first_line: int
     bytes_done: int
-    last: bool
+    unterminated: bool
+
+    def cut_note(self, line_index: int) -> str:
+        """`` (the file ends mid-line)`` for the unterminated last line, else ``""``."""
+        return " (the last line has no newline: the file may be cut off)" \
+            if self.unterminated and line_index == 0 else ""
 
 
 def line_blocks(path: Path, *, block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
@@ -193,15 +201,18 @@ def line_blocks(path: Path, *, block_bytes: int = BLOCK_BYTES) -> Iterator[LineB
                     if not data.endswith(b"\n"):
                         data += b"\n"
                     yield LineBlock(buf=np.frombuffer(data, np.uint8), first_line=line,
-                                    bytes_done=counted.done, last=True)
+                                    bytes_done=counted.done, unterminated=True)
                 return
             cut = data.rfind(b"\n") + 1
             if cut == 0:
+                if len(data) > MAX_LINE_BYTES:
+                    raise SpecError(f"line {line} is longer than {MAX_LINE_BYTES >> 20} MiB; "
+                                    "this is not a line-oriented text file", source=str(path))
                 rest = data
                 continue
             block, rest = data[:cut], data[cut:]
             yield LineBlock(buf=np.frombuffer(block, np.uint8), first_line=line,
-                            bytes_done=counted.done, last=False)
+                            bytes_done=counted.done, unterminated=False)
             line += block.count(b"\n")
     finally:
         stream.close()
@@ -273,11 +284,10 @@ def split_fields(block: LineBlock, sep: int, n_fields: int, path: Path, fmt: Dat
     if len(bad):
         i = int(bad[0])
         got = int(per_line[i]) + 1
-        cut = block.last and i == len(nl) - 1
         empty = line_end[i] == line_start[i]
         why = ("an empty line" if empty else
-               "the last line is cut off (the file ends mid-line)" if cut and got < n_fields
-               else f"{what} has {n_fields}")
+               "the last line is cut off (the file ends mid-line)" if block.unterminated
+               and got < n_fields else f"{what} has {n_fields}")
         hint = format_hint(path, fmt) if block.first_line + i == 1 else ""
         raise SpecError(f"expected {n_fields} fields, got {got} ({why}){hint}",
                         source=str(path), line=block.first_line + i)
