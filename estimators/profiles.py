@@ -35,7 +35,7 @@ from typing import Any, Mapping
 import yaml
 
 from shardplan.errors import SpecError
-from shardplan.loaders import _compose, _Ctx, _read_text, _Reader
+from shardplan.parsing import Ctx, Reader, compose_yaml, read_text
 from shardplan.types import LinkType, NetworkType
 
 FORMAT_VERSION = 1
@@ -248,21 +248,21 @@ def default_profile(device_model: str) -> DeviceProfile:
 def profile_from_dict(value: Any, source: str = "<profile>",
                       lines: dict[str, int] | None = None) -> DeviceProfile:
     """A profile from its parsed YAML. Raises SpecError naming ``source`` and the key."""
-    ctx = _Ctx(source, lines or {})
-    r = _Reader(value, "", ctx, "profile")
+    ctx = Ctx(source, lines or {})
+    r = Reader(value, "", ctx, "profile")
     version = r.int("format_version")
     if version != FORMAT_VERSION:
         raise ctx.fail("format_version", f"unsupported format_version {version}; this shardplan "
                                          f"reads version {FORMAT_VERSION}")
     name = r.str("name")
     device_model = r.str("device_model")
-    pr = _Reader(r.raw("provenance"), "provenance", ctx, "profile provenance")
+    pr = Reader(r.raw("provenance"), "provenance", ctx, "profile provenance")
     prov = ProfileProvenance(
         kind=pr.enum("kind", ProvenanceKind),
         date=str(pr.raw("date", "")), hardware=str(pr.raw("hardware", "")),
         command=str(pr.raw("command", "")), notes=str(pr.raw("notes", "")))
     pr.done()
-    cr = _Reader(r.raw("coefficients", {}), "coefficients", ctx, "profile coefficients")
+    cr = Reader(r.raw("coefficients", {}), "coefficients", ctx, "profile coefficients")
     kwargs: dict[str, Any] = {}
     for k in _SCALARS:
         if cr.has(k):
@@ -271,7 +271,7 @@ def profile_from_dict(value: Any, source: str = "<profile>",
                        ("collective_latency_us", tuple(c.value for c in Collective)),
                        ("collective_kind_efficiency", tuple(c.value for c in Collective))):
         if cr.has(k):
-            sub = _Reader(cr.raw(k), f"coefficients.{k}", ctx, k)
+            sub = Reader(cr.raw(k), f"coefficients.{k}", ctx, k)
             vals = {}
             for kk in allowed:
                 if sub.has(kk):
@@ -298,8 +298,8 @@ def profile_to_dict(profile: DeviceProfile) -> dict[str, Any]:
 def load_profile(path: str | Path) -> DeviceProfile:
     """Read a profile YAML file. Raises SpecError (missing file, bad YAML, unknown key)."""
     p = Path(path)
-    text = _read_text(p, "profile")
-    value, lines = _compose(text, str(p))
+    text = read_text(p, "profile")
+    value, lines = compose_yaml(text, str(p))
     if value is None:
         raise SpecError("the profile file is empty", source=str(p))
     return profile_from_dict(value, str(p), lines)

@@ -82,15 +82,15 @@ class EnumerationOptions:
 
     def __post_init__(self) -> None:
         if self.column_alignment < 1:
-            raise ValueError(f"column_alignment={self.column_alignment!r}: must be >= 1")
+            raise SpecError(f"column_alignment={self.column_alignment!r}: must be >= 1")
         if self.max_column_shards < 1:
-            raise ValueError(f"max_column_shards={self.max_column_shards!r}: must be >= 1")
+            raise SpecError(f"max_column_shards={self.max_column_shards!r}: must be >= 1")
         if any(not 0.0 < c < 1.0 for c in self.cache_ratios):
-            raise ValueError(f"cache_ratios={self.cache_ratios!r}: each must be in (0, 1)")
+            raise SpecError(f"cache_ratios={self.cache_ratios!r}: each must be in (0, 1)")
         if self.max_hosts_per_option < 1:
-            raise ValueError(f"max_hosts_per_option={self.max_hosts_per_option!r}: must be >= 1")
+            raise SpecError(f"max_hosts_per_option={self.max_hosts_per_option!r}: must be >= 1")
         if self.wide_min_share < 0:
-            raise ValueError(f"wide_min_share={self.wide_min_share!r}: must be >= 0")
+            raise SpecError(f"wide_min_share={self.wide_min_share!r}: must be >= 0")
 
 
 def split(n: int, k: int) -> list[tuple[int, int]]:

@@ -3,11 +3,20 @@
 Bad input (``SpecError`` and its children) is separate from an infeasible problem
 (``InfeasiblePlanError``) and from solver trouble (``SolverError``), as networkx separates
 ``NetworkXError`` from ``NetworkXUnfeasible``. The CLI maps them to exit codes 1, 2 and 1.
+Running a plan adds ``ExecutionError`` and ``ValidationMismatch``; a missing optional
+dependency is ``TorchRecMissingError``. Warnings shardplan gives on purpose are
+``ShardplanWarning``s (the CLI prints each as one ``warning:`` line).
+
+This module imports nothing else of shardplan, so every other module may import it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from shardplan.types import Tier
 
 
 class ShardplanError(Exception):
@@ -51,6 +60,11 @@ class TopologyError(SpecError):
     """Bad topology input."""
 
 
+class LimitError(SpecError):
+    """Input over one of the loaders' resource limits (``shardplan.parsing.LoadLimits``):
+    too deeply nested, too many YAML nodes or alias expansions, hosts, devices or tables."""
+
+
 class PlanError(SpecError):
     """A plan that is malformed or inconsistent (tampered with, overlapping shards, ...)."""
 
@@ -59,7 +73,7 @@ class PlanError(SpecError):
 class Shortfall:
     """Memory missing on one tier, in bytes, for the whole cluster or one table."""
 
-    tier: str
+    tier: Tier
     needed_bytes: int
     available_bytes: int
 
@@ -111,3 +125,20 @@ class InfeasiblePlanError(ShardplanError):
 class SolverError(ShardplanError):
     """A solver failed for a reason other than infeasibility (backend missing, crashed, ...)."""
 
+
+
+class ExecutionError(ShardplanError):
+    """A rank failed while running a plan (a bug or an environment problem, not bad input)."""
+
+
+class ValidationMismatch(ShardplanError):
+    """The sharded run differs from the unsharded reference (names table, shard and rank)."""
+
+
+class TorchRecMissingError(ShardplanError, ImportError):
+    """TorchRec (or FBGEMM) is not installed, and the called function needs it."""
+
+
+class ShardplanWarning(UserWarning):
+    """Something the user should know that does not stop the command: a device model without
+    a calibration profile, a plan whose estimates could not be re-checked, a rank nearly full."""

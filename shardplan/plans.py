@@ -16,10 +16,8 @@ import numpy as np
 
 from shardplan import __version__
 from shardplan.errors import PlanError, SpecError
-from shardplan.loaders import (
-    _Ctx,
-    _Reader,
-    _as_enum,
+from shardplan.parsing import Ctx, Reader, as_enum
+from shardplan.specs import (
     topology_from_dict,
     topology_to_dict,
     workload_from_dict,
@@ -345,8 +343,8 @@ def plan_from_json(text: str, source: str = "<plan>") -> Plan:
 
 
 def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
-    ctx = _Ctx(source, {}, PlanError)
-    r = _Reader(d, "", ctx, "a plan")
+    ctx = Ctx(source, {}, PlanError)
+    r = Reader(d, "", ctx, "a plan")
     version = r.int("format_version")
     if version != FORMAT_VERSION:
         raise ctx.fail("format_version", f"this shardplan reads plan format {FORMAT_VERSION}, "
@@ -364,12 +362,12 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
         tables = []
         placements: dict[tuple[Any, Any], Placement] = {}
         for i, t in enumerate(r.raw("tables")):
-            st = _as_enum(t["sharding_type"], ShardingType, f"tables[{i}].sharding_type", ctx)
+            st = as_enum(t["sharding_type"], ShardingType, f"tables[{i}].sharding_type", ctx)
             shards = []
             for sh in t["shards"]:
                 key = (sh["placement"], sh.get("cache_ratio"))
                 if key not in placements:  # a plan has few distinct placements: build each once
-                    kind = _as_enum(key[0], PlacementKind, f"tables[{i}].shards", ctx)
+                    kind = as_enum(key[0], PlacementKind, f"tables[{i}].shards", ctx)
                     placements[key] = Placement(kind=kind, cache_ratio=key[1])
                 shards.append(Shard(rank=int(sh["rank"]), row_offset=int(sh["row_offset"]),
                                     num_rows=int(sh["num_rows"]), col_offset=int(sh["col_offset"]),

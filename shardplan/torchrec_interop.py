@@ -39,7 +39,12 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from shardplan.errors import InfeasiblePlanError, PlanError, ShardplanError, SpecError
+from shardplan.errors import (
+    InfeasiblePlanError,
+    PlanError,
+    SpecError,
+    TorchRecMissingError,
+)
 from shardplan.types import (
     Assignment,
     DType,
@@ -92,10 +97,6 @@ SUPPORTED_SHARDING_TYPES = tuple(ShardingType)
 
 _DTYPE_TO_TORCHREC = {DType.FP32: "FP32", DType.FP16: "FP16", DType.BF16: "BF16",
                       DType.INT8: "INT8", DType.INT4: "INT4"}
-
-
-class TorchRecMissingError(ShardplanError, ImportError):
-    """TorchRec (or FBGEMM) is not installed, and the called function needs it."""
 
 
 def _torchrec() -> Any:

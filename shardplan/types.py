@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from shardplan.errors import SpecError
+
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
     import pandas as pd
@@ -199,8 +201,9 @@ class Composition(StrEnum):
 
 
 def _check(cond: bool, field_name: str, value: object, why: str) -> None:
+    """Raise ``SpecError`` (a ``ShardplanError``, also a ``ValueError``) naming the field."""
     if not cond:
-        raise ValueError(f"{field_name}={value!r}: {why}")
+        raise SpecError(f"{field_name}={value!r}: {why}", key_path=None)
 
 
 # ---------------------------------------------------------------------------------------------

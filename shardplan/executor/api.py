@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from shardplan.errors import PlanError, ShardplanError
+from shardplan.errors import PlanError, ValidationMismatch
 from shardplan.executor.clock import ClockKind
 from shardplan.executor.layout import build_layout, check_estimates_match
 from shardplan.plans import plan_to_json
@@ -21,10 +21,6 @@ from shardplan.types import Plan, Stage, Topology
 
 __all__ = ["ValidationMismatch", "ValidationReport", "ProfileRow", "ProfileReport",
            "prepare", "validate_plan", "profile_plan", "profile_plans", "resolve_for_world"]
-
-
-class ValidationMismatch(ShardplanError):
-    """The sharded run differs from the unsharded reference (names table, shard and rank)."""
 
 
 def prepare(plan: Plan, world_size: int | None = None) -> bool:

@@ -23,15 +23,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-from shardplan.errors import ShardplanError
+from shardplan.errors import ExecutionError, ShardplanError
 
 __all__ = ["ExecutionError", "run_local", "main"]
 
 PG_TIMEOUT_S = 300  # a hung collective fails after this instead of hanging forever
-
-
-class ExecutionError(ShardplanError):
-    """A rank failed while running a plan (a bug or an environment problem, not bad input)."""
 
 
 def _torch_threads(world_size: int) -> int:
