@@ -1,21 +1,48 @@
-"""Executor commands: validate, profile, calibrate."""
+"""Executor commands: validate, profile, calibrate (they run plans on local gloo processes)."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from shardplan.cli.app import app, console, handle_errors
+from shardplan.cli.base import (
+    ProfileOpt,
+    app,
+    busy,
+    check_positive,
+    console,
+    describe_profiles,
+    handle_errors,
+    reflow_doc,
+    say,
+)
 from shardplan.errors import SpecError
+from shardplan.estimators.cost_model import default_cost_model
+from shardplan.estimators.recorded import cost_model_of
+from shardplan.executor import profile_plan, resolve_for_world, validate_plan
+from shardplan.executor.calibrate import CPU_GRID, TINY_GRID
+from shardplan.executor.calibrate import calibrate as run_calibration
+from shardplan.loaders import load_problem, load_topology
+from shardplan.plans import assignment_of, build_plan, load_plan
+from shardplan.types import Plan
+from shardplan.units import MiB
 
-MiB = 2**20
+
+def _table(title: str) -> Table:
+    return Table(title=escape(title), header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                 collapse_padding=True, pad_edge=False)
 
 
 @app.command()
 @handle_errors
+@reflow_doc
 def validate(
     plan: Annotated[Path, typer.Argument(help="Plan JSON written by `shardplan solve`.")],
     world_size: Annotated[Optional[int], typer.Option(
@@ -39,45 +66,46 @@ def validate(
 
       shardplan validate big-plan.json --world-size 4 --resolve
     """
-    from shardplan.executor import resolve_for_world, validate_plan
-    from shardplan.plans import load_plan
-
-    _positive(steps, "--steps")
+    check_positive(steps, "--steps")
     p = load_plan(plan)
     if world_size is not None and world_size != p.topology.world_size:
-        _positive(world_size, "--world-size")
+        check_positive(world_size, "--world-size")
         if not resolve:
             raise SpecError(f"the plan is for {p.topology.world_size} ranks, not {world_size}; "
                             "the executor never remaps shards silently: pass --resolve to "
                             "re-solve the workload for that many ranks, or run it under torchrun "
                             "with the plan's world size", key_path="--world-size")
-        console.print(f"[bold yellow]note:[/] re-solving {p.workload.name} for {world_size} ranks "
-                      f"on one host; validating that plan, not the one in {plan}")
+        say(f"[bold yellow]note:[/] re-solving {escape(p.workload.name)} for {world_size} ranks "
+            f"on one host; validating that plan, not the one in {escape(str(plan))}")
         p = resolve_for_world(p, world_size)
-    rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
-    t = Table(title=f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, "
-                    f"kernels {rep.backend}")
-    for col in ("rank", "shards", "DP tables", "max |err| out/grad/weight/state",
-                "MiB measured", "MiB estimated", "mismatches"):
-        t.add_column(col, justify="right")
+    with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
+        rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
+    t = _table(f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, kernels "
+               f"{rep.backend}")
+    for col in ("rank", "shards", "DP", "err out", "err grad", "err w", "err st", "MiB",
+                "MiB est", "bad"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in rep.ranks:
         e = r["max_abs_error"]
         t.add_row(str(r["rank"]), str(r["num_slots"]), str(r["num_dp_tables"]),
-                  "/".join(f"{e[k]:.1e}" for k in ("output", "gradient", "weight", "state")),
+                  *(f"{e[k]:.1e}" for k in ("output", "gradient", "weight", "state")),
                   f"{r['measured_bytes'] / MiB:.2f}", f"{r['estimated_bytes'] / MiB:.2f}",
                   str(len(r["mismatches"])), style="red" if r["mismatches"] else None)
     console.print(t)
-    console.print(f"tolerance: |sharded - reference| <= {rep.atol:g} + {rep.rtol:g} x |reference|. "
-                  "Measured memory = local weights + optimizer state + the step's peak buffers.")
+    say("err: the largest |sharded - reference| of pooled outputs, gradients, updated weights "
+        f"and optimizer state; tolerance {rep.atol:g} + {rep.rtol:g} x |reference|. MiB: "
+        "measured memory (local weights + optimizer state + the step's peak buffers) and the "
+        "estimate; bad: mismatches.")
     if not rep.estimates_checked:
-        console.print("note: the plan was made by a differently configured cost model; its "
-                      "memory figures were not re-derived (structural checks ran)")
+        say("note: the plan was made by a cost model shardplan cannot rebuild; its estimates "
+            "were not re-derived (structural and capacity checks ran)")
     rep.raise_on_mismatch()
-    console.print("[bold green]ok:[/] the sharded run equals the unsharded reference")
+    say("[bold green]ok:[/] the sharded run equals the unsharded reference")
 
 
 @app.command()
 @handle_errors
+@reflow_doc
 def profile(
     plan: Annotated[Path, typer.Argument(help="Plan JSON written by `shardplan solve`.")],
     steps: Annotated[int, typer.Option(help="Timed steps (medians are reported).")] = 10,
@@ -92,29 +120,41 @@ def profile(
         help="virtual: one emulated device per rank (compute one rank at a time, collectives "
              "start when their last participant arrives; for machines with fewer cores than "
              "ranks); wall: real time.")] = "virtual",
+    cost_profile: ProfileOpt = None,
 ) -> None:
     """Median per-rank forward/backward compute and communication times of PLAN beside its
     estimate, with the error per rank and stage; written as CSV.
 
-    Example:
+    The estimates are the plan's own (its cost model and profile), or, with --profile, the
+    plan re-costed under that calibration profile; either way it says which profile was used
+    and where its numbers were measured.
+
+    Examples:
 
       shardplan profile plan.json --steps 20 --out plan.profile.csv
-    """
-    from shardplan.executor import profile_plan
-    from shardplan.plans import load_plan
 
-    _positive(steps, "--steps")
+      shardplan profile plan.json --profile my-profile.yaml
+    """
+    check_positive(steps, "--steps")
     if warmup < 0:
         raise SpecError(f"--warmup must be >= 0, got {warmup}", key_path="--warmup")
-    p = load_plan(plan)
     if clock not in ("virtual", "wall"):
         raise SpecError(f"unknown clock {clock!r}; choose virtual or wall", key_path="--clock")
-    rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
-                       clock=clock)
-    t = Table(title=f"profile {plan.name}: medians of {steps} steps, kernels {rep.backend} "
-                    "(ms; error = (estimate - measured) / measured)")
+    p = load_plan(plan)
+    if cost_profile is not None:
+        cm = default_cost_model(p.workload, p.topology, cost_profile)
+        p = build_plan(workload=p.workload, topology=p.topology, cost_model=cm,
+                       assignment=assignment_of(p), solver=p.summary.solver,
+                       solver_options=p.provenance.solver_options,
+                       lower_bound_ms=None, solve_time_s=p.summary.solve_time_s,
+                       status=p.summary.status)
+    _say_profiles(p)
+    with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
+        rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
+                           clock=clock)
+    t = _table(f"profile {plan.name}: medians of {steps} steps, kernels {rep.backend}")
     for col in ("rank", "stage", "estimated", "busy", "waited", "error"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True)
     for r in rep.rows:
         e = r.rel_error
         t.add_row(str(r.rank), r.stage, f"{r.estimated_ms:.3f}", f"{r.measured_ms:.3f}",
@@ -123,13 +163,30 @@ def profile(
     console.print(t)
     path = rep.write_csv(out or plan.with_suffix(".profile.csv"))
     mode = "pipelined" if rep.pipelined else "serial"
-    console.print(f"step ({mode}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} "
-                  f"ms, measured {rep.measured_makespan_ms:.3f} ms; median |error| of the "
-                  f"ranks' busy time {rep.median_abs_rel_error():.0%}; wrote {path}")
+    say("ms; error = (estimate - measured) / measured")
+    say(f"step ({mode}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} ms, "
+        f"measured {rep.measured_makespan_ms:.3f} ms; median |error| of the ranks' busy time "
+        f"{rep.median_abs_rel_error():.0%}; wrote {escape(str(path))}")
+
+
+def _say_profiles(p: Plan) -> None:
+    """Which profile the estimates use, where it was measured, and a hint when that was on
+    another topology than the plan's (a common reason for large errors)."""
+    cm = cost_model_of(p, default_if_unknown=True)
+    say(f"estimates from cost model {escape(cm.name)}: {escape(describe_profiles(cm))}")
+    for prof in cm.profiles:
+        m = re.search(r"--topology\s+(\S+)", prof.provenance.command)
+        if m and m.group(1) != p.topology.name:
+            say(f"[bold yellow]note:[/] profile {escape(prof.name)} was measured on topology "
+                f"{escape(m.group(1))}, this plan runs on {escape(p.topology.name)} "
+                f"({p.topology.world_size} ranks): communication coefficients fitted at one "
+                "world size may not carry over; `shardplan calibrate --topology "
+                f"{escape(p.topology.name)}` fits them here")
 
 
 @app.command()
 @handle_errors
+@reflow_doc
 def calibrate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Profile YAML to write.")],
     topology: Annotated[str, typer.Option(
@@ -147,8 +204,9 @@ def calibrate(
     plan_seed: Annotated[int, typer.Option(help="Seed of the --plans plans.")] = 1000,
 ) -> None:
     """Microbenchmark the lookup kernels (and run random plans on the executor), fit the cost
-    model's coefficients through its own terms, and write a profile the estimators load
-    (``default_cost_model(..., profile=PATH)``).
+    model's coefficients through its own terms, and write a profile that `solve`, `compare`,
+    `sweep`, `explain` and `profile` take with --profile PATH (in Python:
+    default_cost_model(workload, topology, profile=PATH)).
 
     Examples:
 
@@ -156,10 +214,6 @@ def calibrate(
 
       shardplan calibrate --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2 --plans 16
     """
-    from shardplan.executor.calibrate import CPU_GRID, TINY_GRID
-    from shardplan.executor.calibrate import calibrate as run_calibration
-    from shardplan.loaders import load_topology
-
     grids = {"cpu": CPU_GRID, "tiny": TINY_GRID}
     if grid not in grids:
         raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")
@@ -167,32 +221,24 @@ def calibrate(
         raise SpecError(f"--plans must be >= 0, got {plans}", key_path="--plans")
     work = None
     if plans:
-        from shardplan.loaders import load_problem
-
         topo, work = load_problem(topology, tables)
     else:
         topo = load_topology(topology)
-    import dataclasses
-
     g = dataclasses.replace(grids[grid], world_size=max(topo.world_size, 1))
     cmd = f"shardplan calibrate --out {out} --topology {topology} --grid {grid}"
     if plans:
         cmd += f" --plans {plans} --plan-seed {plan_seed}" + (f" --tables {tables}" if tables else "")
-    rep = run_calibration(out, topo, grid=g, name=name, backend=backend, command=cmd,
-                          plans=plans, workload=work, plan_seed=plan_seed)
-    t = Table(title=f"calibration ({rep['backend']} kernels) for {topo.host_groups[0].device.model}")
+    with busy(f"calibrating on {g.world_size} gloo processes (grid {grid})"):
+        rep = run_calibration(out, topo, grid=g, name=name, backend=backend, command=cmd,
+                              plans=plans, workload=work, plan_seed=plan_seed)
+    t = _table(f"calibration ({rep['backend']} kernels) for {topo.host_groups[0].device.model}")
     t.add_column("coefficient")
     t.add_column("value", justify="right")
     for k, v in rep["coefficients"].items():
-        t.add_row(k, str(v))
+        t.add_row(escape(k), escape(str(v)))
     console.print(t)
-    console.print(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} values "
-                  f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
+    say(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} values "
+        f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
     for n in rep["notes"]:
-        console.print(f"note: {n}")
-    console.print(f"wrote {rep['path']}")
-
-
-def _positive(v: int, flag: str) -> None:
-    if v < 1:
-        raise SpecError(f"{flag} must be >= 1, got {v}", key_path=flag)
+        say(f"note: {escape(str(n))}")
+    say(f"wrote {escape(str(rep['path']))}")

@@ -17,8 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shardplan.cli.app import app, console, handle_errors
-from shardplan.cli.commands import reflow_doc
+from shardplan.cli.base import app, console, handle_errors, reflow_doc
 from shardplan.errors import SpecError
 from shardplan.stats.types import (
     DEFAULT_BATCH_SIZE,

@@ -8,23 +8,14 @@ slow (``df.groupby("rank")[...].sum()``, or ``df[df["rank"] == r]`` sorted by ``
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Iterable
 
 import pandas as pd
 
+from shardplan.assignments import assignment_of
 from shardplan.errors import SpecError
-from shardplan.estimators.cost_model import (
-    CostModelOptions,
-    EmbeddingCostModel,
-    default_cost_model,
-)
-from shardplan.estimators.profiles import (
-    Coefficients,
-    DeviceProfile,
-    ProfileProvenance,
-    ProvenanceKind,
-)
-from shardplan.plans import assignment_of
+from shardplan.estimators.cost_model import EmbeddingCostModel, default_cost_model
+from shardplan.estimators.recorded import cost_model_of
 from shardplan.types import (
     LANES,
     Assignment,
@@ -42,28 +33,6 @@ COLUMNS = ["rank", "host", "group", "table", "sharding_type", "placement", "shar
            "component", "hbm_bytes", "ddr_bytes", *[f"{ln.value}_ms" for ln in LANES]]
 
 
-def cost_model_of(plan: Plan) -> EmbeddingCostModel:
-    """The cost model a plan records in ``provenance.cost_model`` (options and the profiles'
-    coefficients), rebuilt; the default model if the plan names another model."""
-    rec: Mapping[str, Any] = plan.provenance.cost_model
-    if rec.get("name") != EmbeddingCostModel.name:
-        return default_cost_model(plan.workload, plan.topology)
-    try:
-        options = CostModelOptions.from_dict(dict(rec.get("options", {})))
-        profiles = []
-        for hg in plan.topology.host_groups:
-            p = rec["profiles"][hg.name]
-            prov = dict(p["provenance"])
-            profiles.append(DeviceProfile(
-                name=p["name"], device_model=p["device_model"], source=p.get("source", ""),
-                provenance=ProfileProvenance(kind=ProvenanceKind(prov.pop("kind")), **prov),
-                coefficients=Coefficients(**p["coefficients"])))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SpecError(f"the plan's cost-model record is incomplete or malformed ({exc!r}); "
-                        "pass cost_model= explicitly", key_path="provenance.cost_model") from None
-    return EmbeddingCostModel(plan.workload, plan.topology, profiles=profiles, options=options)
-
-
 def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | None = None,
               topology: Topology | None = None, cost_model: EmbeddingCostModel | None = None,
               ranks: Iterable[int] | None = None) -> pd.DataFrame:
@@ -74,8 +43,10 @@ def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | Non
             required).
         workload: the workload (taken from the plan if omitted).
         topology: the topology (taken from the plan if omitted).
-        cost_model: the model to explain with; default: the one the plan records, else
-            :func:`default_cost_model`. Must itemise (an ``EmbeddingCostModel``).
+        cost_model: the model to explain with; default: the one the plan records
+            (:func:`~shardplan.estimators.recorded.cost_model_of`; the default model, with a
+            warning, if the plan names a model shardplan cannot rebuild). Must itemise (an
+            ``EmbeddingCostModel``).
         ranks: only these ranks (default: all).
 
     Returns:
@@ -95,7 +66,7 @@ def breakdown(plan_or_assignment: Plan | Assignment, *, workload: Workload | Non
         topology = topology or plan.topology
         assignment = assignment_of(plan)
         if cost_model is None:
-            cost_model = cost_model_of(plan)
+            cost_model = cost_model_of(plan, default_if_unknown=True)
     else:
         assignment = plan_or_assignment
         if workload is None or topology is None:

@@ -69,6 +69,11 @@ class PlanError(SpecError):
     """A plan that is malformed or inconsistent (tampered with, overlapping shards, ...)."""
 
 
+class UnknownCostModelError(PlanError):
+    """A plan made by a cost model this shardplan cannot rebuild (a custom ``CostModel``), so
+    its estimates cannot be re-derived; pass the model explicitly."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Shortfall:
     """Memory missing on one tier, in bytes, for the whole cluster or one table."""

@@ -68,7 +68,7 @@ def table_frame(plan: Plan) -> pd.DataFrame:
 
 _TABLE_COLUMNS = ["table", "num_embeddings", "embedding_dim", "pooling_factor", "dtype",
                   "sharding_type", "sharding", "placement", "num_shards", "num_ranks", "ranks",
-                  "weight_bytes"]
+                  "slowest_rank", "weight_bytes"]
 
 
 def rank_frame(plan: Plan) -> pd.DataFrame:
@@ -162,6 +162,38 @@ _SHARD_COLUMNS = ["table", "shard", "rank", "host", "sharding_type", "sharding",
                   "cache_ratio", "row_offset", "num_rows", "col_offset", "num_cols", "weight_bytes"]
 
 
+#: A rank whose memory use in a tier is at least this share of its capacity is nearly full:
+#: fragmentation and allocator slack can make it fail at run time (a rule of thumb).
+FULL_FRACTION = 0.95
+
+
+def slowest_rank(plan: Plan) -> tuple[int, Stage, float]:
+    """The rank that sets the makespan (lowest on ties), its largest stage and that stage's
+    estimated milliseconds."""
+    r = max(plan.ranks, key=lambda rp: (rp.total_ms, -rp.rank))
+    stage = max(Stage, key=lambda st: r.estimated_ms.get(st))
+    return r.rank, stage, r.estimated_ms.get(stage)
+
+
+def nearly_full(plan: Plan, fraction: float = FULL_FRACTION) -> list[tuple[int, Tier, float]]:
+    """``(rank, tier, used fraction)`` of every rank and tier at least ``fraction`` full,
+    fullest first (ties by rank)."""
+    out = []
+    for r in plan.ranks:
+        for tier in Tier:
+            cap = r.capacity_bytes.get(tier)
+            if cap > 0 and r.memory_bytes.get(tier) / cap >= fraction:
+                out.append((r.rank, tier, r.memory_bytes.get(tier) / cap))
+    return sorted(out, key=lambda x: (-x[2], x[0]))
+
+
+def gap_percent(makespan_ms: float, lower_bound_ms: float | None) -> float | None:
+    """How far above the lower bound a makespan is, in percent (None without a bound)."""
+    if not lower_bound_ms or lower_bound_ms <= 0:
+        return None
+    return (makespan_ms / lower_bound_ms - 1.0) * 100.0
+
+
 def headroom(plan: Plan) -> dict[Tier, dict[str, float]]:
     """Per memory tier: the tightest rank and how full the cluster is.
 
@@ -213,5 +245,5 @@ def sharding_mix(plan: Plan) -> pd.DataFrame:
     })
 
 
-__all__ = ["headroom", "rank_frame", "shard_frame", "sharding_mix", "table_frame",
-           "weight_bytes"]
+__all__ = ["FULL_FRACTION", "gap_percent", "headroom", "nearly_full", "rank_frame",
+           "shard_frame", "sharding_mix", "slowest_rank", "table_frame", "weight_bytes"]

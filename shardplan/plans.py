@@ -1,13 +1,15 @@
-"""Plans: built from a solver's assignment, checked, and written to / read from JSON.
+"""Plans: built from a solver's assignment, checked, and saved to / loaded from files.
 
-The JSON form is documented in ``docs/plan-format.md``. Writing is deterministic (sorted
-keys, fixed indentation, floats as Python writes them), so ``to_json(from_json(s)) == s``.
+The JSON form is :mod:`shardplan.plan_format` (``docs/plan-format.md``; re-exported here).
+Loading re-derives a plan's estimates under the cost model that made it
+(:func:`check_estimates`) and refuses one edited after solving.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,36 +17,36 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from shardplan import __version__
-from shardplan.errors import PlanError, SpecError
-from shardplan.parsing import Ctx, Reader, as_enum
-from shardplan.specs import (
-    topology_from_dict,
-    topology_to_dict,
-    workload_from_dict,
-    workload_to_dict,
+from shardplan.assignments import assignment_of, option_of
+from shardplan.errors import PlanError, ShardplanWarning, UnknownCostModelError
+from shardplan.estimators.recorded import cost_model_of
+from shardplan.parsing import DEFAULT_LIMITS, LoadLimits, read_text
+from shardplan.plan_format import (
+    FORMAT_VERSION,
+    plan_from_dict,
+    plan_from_json,
+    plan_to_dict,
+    plan_to_json,
 )
+from shardplan.specs import topology_to_dict, workload_to_dict
 from shardplan.types import (
     Assignment,
     CostModel,
     Memory,
     Perf,
-    Placement,
-    PlacementKind,
     Plan,
     Provenance,
     RankPlan,
     Shard,
     ShardCost,
-    ShardingOption,
     ShardingType,
-    ShardSpec,
     Summary,
     TablePlan,
+    Tier,
     Topology,
     Workload,
 )
-
-FORMAT_VERSION = 2  # 2: per-lane estimates (send/receive per stage), embedding-v2 cost model
+from shardplan.units import format_bytes
 
 
 def inputs_sha256(workload: Workload, topology: Topology) -> str:
@@ -81,32 +83,6 @@ def rank_costs(assignment: Assignment, topology: Topology, cost_model: CostModel
 def makespan_of(costs: Sequence[ShardCost], cost_model: CostModel) -> float:
     """The step time of ranks with these costs, under the model's ``StepModel``."""
     return cost_model.step.makespan(np.array([c.perf.as_tuple() for c in costs]))
-
-
-_FIXED_RANKS = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.DATA_PARALLEL,
-                ShardingType.GRID_SHARD)
-
-
-def option_of(t: TablePlan) -> ShardingOption:
-    """The option a plan's table was placed as: its shards, with candidate ranks left open,
-    except for the types whose shards the enumerator fixes to one rank each (row-wise,
-    table-row-wise, data-parallel), which keep their rank (a row-wise table's ranks say
-    which ranks its reduce-scatter runs over)."""
-    shards = tuple(ShardSpec(row_offset=s.row_offset, num_rows=s.num_rows, col_offset=s.col_offset,
-                             num_cols=s.num_cols) for s in t.shards)
-    fixed = t.sharding_type in _FIXED_RANKS
-    return ShardingOption(table=t.name, sharding_type=t.sharding_type,
-                          placement=t.shards[0].placement, shards=shards,
-                          candidate_ranks=tuple((s.rank,) if fixed else None for s in t.shards))
-
-
-def assignment_of(plan: Plan) -> Assignment:
-    """The assignment a plan records, in workload order: the inverse of :func:`build_plan`, to
-    re-cost a plan under another cost model."""
-    by_name = {t.name: t for t in plan.tables}
-    tables = [by_name[spec.name] for spec in plan.workload.tables]
-    return Assignment(options=tuple(option_of(t) for t in tables),
-                      ranks=tuple(tuple(s.rank for s in t.shards) for t in tables))
 
 
 def build_plan(
@@ -283,142 +259,150 @@ def _check_tiling(t: TablePlan, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON
+# Files, and the estimates re-derived on load
 # ---------------------------------------------------------------------------------------------
 
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    def shard(s: Shard) -> dict[str, Any]:
-        d: dict[str, Any] = {"rank": s.rank, "row_offset": s.row_offset, "num_rows": s.num_rows,
-                             "col_offset": s.col_offset, "num_cols": s.num_cols,
-                             "placement": s.placement.kind.value}
-        if s.placement.cache_ratio is not None:
-            d["cache_ratio"] = s.placement.cache_ratio
-        return d
-
-    sm = plan.summary
-    return {
-        "format_version": FORMAT_VERSION,
-        "summary": {
-            "makespan_ms": sm.makespan_ms, "lower_bound_ms": sm.lower_bound_ms,
-            "solver": sm.solver, "num_tables": sm.num_tables, "num_ranks": sm.num_ranks,
-            "solve_time_s": sm.solve_time_s, "sharding_mix": dict(sm.sharding_mix),
-            "status": sm.status,
-        },
-        "tables": [
-            {"name": t.name, "num_embeddings": t.num_embeddings, "embedding_dim": t.embedding_dim,
-             "sharding_type": t.sharding_type.value, "shards": [shard(s) for s in t.shards]}
-            for t in plan.tables
-        ],
-        "ranks": [
-            {"rank": r.rank, "host": r.host, "device": r.device,
-             "memory_bytes": r.memory_bytes.as_dict(), "capacity_bytes": r.capacity_bytes.as_dict(),
-             "estimated_ms": r.estimated_ms.lanes_dict() | {"total": r.total_ms}}
-            for r in plan.ranks
-        ],
-        "provenance": {
-            "solver": plan.provenance.solver,
-            "solver_options": dict(plan.provenance.solver_options),
-            "shardplan_version": plan.provenance.shardplan_version,
-            "inputs_sha256": plan.provenance.inputs_sha256,
-            "cost_model": dict(plan.provenance.cost_model),
-        },
-        "workload": workload_to_dict(plan.workload),
-        "topology": topology_to_dict(plan.topology),
-        "replicas": plan.replicas,
-    }
+#: Recorded and re-derived estimates agree within this (relative; absolute: 1e-6 ms, 1 byte).
+ESTIMATE_RTOL = 1e-6
 
 
-def plan_to_json(plan: Plan) -> str:
-    return json.dumps(plan_to_dict(plan), indent=2, sort_keys=True, allow_nan=False) + "\n"
+def check_estimates(plan: Plan, cost_model: CostModel | None = None) -> bool:
+    """Re-derive a plan's estimates from its shards and refuse a plan that disagrees.
+
+    The plan is rebuilt with :func:`build_plan` from its recorded shards under the cost model
+    that made it (``cost_model``, else :func:`~shardplan.estimators.recorded.cost_model_of`),
+    then, in order: every rank's memory must fit what its topology gives; the recorded
+    capacities, per-rank memory, stage times and step times, and the summary's makespan must
+    equal the rebuilt ones; and ``provenance.inputs_sha256`` must match the plan's workload
+    and topology. So a plan whose shards, estimates, summary or topology were edited after
+    solving is refused, whatever the cost model composes.
+
+    Args:
+        plan: the plan (structure already checked by :func:`check_plan`).
+        cost_model: the model to re-derive with; default: the one the plan records.
+
+    Returns:
+        True if the estimates were re-derived and match; False (with a ``ShardplanWarning``)
+        when the plan's cost model cannot be rebuilt; then only capacities, recorded memory
+        within them, and the inputs hash are checked.
+
+    Raises:
+        PlanError: naming the rank or summary field that disagrees.
+    """
+    topo = plan.topology
+    if cost_model is None:
+        try:
+            cost_model = cost_model_of(plan)
+        except UnknownCostModelError as exc:
+            warnings.warn(f"{exc.message}; its estimates were not re-derived (capacities and "
+                          "inputs checked)", ShardplanWarning, stacklevel=2)
+            cost_model = None
+    if cost_model is not None:
+        rebuilt = build_plan(workload=plan.workload, topology=topo, cost_model=cost_model,
+                             assignment=assignment_of(plan), solver=plan.summary.solver)
+        ranks = rebuilt.ranks
+    else:
+        rebuilt, ranks = None, plan.ranks
+    for rp in ranks:  # what the shards need against what the topology gives
+        cap = topo.capacity(rp.rank)
+        for tier in Tier:
+            need, have = rp.memory_bytes.get(tier), cap.get(tier)
+            if need > have * (1 + ESTIMATE_RTOL) + 1:
+                raise PlanError(f"rank {rp.rank} needs {format_bytes(need)} of {tier.value.upper()} but "
+                                f"its device has {format_bytes(have)} usable: the plan does not fit its "
+                                "topology (edited after solving?); re-solve with `shardplan "
+                                "solve`", key_path=f"ranks[{rp.rank}].memory_bytes.{tier.value}")
+    for rp in plan.ranks:
+        cap = topo.capacity(rp.rank)
+        for tier in Tier:
+            if not _close(rp.capacity_bytes.get(tier), round(cap.get(tier)), 1.0):
+                raise PlanError(f"rank {rp.rank} records {rp.capacity_bytes.get(tier):.0f} B of "
+                                f"{tier.value} capacity but its topology gives "
+                                f"{round(cap.get(tier))} B: the plan was edited after solving; "
+                                "re-solve with `shardplan solve`",
+                                key_path=f"ranks[{rp.rank}].capacity_bytes.{tier.value}")
+    if rebuilt is not None:
+        _compare(plan, rebuilt)
+    if plan.provenance.inputs_sha256 != inputs_sha256(plan.workload, topo):
+        raise PlanError("the plan's workload or topology differs from what it was solved for "
+                        "(provenance.inputs_sha256 does not match): the plan was edited after "
+                        "solving; re-solve with `shardplan solve`",
+                        key_path="provenance.inputs_sha256")
+    return rebuilt is not None
 
 
-def plan_from_json(text: str, source: str = "<plan>") -> Plan:
-    """Read a plan written by :func:`plan_to_json`. Raises PlanError / SpecError."""
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
-    return plan_from_dict(d, source)
+def _compare(plan: Plan, rebuilt: Plan) -> None:
+    """Raise PlanError at the first recorded figure that differs from the rebuilt one."""
+    for rp, rb in zip(plan.ranks, rebuilt.ranks):
+        for tier in Tier:
+            want, got = rp.memory_bytes.get(tier), rb.memory_bytes.get(tier)
+            if not _close(want, got, 1.0):
+                raise PlanError(
+                    f"rank {rp.rank} records {want:.0f} B of {tier.value} but the shards the plan "
+                    f"puts on it need {got:.0f} B: the plan was edited after solving (a shard "
+                    "moved or resized); re-solve with `shardplan solve`",
+                    key_path=f"ranks[{rp.rank}].memory_bytes.{tier.value}")
+        recorded = rp.estimated_ms.lanes_dict() | {"total": rp.total_ms}
+        derived = rb.estimated_ms.lanes_dict() | {"total": rb.total_ms}
+        for k, want in recorded.items():
+            if not _close(want, derived[k], 1e-6):
+                raise PlanError(
+                    f"rank {rp.rank} records {k} {want:.6g} ms but its shards give "
+                    f"{derived[k]:.6g} ms under the plan's cost model: the plan was edited after "
+                    "solving, or made by another shardplan version; re-solve with `shardplan "
+                    "solve`", key_path=f"ranks[{rp.rank}].estimated_ms.{k}")
+    want, got = plan.summary.makespan_ms, rebuilt.summary.makespan_ms
+    if not _close(want, got, 1e-6):
+        raise PlanError(f"the summary says makespan {want:.6g} ms but the plan's shards give "
+                        f"{got:.6g} ms: the plan was edited after solving; re-solve with "
+                        "`shardplan solve`", key_path="summary.makespan_ms")
 
 
-def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
-    ctx = Ctx(source, {}, PlanError)
-    r = Reader(d, "", ctx, "a plan")
-    version = r.int("format_version")
-    if version != FORMAT_VERSION:
-        raise ctx.fail("format_version", f"this shardplan reads plan format {FORMAT_VERSION}, "
-                       f"not {version}; re-run `shardplan solve` to write a new plan")
-    workload = workload_from_dict(r.raw("workload"), source, path="workload")
-    topology, _ = topology_from_dict(r.raw("topology"), source)
-    try:
-        s = r.raw("summary")
-        summary = Summary(
-            makespan_ms=float(s["makespan_ms"]),
-            lower_bound_ms=None if s["lower_bound_ms"] is None else float(s["lower_bound_ms"]),
-            solver=str(s["solver"]), num_tables=int(s["num_tables"]), num_ranks=int(s["num_ranks"]),
-            solve_time_s=float(s["solve_time_s"]), sharding_mix=dict(s["sharding_mix"]),
-            status=str(s["status"]))
-        tables = []
-        placements: dict[tuple[Any, Any], Placement] = {}
-        for i, t in enumerate(r.raw("tables")):
-            st = as_enum(t["sharding_type"], ShardingType, f"tables[{i}].sharding_type", ctx)
-            shards = []
-            for sh in t["shards"]:
-                key = (sh["placement"], sh.get("cache_ratio"))
-                if key not in placements:  # a plan has few distinct placements: build each once
-                    kind = as_enum(key[0], PlacementKind, f"tables[{i}].shards", ctx)
-                    placements[key] = Placement(kind=kind, cache_ratio=key[1])
-                shards.append(Shard(rank=int(sh["rank"]), row_offset=int(sh["row_offset"]),
-                                    num_rows=int(sh["num_rows"]), col_offset=int(sh["col_offset"]),
-                                    num_cols=int(sh["num_cols"]), placement=placements[key]))
-            tables.append(TablePlan(name=str(t["name"]), num_embeddings=int(t["num_embeddings"]),
-                                    embedding_dim=int(t["embedding_dim"]), sharding_type=st,
-                                    shards=tuple(shards)))
-        ranks = []
-        for rk in r.raw("ranks"):
-            est = dict(rk["estimated_ms"])
-            total = float(est.pop("total"))
-            ranks.append(RankPlan(
-                rank=int(rk["rank"]), host=int(rk["host"]), device=str(rk["device"]),
-                memory_bytes=Memory(**{k: float(v) for k, v in rk["memory_bytes"].items()}),
-                capacity_bytes=Memory(**{k: float(v) for k, v in rk["capacity_bytes"].items()}),
-                estimated_ms=Perf(**{k: float(v) for k, v in est.items()}), total_ms=total))
-        p = r.raw("provenance")
-        prov = Provenance(solver=str(p["solver"]), solver_options=dict(p["solver_options"]),
-                          shardplan_version=str(p["shardplan_version"]),
-                          inputs_sha256=str(p["inputs_sha256"]), cost_model=dict(p["cost_model"]))
-    except SpecError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PlanError(f"malformed plan: {type(exc).__name__}: {exc}; re-run `shardplan solve` "
-                        "to write a new plan", source=source) from None
-    replicas = r.int("replicas", 1)
-    if replicas < 1:
-        raise ctx.fail("replicas", f"must be >= 1 (1: no 2D replication), got {replicas}")
-    r.done()
-    return Plan(tables=tuple(tables), ranks=tuple(ranks), summary=summary, provenance=prov,
-                workload=workload, topology=topology, replicas=replicas)
+def _close(a: float, b: float, atol: float) -> bool:
+    return abs(a - b) <= atol + ESTIMATE_RTOL * max(abs(a), abs(b))
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
+    """Write ``plan`` as JSON (:func:`plan_to_json`) to ``path``."""
     Path(path).write_text(plan_to_json(plan), encoding="utf-8")
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Read a plan file and check its shards (tiling, ranks, DP replicas; not capacity).
-    Raises PlanError naming the file."""
+def load_plan(path: str | Path, *, check: bool = True,
+              limits: LoadLimits = DEFAULT_LIMITS) -> Plan:
+    """Read a plan file and check it: every field (:func:`plan_from_json`), the shards
+    (:func:`check_plan`: tiling, ranks, DP replicas) and, with ``check``, the estimates and
+    capacities re-derived under the plan's cost model (:func:`check_estimates`).
+
+    Args:
+        path: the plan JSON.
+        check: re-derive the estimates (a few seconds for a million shards); the structural
+            checks always run.
+        limits: the loaders' resource limits.
+
+    Returns:
+        The plan.
+
+    Raises:
+        PlanError: naming the file and the key path at fault; a plan edited after solving.
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError("plan file not found; write one with `shardplan solve ... --out FILE`",
-                        source=str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read plan file: {exc}", source=str(p)) from None
-    plan = plan_from_json(text, str(p))
+        text = read_text(p, "plan", limits, PlanError)
+    except PlanError as exc:
+        if "not found" in exc.message:
+            raise PlanError("plan file not found; write one with `shardplan solve ... --out "
+                            "FILE`", source=str(p)) from None
+        raise
+    plan = plan_from_json(text, str(p), limits=limits)
     try:  # a plan that was edited by hand must not be drawn, explained or run
         check_plan(plan, check_memory=False)
+        if check:
+            check_estimates(plan)
     except PlanError as exc:
         raise PlanError(exc.message, source=str(p), key_path=exc.key_path) from None
     return plan
+
+
+__all__ = ["ESTIMATE_RTOL", "FORMAT_VERSION", "assignment_of", "build_plan", "check_estimates",
+           "check_plan", "inputs_sha256", "load_plan", "option_of", "plan_from_dict",
+           "plan_from_json", "plan_to_dict", "plan_to_json", "rank_costs", "save_plan"]

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from shardplan.cli.app import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, app
-from shardplan.cli.report_commands import explain_table, parse_devices
-from shardplan.report import scale_topology
 from shardplan.errors import SpecError
+from shardplan.explain import explain_table
+from shardplan.sweep import parse_devices, scale_topology
 from shardplan.loaders import load_topology
 from shardplan.plans import load_plan
 
@@ -388,7 +388,7 @@ def test_planner_reports_progress_to_the_live_display():
     from rich.console import Console
     from rich.progress import Progress
 
-    from shardplan.cli.commands import _ProgressSink
+    from shardplan.cli.base import ProgressSink
     from shardplan.loaders import load_problem
     from shardplan.planner import plan
 
@@ -402,8 +402,9 @@ def test_planner_reports_progress_to_the_live_display():
     assert reports[-1].bound_ms == pytest.approx(p.summary.lower_bound_ms, rel=1e-6)
     with Progress(console=Console(file=io.StringIO())) as progress:
         task = progress.add_task("solving", total=None, status="")
-        sink = _ProgressSink(progress, task)
+        sink = ProgressSink(progress, task)
         for r in reports:
             sink(r)
         status = progress.tasks[0].fields["status"]
-    assert status.startswith("after done, best ") and "bound" in status and "gap" in status
+    assert status.startswith("best ") and "bound" in status and "gap" in status
+    assert status.endswith("done finished")

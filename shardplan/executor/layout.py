@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Mapping
 
 from shardplan.errors import PlanError
-from shardplan.plans import assignment_of, check_plan
+from shardplan.plans import check_estimates, check_plan
 from shardplan.types import GroupKey, Mode, Optimizer, Plan, ShardingType, row_span
 
 __all__ = ["GROUP_ORDER", "OutputKind", "Slot", "DPTable", "Layout", "build_layout",
@@ -307,32 +307,15 @@ def _groups(per_rank: list[list[Slot]]) -> tuple[GroupKey, ...]:
 
 
 def check_estimates_match(plan: Plan) -> bool:
-    """Catch shards moved between ranks after solving: recompute each rank's memory with the
-    cost model that made the plan and compare it with what the plan records.
-
-    Runs only when the current default cost model describes itself exactly as the plan's
-    provenance does (same model, same settings); otherwise the recorded figures cannot be
-    reproduced and the check is skipped.
+    """Catch shards moved between ranks after solving: re-derive each rank's estimates under
+    the cost model that made the plan (:func:`shardplan.plans.check_estimates`, which uses
+    :func:`shardplan.estimators.recorded.cost_model_of`) and compare them with the plan's.
 
     Returns:
-        True if the check ran (and passed), False if it was skipped.
+        True if the check ran (and passed); False, with a ``ShardplanWarning`` saying so, when
+        the plan's cost model cannot be rebuilt (capacities were still checked).
 
     Raises:
-        PlanError: a rank's recorded memory differs from what its shards need.
+        PlanError: a rank's recorded memory or time differs from what its shards need.
     """
-    from shardplan.estimators import default_cost_model
-    from shardplan.plans import rank_costs
-
-    cm = default_cost_model(plan.workload, plan.topology)
-    if dict(cm.describe()) != dict(plan.provenance.cost_model):
-        return False
-    costs = rank_costs(assignment_of(plan), plan.topology, cm)
-    for rp, c in zip(plan.ranks, costs):
-        for tier, want, got in (("hbm", rp.memory_bytes.hbm, c.memory.hbm),
-                                ("ddr", rp.memory_bytes.ddr, c.memory.ddr)):
-            if abs(want - got) > 1024 + 1e-3 * max(want, got):
-                raise PlanError(
-                    f"rank {rp.rank} records {want:.0f} B of {tier} but the shards the plan puts "
-                    f"on it need {got:.0f} B: the plan was edited after solving (a shard moved "
-                    "or resized); re-solve with `shardplan solve`", key_path=f"ranks[{rp.rank}]")
-    return True
+    return check_estimates(plan)
