@@ -70,8 +70,21 @@ class _Group(TyperGroup):
 
 app = typer.Typer(cls=_Group, help=HELP, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode="rich")
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+class _Console(Console):
+    """A rich console that ends the command quietly when its reader leaves (``| head``):
+    exit 0, since what had to be written (the plan, the files) is written before printing."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(EXIT_OK)
+
+
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,12 +96,14 @@ def say(text: str) -> None:
 
 def handle_errors(fn: F) -> F:
     """Turn shardplan errors into one readable line and the documented exit code; print the
-    library's warnings as ``warning:`` lines; end quietly on a closed pipe."""
+    library's warnings as ``warning:`` lines as they happen (each once); end quietly on a
+    closed pipe."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():  # restores the filters and showwarning afterwards
             warnings.simplefilter("always", ShardplanWarning)
+            warnings.showwarning = _warning_printer(warnings.showwarning)
             try:
                 return fn(*args, **kwargs)
             except InfeasiblePlanError as exc:
@@ -107,8 +122,6 @@ def handle_errors(fn: F) -> F:
                 _error("error", f"{where}{exc.strerror or exc}; check the path and its "
                                 "permissions")
                 raise typer.Exit(code=EXIT_BAD_INPUT) from None
-            finally:
-                _warn(caught)
 
     return wrapper  # type: ignore[return-value]
 
@@ -117,18 +130,22 @@ def _error(label: str, message: str) -> None:
     err_console.print(f"[bold red]{label}:[/] {escape(message)}", soft_wrap=True)
 
 
-def _warn(caught: list[warnings.WarningMessage]) -> None:
-    seen = set()
-    for w in caught:
-        if not issubclass(w.category, ShardplanWarning):  # not ours: pass it on unchanged
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            continue
-        text = str(w.message)
-        if text in seen:
-            continue
-        seen.add(text)
-        with contextlib.suppress(BrokenPipeError, OSError):
-            err_console.print(f"[bold yellow]warning:[/] {escape(text)}", soft_wrap=True)
+def _warning_printer(others: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each ShardplanWarning once as a ``warning:``
+    line on standard error and hands every other warning to ``others``."""
+    seen: set[str] = set()
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, ShardplanWarning):
+            others(message, category, *args, **kwargs)
+            return
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            with contextlib.suppress(OSError):
+                err_console.print(f"[bold yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+    return show
 
 
 def reflow_doc(fn: F) -> F:

@@ -47,7 +47,7 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
     df = rank_frame(plan)
     t = Table(title=escape(f"{plan.workload.name} on {plan.topology.name}: {s.num_tables} "
                            f"tables, {s.num_ranks} ranks, solver {s.solver}"),
-              header_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+              header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
     show_device = df["device"].nunique() > 1
     cols = ["rank", "host"] + (["device"] if show_device else []) + [
         "HBM GiB", "DDR GiB", "shards", "compute", "comm", "total ms"]
@@ -179,7 +179,7 @@ def topologies_cmd(
       shardplan topologies dgx-h100-2x8
     """
     if name is None:
-        t = Table(title="bundled topologies", box=box.SIMPLE_HEAD)
+        t = Table(title="bundled topologies", box=box.SIMPLE_HEAD, show_edge=False)
         for col in ("name", "hosts", "devices", "device models", "default workload"):
             t.add_column(col)
         for n in bundled_topologies():

@@ -141,7 +141,7 @@ def compare_cmd(
     ok = [r.makespan_ms for r in rows if r.makespan_ms is not None]
     best = min(ok) if ok else None
     t = Table(title=escape(f"{work.name} on {topo.name}: {len(work.tables)} tables, "
-                           f"{topo.world_size} ranks"), header_style="bold", box=box.SIMPLE_HEAD,
+                           f"{topo.world_size} ranks"), header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
               collapse_padding=True, pad_edge=False)
     cols = ["planner", "status", "ms", "bound", "gap%", "time s", "HBM%"]
     if measure:
@@ -226,7 +226,7 @@ def sweep_cmd(
     rows = sweep(work, topo, sizes, solver=solver, time_limit_s=time_limit, profile=profile,
                  plan_fn=plan_with_progress)
     tbl = Table(title=escape(f"{work.name} ({len(work.tables)} tables) on {topo.name} scaled "
-                             f"by hosts ({solver})"), header_style="bold", box=box.SIMPLE_HEAD,
+                             f"by hosts ({solver})"), header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
                 collapse_padding=True, pad_edge=False)
     for col in ("devices", "hosts", "fits", "makespan ms", "bound ms", "time s"):
         tbl.add_column(col, justify="right", no_wrap=True)

@@ -168,7 +168,7 @@ def explain_cmd(
         f"{p.summary.makespan_ms:.3f} ms ({makespan:.3f} ms under the model below)")
     say(f"cost model: {escape(cm.name)} ({escape(describe_profiles(cm))})"
         + (" - the plan's own" if profile is None else f", from {escape(str(profile))}"))
-    t = Table(header_style="bold", title=escape(f"options of {table}"), box=box.SIMPLE_HEAD,
+    t = Table(header_style="bold", title=escape(f"options of {table}"), box=box.SIMPLE_HEAD, show_edge=False,
               collapse_padding=True, pad_edge=False)
     for col in ("#", "option", "work ms", "HBM GiB", "DDR GiB", "makespan", "verdict"):
         t.add_column(col, justify="left" if col in ("option", "verdict") else "right",

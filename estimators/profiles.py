@@ -24,6 +24,7 @@ naming the file and key.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import lru_cache
@@ -34,7 +35,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from shardplan.errors import SpecError
+from shardplan.errors import ShardplanWarning, SpecError
 from shardplan.parsing import Ctx, Reader, compose_yaml, read_text
 from shardplan.types import LinkType, NetworkType
 
@@ -331,10 +332,16 @@ def _bundled() -> tuple[tuple[str, DeviceProfile], ...]:
 def profile_for_device(device_model: str,
                        profiles: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
     """The profile for ``device_model``: a bundled datasheet one, preferring measured ones, else
-    :func:`default_profile`. Ties break by profile name, so the choice is deterministic."""
-    cands = [p for p in (profiles if profiles is not None else bundled_profiles()).values()
-             if p.device_model == device_model]
+    :func:`default_profile` with a ``ShardplanWarning`` naming it. Ties break by profile name,
+    so the choice is deterministic."""
+    known = profiles if profiles is not None else bundled_profiles()
+    cands = [p for p in known.values() if p.device_model == device_model]
     if not cands:
+        models = ", ".join(sorted({p.device_model for p in known.values()}))
+        warnings.warn(f"no calibration profile for device model {device_model!r}; using the "
+                      f"built-in 'defaults' profile (assumed coefficients). Profiles exist for "
+                      f"{models}; use one of those model names, or pass --profile PATH "
+                      "(`shardplan calibrate` writes one)", ShardplanWarning, stacklevel=2)
         return default_profile(device_model)
     cands.sort(key=lambda p: (p.provenance.kind is not ProvenanceKind.MEASURED, p.name))
     return cands[0]

@@ -164,18 +164,23 @@ def compose_yaml(text: str, source: str, limits: LoadLimits = DEFAULT_LIMITS,
         SpecError: a syntax error, a bad key or scalar (with its line).
         LimitError: over ``limits`` (depth, nodes with aliases expanded, aliases).
     """
-    loader = _LimitedLoader(text, limits, source)
+    loader = None
     try:
+        loader = _LimitedLoader(text, limits, source)
         node = loader.get_single_node()
     except LimitError:
         raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        line = mark.line + 1 if mark else (text.count("\n", 0, exc.position) + 1
+                                           if isinstance(getattr(exc, "position", None), int)
+                                           else None)
         raise SpecError(f"YAML syntax error: {problem}; fix the YAML at this line",
-                        source=source, line=mark.line + 1 if mark else None) from None
+                        source=source, line=line) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[str, int] = {}
     if node is None:
         return None, lines

@@ -10,24 +10,21 @@ group; per-rank arrays are built only for memory and for the load state.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from shardplan.errors import InfeasiblePlanError, Shortfall, SolverError
+from shardplan.errors import InfeasiblePlanError, SolverError
 from shardplan.types import (
     LANES,
     STAGE_LANE_INDEX,
     Assignment,
     GroupKey,
-    PlacementKind,
     PlanningContext,
     ShardingOption,
     ShardingType,
     StepModel,
-    Tier,
 )
 
 #: Relative tolerance under which two makespans count as equal (float noise of summed costs).
@@ -559,109 +556,7 @@ def check_groups(ct: CostTables, tg: TableGroups, choice: list[tuple[int, tuple[
 
 
 # ---------------------------------------------------------------------------------------------
-# Infeasibility
+# Infeasibility: shardplan.solvers.diagnose (needs CostTables above, so imported last)
 # ---------------------------------------------------------------------------------------------
 
-
-def diagnose_infeasible(ctx: PlanningContext, failed: list[str],
-                        ct: CostTables | None = None) -> InfeasiblePlanError:
-    """Explain why ``failed`` tables could not be placed.
-
-    Computes, from the cost model: the cluster-wide memory each tier needs (each table at its
-    least-memory option) against what the cluster has; the tables whose smallest shard fits on
-    no rank; and changes that would close the gap (devices of this kind needed, the HBM saved
-    by UVM caching, by a smaller dtype, by row-wise sharding).
-    """
-    ct = ct or CostTables.of(ctx)
-    world = ct.world
-    total_cap = {Tier.HBM: float(ct.cap_hbm.sum()), Tier.DDR: float(ct.cap_ddr.sum())}
-    need = {Tier.HBM: float(ct.base_hbm.sum()), Tier.DDR: float(ct.base_ddr.sum())}
-    need_hbm_only = 0.0
-    no_options, nowhere = [], []
-    uvm_allowed_hbm = 0.0
-    for ti, t in enumerate(ctx.workload.tables):
-        ocs = ct.options[ti]
-        if not ocs:
-            no_options.append(t.name)
-            continue
-        best = min(ocs, key=lambda oc: (oc.hbm_bytes / max(total_cap[Tier.HBM], 1.0)
-                                        + oc.ddr_bytes / max(total_cap[Tier.DDR], 1.0)))
-        need[Tier.HBM] += best.hbm_bytes
-        need[Tier.DDR] += best.ddr_bytes
-        hbm_only = [oc for oc in ocs if oc.option.placement.kind is PlacementKind.HBM]
-        if hbm_only:
-            need_hbm_only += min(oc.hbm_bytes for oc in hbm_only)
-        uvm_allowed_hbm += min((oc.hbm_bytes for oc in ocs
-                                if oc.option.placement.kind is not PlacementKind.HBM),
-                               default=min(oc.hbm_bytes for oc in ocs))
-        # a table fits nowhere if, for every option, some shard fits on none of its ranks
-        fits_somewhere = False
-        for oc in ocs:
-            ok = True
-            for si in range(oc.num_shards):
-                c = oc.candidates[si]
-                room = ((oc.every_hbm[c] + ct.base_hbm[c] + oc.hbm[si][c] <= ct.cap_hbm[c])
-                        & (oc.every_ddr[c] + ct.base_ddr[c] + oc.ddr[si][c] <= ct.cap_ddr[c]))
-                if not room.any():
-                    ok = False
-                    break
-            if ok:
-                fits_somewhere = True
-                break
-        if not fits_somewhere:
-            nowhere.append(t.name)
-    shortfalls = tuple(
-        Shortfall(tier=tier.value, needed_bytes=int(need[tier]), available_bytes=int(total_cap[tier]))
-        for tier in (Tier.HBM, Tier.DDR) if need[tier] > total_cap[tier])
-    suggestions = []
-    per_dev_hbm = total_cap[Tier.HBM] / world
-    per_dev_ddr = total_cap[Tier.DDR] / world
-    if need[Tier.HBM] > total_cap[Tier.HBM] and per_dev_hbm > 0:
-        devs = math.ceil(need[Tier.HBM] / per_dev_hbm)
-        if per_dev_ddr > 0:
-            devs = max(devs, math.ceil(need[Tier.DDR] / per_dev_ddr))
-        suggestions.append(f"at least {devs} devices of this kind (have {world})")
-    elif need[Tier.DDR] > total_cap[Tier.DDR] and per_dev_ddr > 0:
-        suggestions.append(f"at least {math.ceil(need[Tier.DDR] / per_dev_ddr)} devices' worth of "
-                           f"host memory (have {world})")
-    if need_hbm_only > total_cap[Tier.HBM]:
-        saved = need_hbm_only - uvm_allowed_hbm
-        suggestions.append(f"allow UVM caching or host-memory placement (saves up to "
-                           f"{saved / 2**30:.1f} GiB of HBM; the all-HBM plan needs "
-                           f"{need_hbm_only / 2**30:.1f} GiB, the cluster has "
-                           f"{total_cap[Tier.HBM] / 2**30:.1f} GiB)")
-    weights = _weight_bytes(ctx)
-    if weights > 0 and need[Tier.HBM] > total_cap[Tier.HBM]:
-        half = need[Tier.HBM] - weights / 2
-        verdict = "enough" if half <= total_cap[Tier.HBM] else "not enough alone"
-        suggestions.append(f"a smaller dtype (fp32 -> fp16 saves {weights / 2 / 2**30:.1f} GiB of "
-                           f"weights, {verdict})")
-    if nowhere:
-        per_rank = max(float(ct.cap_hbm.max()), 1.0)
-        rw = [n for n in nowhere if _largest_table_bytes(ctx, n) > per_rank]
-        if rw:
-            suggestions.append(f"row-wise sharding for {', '.join(rw[:5])} (each is larger than "
-                               f"one device's {per_rank / 2**30:.1f} GiB; allow row_wise or "
-                               "table_row_wise in their constraints)")
-        pinned = [n for n in nowhere if ctx.workload.table(n).constraints.pinned_ranks]
-        if pinned:
-            suggestions.append(f"unpin {', '.join(pinned[:5])} or pin them to ranks with room")
-    if no_options:
-        suggestions.append(f"relax the constraints of {', '.join(no_options[:5])}: they allow no option")
-    if not suggestions:
-        suggestions.append("fewer co-location/separation groups or pins: the cluster has the "
-                           "memory in total, but not where the constraints allow it")
-    tables = tuple(dict.fromkeys(list(failed) + nowhere + no_options))
-    return InfeasiblePlanError(
-        f"no plan fits: {len(tables)} table(s) could not be placed in memory",
-        tables=tables, shortfalls=shortfalls, suggestions=tuple(suggestions))
-
-
-def _weight_bytes(ctx: PlanningContext) -> float:
-    return float(sum(t.num_embeddings * t.embedding_dim * 4 for t in ctx.workload.tables
-                     if t.dtype.bits == 32))
-
-
-def _largest_table_bytes(ctx: PlanningContext, name: str) -> float:
-    t = ctx.workload.table(name)
-    return t.num_embeddings * t.embedding_dim * t.dtype.bits / 8
+from shardplan.solvers.diagnose import diagnose_infeasible  # noqa: E402,F401  (re-exported)
