@@ -28,5 +28,8 @@ def main() -> None:
     sys.exit(app())
 
 
+if __name__ == "__main__":  # python -m shardplan.cli.app
+    main()
+
 __all__ = ["COMMAND_MODULES", "EXIT_BAD_INPUT", "EXIT_INFEASIBLE", "EXIT_OK", "app", "console",
            "err_console", "main"]

@@ -48,12 +48,12 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
     t = Table(title=escape(f"{plan.workload.name} on {plan.topology.name}: {s.num_tables} "
                            f"tables, {s.num_ranks} ranks, solver {s.solver}"),
               header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False)
-    show_device = df["device"].nunique() > 1
-    cols = ["rank", "host"] + (["device"] if show_device else []) + [
+    groups = [plan.topology.group_of(r).name for r in df["rank"]]
+    show_group = len(plan.topology.host_groups) > 1  # named by group: model names are long
+    cols = ["rank", "host"] + (["group"] if show_group else []) + [
         "HBM GiB", "DDR GiB", "shards", "compute", "comm", "total ms"]
     for col in cols:
-        t.add_column(col, justify="right", no_wrap=col != "device",
-                     overflow="ellipsis" if col == "device" else "fold")
+        t.add_column(col, justify="right", no_wrap=True)
     shown = df
     if len(df) > max_rows:  # show the slowest ranks; the plan file has them all
         shown = df.sort_values(["total_ms", "rank"], ascending=[False, True]).head(max_rows)
@@ -61,7 +61,7 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
     for row in shown.itertuples(index=False):
         compute = row.fwd_compute_ms + row.bwd_compute_ms
         comm = row.fwd_comm_ms + row.bwd_comm_ms + row.dp_sync_ms
-        t.add_row(str(row.rank), str(row.host), *([escape(row.device)] if show_device else []),
+        t.add_row(str(row.rank), str(row.host), *([escape(groups[row.rank])] if show_group else []),
                   f"{row.hbm_bytes / GiB:.2f}/{row.hbm_capacity_bytes / GiB:.1f}",
                   f"{row.ddr_bytes / GiB:.2f}/{row.ddr_capacity_bytes / GiB:.1f}",
                   str(row.num_shards), f"{compute:.3f}", f"{comm:.3f}", f"{row.total_ms:.3f}",
@@ -179,9 +179,10 @@ def topologies_cmd(
       shardplan topologies dgx-h100-2x8
     """
     if name is None:
-        t = Table(title="bundled topologies", box=box.SIMPLE_HEAD, show_edge=False)
+        t = Table(title="bundled topologies", box=box.SIMPLE_HEAD, show_edge=False,
+                  collapse_padding=True, pad_edge=False)
         for col in ("name", "hosts", "devices", "device models", "default workload"):
-            t.add_column(col)
+            t.add_column(col, no_wrap=col != "device models")  # model lists wrap at ", "
         for n in bundled_topologies():
             topo, _ = load_problem(n, need_workload=False)
             models = ", ".join(sorted({g.device.model for g in topo.host_groups}))

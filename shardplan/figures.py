@@ -10,20 +10,24 @@ per table or per rank of a large plan. :mod:`shardplan.report` puts them into on
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import font_manager, ft2font
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from shardplan.errors import SpecError
+from shardplan.errors import ShardplanWarning, SpecError
 from shardplan.frames import gap_percent, rank_frame, sharding_mix
-from shardplan.types import Plan, ShardingType, Stage, Tier
+from shardplan.types import PlacementKind, Plan, ShardingType, Stage, Tier
 from shardplan.units import GiB, format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +48,9 @@ BAR_MAX_RANKS = 128  # above this, per-rank plots draw filled steps instead of s
 HOST_LINES_MAX_HOSTS = 32  # draw host boundaries on per-rank plots up to this many hosts
 TOP_TABLES = 40  # tables drawn one row each in the placement map; the rest are grouped
 MIN_CELL_FRACTION = 1 / 400  # narrowest placement-map cell, as a share of the rank axis
+MIN_LABEL_PT = 6.5  # smallest placement-map label (points; 6.5 pt at 100 DPI is 9 px)
+PLACEMENT_HATCH = {PlacementKind.UVM_CACHING: "//", PlacementKind.UVM: "xx",
+                   PlacementKind.DDR: ".."}
 
 SHARDING_COLORS: dict[ShardingType, str] = {
     ShardingType.TABLE_WISE: "#4C72B0",
@@ -79,13 +86,17 @@ def _figure(name: str) -> Figure:
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG of its fixed size (no tight bbox, so the size is exact)."""
     p = Path(path)
-    fig.savefig(p, format="png", dpi=DPI, metadata={"Software": None})
+    p.write_bytes(png_bytes(fig))
     return p
 
 
 def png_bytes(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes. Missing glyphs were warned about once when the figure was made
+    (:func:`warn_missing_glyphs`); matplotlib's own warning per glyph is dropped."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -96,14 +107,16 @@ def _title(plan: Plan) -> str:
 
 
 def _per_rank(ax, x: np.ndarray, values: np.ndarray, bottom: np.ndarray, color: str,
-              label: str) -> None:
+              label: str, hatch: str | None = None) -> None:
     """Bars for few ranks, a filled step for many (thousands of bars are slow and unreadable)."""
+    style: dict[str, Any] = ({"facecolor": "none", "edgecolor": "black", "hatch": hatch,
+                              "linewidth": 0.0} if hatch else {"color": color, "linewidth": 0})
     if len(x) <= BAR_MAX_RANKS:
-        ax.bar(x, values, bottom=bottom, color=color, label=label, width=0.8, linewidth=0)
+        ax.bar(x, values, bottom=bottom, label=label, width=0.8, **style)
     else:
         xs = np.repeat(np.append(x - 0.5, x[-1] + 0.5), 2)[1:-1]
-        ax.fill_between(xs, np.repeat(bottom, 2), np.repeat(bottom + values, 2), color=color,
-                        label=label, linewidth=0)
+        ax.fill_between(xs, np.repeat(bottom, 2), np.repeat(bottom + values, 2), label=label,
+                        **style)
 
 
 def _step_line(ax, x: np.ndarray, values: np.ndarray, **kw) -> None:
@@ -171,7 +184,9 @@ def rank_memory_figure(plan: Plan, frame: pd.DataFrame | None = None) -> Figure:
     """
     df = rank_frame(plan) if frame is None else frame
     fig = _figure("rank_memory")
-    axes = fig.subplots(2, 1, sharex=True)
+    ddr_used = bool((df[f"{Tier.DDR.value}_bytes"] > 0).any())
+    # an unused DDR panel is a thin strip that says so, not half the figure
+    axes = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1] if ddr_used else [5, 1])
     x = df["rank"].to_numpy(dtype=float)
     for ax, tier in zip(axes, Tier):
         used = df[f"{tier.value}_bytes"].to_numpy(dtype=float) / GiB
@@ -185,7 +200,8 @@ def rank_memory_figure(plan: Plan, frame: pd.DataFrame | None = None) -> Figure:
         ax.set_title(f"{tier.value.upper()} per rank — {note}", fontsize=10, loc="left")
         ax.set_ylabel(f"{tier.value.upper()} GiB")
         ax.set_ylim(0, max(float(cap.max()), float(used.max()), 1e-9) * 1.1)
-        ax.legend(loc="upper right", fontsize=8)
+        # outside the axes, so it never covers a bar of a full rank
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         _rank_axis(ax, plan)
     axes[0].set_xlabel("")
@@ -194,18 +210,24 @@ def rank_memory_figure(plan: Plan, frame: pd.DataFrame | None = None) -> Figure:
 
 
 def placement_figure(plan: Plan, top: int = TOP_TABLES) -> Figure:
-    """Which ranks hold each of the ``top`` largest tables (coloured by sharding type), and
-    below, per rank, the weight bytes of all other tables, stacked by sharding type.
+    """Which ranks hold each of the ``top`` largest tables (coloured by sharding type; shards
+    in UVM, UVM caching or DDR hatched), and below, per rank, the weight bytes of all other
+    tables, stacked by sharding type, with their UVM/DDR part hatched on top.
+
+    Tables off HBM get a row before tables in HBM of any size (they are what a reader looks
+    for), then the largest; labels stay at least ``MIN_LABEL_PT`` points (with more rows
+    than fit, every k-th row is labelled).
 
     Args:
         plan: the plan.
-        top: how many of the largest tables (by weight bytes) get a row of their own.
+        top: how many tables (by weight bytes) get a row of their own.
     """
     if top < 1:
         raise SpecError(f"top must be >= 1, got {top}", key_path="top")
     bits = {t.name: t.dtype.bits for t in plan.workload.tables}
     size = {t.name: t.num_embeddings * t.embedding_dim * bits[t.name] / 8 for t in plan.tables}
-    order = sorted(plan.tables, key=lambda t: (-size[t.name], t.name))
+    order = sorted(plan.tables, key=lambda t: (_placement_of(t) is PlacementKind.HBM,
+                                               -size[t.name], t.name))
     shown, rest = order[:top], order[top:]
     n = len(plan.ranks)
     fig = _figure("placement")
@@ -228,29 +250,47 @@ def placement_figure(plan: Plan, top: int = TOP_TABLES) -> Figure:
             runs.append((start - 0.5 - pad, width + 2 * pad))
             if r is not None:
                 start = prev = r
+        kind = _placement_of(t)
         ax.broken_barh(runs, (row - 0.45, 0.9), facecolors=SHARDING_COLORS[t.sharding_type],
-                       linewidth=0)
+                       edgecolor="black" if kind in PLACEMENT_HATCH else "none",
+                       hatch=PLACEMENT_HATCH.get(kind), linewidth=0.4 if kind in
+                       PLACEMENT_HATCH else 0)
     ax.set_ylim(len(shown) - 0.5, -0.5)
-    labels = [f"{t.name} {t.sharding_type.short} ({format_bytes(size[t.name])})" for t in shown]
-    fs = 8 if len(shown) <= 25 else max(4, int(8 * 25 / len(shown)))
-    ax.set_yticks(range(len(shown)), labels, fontsize=fs)
+    labels = [f"{t.name} {t.sharding_type.short}"
+              + (f" {t.shards[0].placement}" if _placement_of(t) is not PlacementKind.HBM else "")
+              + f" ({format_bytes(size[t.name])})" for t in shown]
+    fs, every = _label_size(ax, fig, len(shown))
+    ax.set_yticks(range(len(shown)), [lb if i % every == 0 else "" for i, lb in
+                                      enumerate(labels)], fontsize=fs)
+    for lbl in ax.get_yticklabels():
+        lbl.set_fontfamily(font_families())
+    warn_missing_glyphs(labels)
     ax.grid(axis="y", color="#E6E6E6", linewidth=0.6)  # guides from each label to its shards
     ax.set_axisbelow(True)
     _rank_axis(ax, plan)
+    off_hbm = [t for t in plan.tables if _placement_of(t) is not PlacementKind.HBM]
     ax.set_title(f"Placement of the {len(shown)} largest tables"
-                 + (f" (of {len(plan.tables)})" if rest else ""), fontsize=10, loc="left")
+                 + (f" (of {len(plan.tables)})" if rest else "")
+                 + (f"; {len(off_hbm)} table(s) off HBM first, hatched" if off_hbm else ""),
+                 fontsize=10, loc="left")
     present = sorted({t.sharding_type for t in plan.tables}, key=list(ShardingType).index)
     handles = [Patch(color=SHARDING_COLORS[st], label=f"{st.short} ({st.value})") for st in present]
+    kinds = sorted({_placement_of(t) for t in off_hbm}, key=list(PlacementKind).index)
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=PLACEMENT_HATCH[k],
+                      label=k.value) for k in kinds if k in PLACEMENT_HATCH]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
-              title="sharding", title_fontsize=8)
+              title="sharding / placement", title_fontsize=8)
     if ax2 is not None:
         ax.set_xlabel("")
         per = {st: np.zeros(n) for st in present}
+        off = np.zeros(n)
         for t in rest:
             b = bits[t.name] / 8
             acc = per[t.sharding_type]
             for s in t.shards:
                 acc[s.rank] += s.num_rows * s.num_cols * b
+                if s.placement.kind is not PlacementKind.HBM:
+                    off[s.rank] += s.num_rows * s.num_cols * b
         x = np.arange(n, dtype=float)
         bottom = np.zeros(n)
         for st in present:
@@ -258,14 +298,74 @@ def placement_figure(plan: Plan, top: int = TOP_TABLES) -> Figure:
             if v.any():
                 _per_rank(ax2, x, v, bottom, SHARDING_COLORS[st], st.short)
                 bottom = bottom + v
+        if off.any():  # the UVM/DDR share of those bytes, hatched over the top of each bar
+            _per_rank(ax2, x, off / GiB, bottom - off / GiB, "none", "off HBM", hatch="////")
         ax2.set_ylabel("GiB")
         ax2.set_ylim(0, max(float(bottom.max()), 1e-9) * 1.15)
-        ax2.set_title(f"The other {len(rest)} tables: weight GiB per rank, by sharding type",
-                      fontsize=10, loc="left")
+        ax2.set_title(f"The other {len(rest)} tables: weight GiB per rank, by sharding type"
+                      + ("; hatched: off HBM" if off.any() else ""), fontsize=10, loc="left")
         ax2.grid(axis="y", alpha=0.3)
         _rank_axis(ax2, plan)
     fig.suptitle("Placement map — " + _title(plan), fontsize=11)
     return fig
+
+
+def _placement_of(t: Any) -> PlacementKind:
+    return t.shards[0].placement.kind
+
+
+def _label_size(ax: Any, fig: Figure, rows: int) -> tuple[float, int]:
+    """(font size in points, label every k-th row) so that labels do not overlap and are at
+    least MIN_LABEL_PT points."""
+    height_pt = ax.get_position().height * fig.get_figheight() * 72
+    row_pt = height_pt / max(rows, 1)
+    fs = min(8.0, 0.8 * row_pt)
+    if fs >= MIN_LABEL_PT:
+        return fs, 1
+    return MIN_LABEL_PT, math.ceil(MIN_LABEL_PT / max(0.8 * row_pt, 1e-9))
+
+
+_FONT_FAMILIES: list[str] = []
+
+
+def font_families() -> list[str]:
+    """DejaVu Sans, then every installed font that covers CJK ideographs (matplotlib falls
+    back glyph by glyph), so table names in Chinese, Japanese or Korean render where such a
+    font exists."""
+    if not _FONT_FAMILIES:
+        names = []
+        for f in font_manager.fontManager.ttflist:
+            if any(k in f.name for k in _CJK_HINTS) and f.name not in names:
+                names.append(f.name)
+        _FONT_FAMILIES.extend(["DejaVu Sans", *sorted(names)])
+    return list(_FONT_FAMILIES)
+
+
+_CJK_HINTS = ("CJK", "Han Sans", "Han Serif", "WenQuanYi", "Droid Sans Fallback", "AR PL",
+              "IPAex", "IPA", "Noto Sans SC", "Noto Sans JP", "Noto Sans KR", "Noto Sans TC",
+              "Source Han", "Unifont", "Hei", "Ming", "Gothic")
+_WARNED: set[str] = set()
+
+
+def warn_missing_glyphs(texts: Sequence[str]) -> None:
+    """One ShardplanWarning when some text has characters no font in :func:`font_families`
+    covers (they would draw as boxes), naming an example and the fix."""
+    chars = {c for t in texts for c in t if ord(c) > 0x2FF}
+    if not chars:
+        return
+    covered: set[int] = set()
+    for name in font_families():
+        with contextlib.suppress(ValueError, RuntimeError, OSError):
+            path = font_manager.findfont(font_manager.FontProperties(family=name),
+                                         fallback_to_default=False)
+            covered |= set(ft2font.FT2Font(path).get_charmap())
+    missing = sorted(c for c in chars if ord(c) not in covered)
+    if missing and missing[0] not in _WARNED:
+        _WARNED.update(missing)
+        warnings.warn(f"table names use characters no installed font can draw (such as "
+                      f"{missing[0]!r}); they show as boxes in the figures (the HTML tables "
+                      "show them). Install a CJK font (Debian: fonts-noto-cjk) to draw them",
+                      ShardplanWarning, stacklevel=3)
 
 
 def sharding_mix_figure(plan: Plan) -> Figure:
@@ -333,7 +433,8 @@ def compare_figure(rows: Sequence[CompareRow], title: str = "") -> Figure:
 
 def sweep_figure(rows: Sequence[SweepRow], target_ms: float | None = None,
                  title: str = "") -> Figure:
-    """Makespan against the number of devices; sizes where nothing fits marked with a red x."""
+    """Makespan against the number of devices; sizes where nothing fits shaded red (they have
+    no makespan, so nothing is drawn at 0 ms)."""
     fig = _figure("sweep")
     ax = fig.add_subplot()
     ok = sorted((r for r in rows if r.makespan_ms is not None), key=lambda r: r.devices)
@@ -355,9 +456,11 @@ def sweep_figure(rows: Sequence[SweepRow], target_ms: float | None = None,
             ax.scatter([first.devices], [first.makespan_ms], s=220, marker="*", color="#55A868",
                        edgecolors="black", zorder=4, label=f"{what}: {first.devices} devices")
     ymax = max([r.makespan_ms for r in ok] + ([target_ms] if target_ms else []) + [1e-9])
-    if bad:
-        ax.scatter([r.devices for r in bad], [0.0] * len(bad), marker="x", color="#B22222",
-                   s=60, zorder=3, label="infeasible (does not fit)", clip_on=False)
+    for i, r in enumerate(bad):  # no makespan: a band over the whole height, not a 0 ms point
+        ax.axvspan(r.devices / 2**0.15, r.devices * 2**0.15, color="#B22222", alpha=0.12,
+                   linewidth=0, label="does not fit" if i == 0 else None)
+        ax.text(r.devices, ymax * 1.1, "does not fit", ha="center", va="center", fontsize=8,
+                color="#B22222", rotation=90)
     if target_ms:
         ax.axhline(target_ms, color="#55A868", linestyle="-.", label=f"target {target_ms:g} ms")
     devs = sorted({r.devices for r in rows})

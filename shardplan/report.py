@@ -41,7 +41,15 @@ from shardplan.figures import (
     sharding_mix_figure,
     sweep_figure,
 )
-from shardplan.frames import gap_percent, headroom, rank_frame, sharding_mix
+from shardplan.frames import (
+    FULL_FRACTION,
+    gap_percent,
+    headroom,
+    nearly_full,
+    rank_frame,
+    sharding_mix,
+    slowest_rank,
+)
 from shardplan.sweep import SweepRow, scale_topology
 from shardplan.types import Plan, Stage, Tier
 from shardplan.units import GiB, format_bytes
@@ -110,6 +118,9 @@ def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
             ("solver", f"{s.solver} ({s.status}, {s.solve_time_s:.2f} s)"),
             ("cost model", str(plan.provenance.cost_model.get("name", "?"))),
             ("makespan", f"{s.makespan_ms:.3f} ms")]
+    rank, stage, ms = slowest_rank(plan)
+    rows.append(("slowest rank", f"rank {rank} (host {plan.topology.rank(rank).host}); its "
+                                 f"largest stage is {stage.value} at {ms:.3f} ms"))
     if s.lower_bound_ms:
         rows.append(("lower bound", f"{s.lower_bound_ms:.3f} ms (gap "
                                     f"{gap_percent(s.makespan_ms, s.lower_bound_ms):.1f}%)"))
@@ -120,6 +131,12 @@ def _summary_rows(plan: Plan) -> list[tuple[str, str]]:
                      f"least free {h['min_free_bytes'] / GiB:.2f} GiB (rank "
                      f"{int(h['min_free_rank'])}); fullest {h['max_used_fraction'] * 100:.1f}%, "
                      f"mean {h['mean_used_fraction'] * 100:.1f}%"))
+    full = nearly_full(plan)
+    if full:
+        shown = ", ".join(f"rank {r} {t.value.upper()} {f * 100:.1f}%" for r, t, f in full[:8])
+        more = f" and {len(full) - 8} more" if len(full) > 8 else ""
+        rows.append(("warning", f"nearly full (>= {FULL_FRACTION * 100:.0f}%): {shown}{more}; "
+                                "allocator slack and fragmentation may not fit at run time"))
     mix = sharding_mix(plan)
     rows.append(("sharding mix", ", ".join(f"{a}: {b}" for a, b in zip(mix["sharding"],
                                                                        mix["tables"]))))

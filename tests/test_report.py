@@ -25,6 +25,7 @@ from shardplan.report import (
     figure_size_px,
     placement_figure,
     png_bytes,
+    rank_memory_figure,
     rank_time_figure,
     sweep_figure,
     write_report,
@@ -199,3 +200,124 @@ def test_walkthrough_notebook_runs(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3
+
+    def text_of(cell) -> str:
+        parts = []
+        for o in cell.get("outputs", []):
+            parts.append(o.get("text", ""))
+            parts.append(o.get("data", {}).get("text/plain", ""))
+        return "\n".join(parts)
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    # what the notebook says must be true of what it computed
+    topo, work = load_problem("dgx-h100-2x8")
+    intro = text_of(code[0])
+    assert f"batch {work.batch_size} global" in intro and "per rank" not in intro.split(
+        "batch")[1].split(",")[0]
+    compare = text_of(next(c for c in code if "compare_planners" in c.source))
+    from shardplan.solvers import BASELINE_SOLVERS
+
+    for name in ["greedy", *[n for n in BASELINE_SOLVERS if n != "random"]]:
+        assert name in compare, (name, compare)  # every solver compared, none filtered away
+    sweep = text_of(next(c for c in code if "shardplan.sweep(" in c.source))
+    assert "fewest devices that fit: " in sweep
+    for n in (8, 16, 32, 64):
+        assert str(n) in sweep
+
+
+# --- readable at 128-4,096 ranks, UVM visible, CJK, infeasible sizes ---------------------
+
+
+@pytest.fixture(scope="module")
+def uvm_plan():
+    """Six 300M-row tables push five off HBM on 8 A100s (greedy): UVM and UVM caching."""
+    from shardplan.types import TableSpec, Workload
+
+    topo = load_problem("dgx-a100-1x8")[0]
+    tables = [TableSpec(name=f"big{i}", num_embeddings=300_000_000, embedding_dim=256)
+              for i in range(6)]
+    tables += [TableSpec(name=f"s{i}", num_embeddings=1000 * (i + 1), embedding_dim=64)
+               for i in range(60)]
+    return make_plan(Workload(name="uvm", tables=tuple(tables), batch_size=512), topo,
+                     solver="greedy")
+
+
+def test_placement_map_shows_every_table_off_hbm(uvm_plan):
+    from shardplan.figures import MIN_LABEL_PT, PLACEMENT_HATCH
+
+    off = [t for t in uvm_plan.tables if t.shards[0].placement.kind is not PlacementKind.HBM]
+    assert off, "the case no longer puts tables off HBM"
+    fig = placement_figure(uvm_plan, top=10)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    for t in off:  # off-HBM tables get rows first, whatever their size, and say where they are
+        assert any(lb.startswith(f"{t.name} ") and str(t.shards[0].placement) in lb
+                   for lb in labels), t.name
+    hatched = [c for c in ax.collections if c.get_hatch()]
+    assert len(hatched) == len(off)
+    assert {c.get_hatch() for c in hatched} <= set(PLACEMENT_HATCH.values())
+    assert min(t.get_fontsize() for t in ax.get_yticklabels()) >= MIN_LABEL_PT
+    fig = placement_figure(uvm_plan, top=66)  # more rows than fit: labels stay readable
+    ticks = fig.axes[0].get_yticklabels()
+    assert min(t.get_fontsize() for t in ticks) >= MIN_LABEL_PT
+    assert sum(1 for t in ticks if t.get_text()) < 66
+
+
+def test_memory_figure_legend_outside_and_empty_ddr_thin(dcn_plan, uvm_plan):
+    fig = rank_memory_figure(dcn_plan)  # DCNv2 on HBM only: DDR unused
+    hbm_ax, ddr_ax = fig.axes[:2]
+    assert ddr_ax.get_position().height < hbm_ax.get_position().height / 3
+    fig.canvas.draw()
+    for ax in (hbm_ax, ddr_ax):
+        box = ax.get_legend().get_window_extent()
+        assert box.x0 >= ax.get_window_extent().x1 - 1  # beside the bars, never over them
+    fig = rank_memory_figure(uvm_plan)  # DDR used: two panels of equal height
+    a, b = fig.axes[:2]
+    assert abs(a.get_position().height - b.get_position().height) < 0.02
+
+
+def test_sweep_figure_draws_nothing_at_zero_for_sizes_that_do_not_fit():
+    rows = [SweepRow(devices=8, hosts=1, makespan_ms=None, lower_bound_ms=None, solve_time_s=0,
+                     note="no plan fits"),
+            SweepRow(devices=16, hosts=2, makespan_ms=4.0, lower_bound_ms=3.5, solve_time_s=1)]
+    fig = sweep_figure(rows)
+    ax = fig.axes[0]
+    for c in ax.collections:
+        offsets = np.asarray(c.get_offsets())
+        assert not (offsets.size and (offsets[:, 1] == 0).any()), "a point at 0 ms"
+    for line in ax.get_lines():
+        assert 0.0 not in list(line.get_ydata()) or line.get_label() != "makespan"
+    assert any(t.get_text() == "does not fit" for t in ax.texts)
+
+
+def test_report_summary_names_slowest_rank_and_warns_when_full(uvm_plan, tmp_path):
+    from shardplan.frames import nearly_full, slowest_rank
+    from shardplan.report import report_html
+
+    html = report_html(uvm_plan, {})
+    rank, stage, _ = slowest_rank(uvm_plan)
+    assert f"rank {rank} " in html and stage.value in html
+    assert ("nearly full" in html) == bool(nearly_full(uvm_plan))
+
+
+def test_cjk_table_names_render_or_say_why(recwarn):
+    import dataclasses
+
+    from shardplan.errors import ShardplanWarning
+    from shardplan.figures import font_families
+
+    topo, work = load_problem("cpu-4")
+    tables = list(work.tables)
+    tables[0] = dataclasses.replace(tables[0], name="用户表")
+    work = dataclasses.replace(work, tables=tuple(tables))
+    p = make_plan(work, topo, solver="greedy")
+    data = png_bytes(placement_figure(p))
+    assert png_is_not_blank(data)
+    labels = [t.get_text() for t in placement_figure(p).axes[0].get_yticklabels()]
+    assert any("用户表" in lb for lb in labels)
+    ours = [w for w in recwarn.list if issubclass(w.category, ShardplanWarning)]
+    if len(font_families()) > 1:  # a CJK font is installed: it draws them, no warning needed
+        assert not [w for w in recwarn.list if "missing from font" in str(w.message)]
+    else:
+        assert len(ours) <= 1 and all("fonts-noto-cjk" in str(w.message) for w in ours)
+    assert not [w for w in recwarn.list if "Glyph" in str(w.message)]
