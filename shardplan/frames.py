@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from shardplan.types import Plan
 
 
+
+
+def _bytes(rows: int, cols: int, dtype: Any) -> int:
+    """Weight bytes as a whole number (int8/int4 rows carry a fractional scale/bias share)."""
+    return int(math.ceil(weight_bytes(rows, cols, dtype)))
 
 
 def table_frame(plan: Plan) -> pd.DataFrame:
@@ -61,7 +67,7 @@ def table_frame(plan: Plan) -> pd.DataFrame:
             "num_shards": len(t.shards),
             "num_ranks": len(ranks),
             "ranks": ranks,
-            "weight_bytes": weight_bytes(t.num_embeddings, t.embedding_dim, spec.dtype),
+            "weight_bytes": _bytes(t.num_embeddings, t.embedding_dim, spec.dtype),
         })
     return pd.DataFrame(rows, columns=_TABLE_COLUMNS)
 
@@ -154,7 +160,7 @@ def shard_frame(plan: Plan) -> pd.DataFrame:
             cols["num_rows"].append(s.num_rows)
             cols["col_offset"].append(s.col_offset)
             cols["num_cols"].append(s.num_cols)
-            cols["weight_bytes"].append(weight_bytes(s.num_rows, s.num_cols, b))
+            cols["weight_bytes"].append(_bytes(s.num_rows, s.num_cols, b))
     return pd.DataFrame(cols, columns=_SHARD_COLUMNS)
 
 
@@ -231,7 +237,7 @@ def sharding_mix(plan: Plan) -> pd.DataFrame:
     for t in plan.tables:
         k = t.sharding_type.value
         count[k] += 1
-        nbytes[k] += weight_bytes(t.num_embeddings, t.embedding_dim, specs[t.name].dtype)
+        nbytes[k] += _bytes(t.num_embeddings, t.embedding_dim, specs[t.name].dtype)
         short[k] = t.sharding_type.short
     keys = sorted(count, key=lambda k: (-count[k], k))
     total_t, total_b = sum(count.values()) or 1, sum(nbytes.values()) or 1.0

@@ -216,3 +216,31 @@ def test_topology_errors(tmp_path: Path, old: str, new: str, needle: str) -> Non
         load_topology(p)
     assert str(p) in str(ei.value) and needle in str(ei.value)
     assert ei.value.line is not None
+
+
+def test_docs_examples_load_as_written(tmp_path: Path) -> None:
+    """docs/topology-format.md's annotated topology (its `workload:` a bundled name, from any
+    folder) and workload load as written; so do examples/."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```yaml\n(.*?)```", (root / "docs" / "topology-format.md").read_text(),
+                        re.S)
+    topo = write(tmp_path, "t.yaml", blocks[0])
+    t, w = load_problem(topo)
+    assert t.name == "dgx-h100-2x8" and w.name == "dlrm-dcnv2-criteo1tb"
+    _, w2 = load_problem("dgx-h100-2x8", write(tmp_path, "w.yaml", blocks[1]))
+    assert w2.colocate and w2.separate
+    t3, w3 = load_problem(root / "examples" / "my-cluster.yaml")
+    assert w3.name == "tables" and t3.world_size == 8
+
+
+def test_workload_path_relative_or_bundled(tmp_path: Path) -> None:
+    write(tmp_path, "w.yaml", WORK)
+    t, w = load_problem(write(tmp_path, "a.yaml", TOPO + "workload: w.yaml\n"))
+    assert w.name == "w"
+    _, w = load_problem(write(tmp_path, "b.yaml", TOPO + "workload: small-cpu\n"))
+    assert w.name == "small-cpu"
+    with pytest.raises(SpecError, match="no workload file") as ei:
+        load_problem(write(tmp_path, "c.yaml", TOPO + "workload: nope.yaml\n"))
+    assert ei.value.line is not None
