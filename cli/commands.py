@@ -60,7 +60,7 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
         shown = shown.sort_values("rank")
     for row in shown.itertuples(index=False):
         compute = row.fwd_compute_ms + row.bwd_compute_ms
-        comm = row.fwd_comm_ms + row.bwd_comm_ms + row.dp_sync_ms
+        comm = row.input_dist_ms + row.fwd_comm_ms + row.bwd_comm_ms + row.dp_sync_ms
         t.add_row(str(row.rank), str(row.host), *([escape(groups[row.rank])] if show_group else []),
                   f"{row.hbm_bytes / GiB:.2f}/{row.hbm_capacity_bytes / GiB:.1f}",
                   f"{row.ddr_bytes / GiB:.2f}/{row.ddr_capacity_bytes / GiB:.1f}",

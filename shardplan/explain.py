@@ -122,23 +122,23 @@ def format_ranks(ranks: Sequence[int]) -> str:
 
 
 class _Weigher:
-    """Rank loads of a plan without one table, and what each option of it would do."""
+    """Rank loads (per lane) of a plan without one table, and what each option of it would do,
+    with the plan's makespan composed as the cost model composes it (``cost_model.step``)."""
 
     def __init__(self, plan: Plan, table: TablePlan, cm: CostModel) -> None:
         topo = plan.topology
-        self.cm = cm
+        self.cm, self.step = cm, cm.step
         self.groups = np.array([ri.group for ri in topo.ranks])
         self.cap_hbm = np.array([topo.capacity(r).hbm for r in range(topo.world_size)])
         self.cap_ddr = np.array([topo.capacity(r).ddr for r in range(topo.world_size)])
         opts = tuple(option_of(t) for t in plan.tables)
         ranks = tuple(tuple(s.rank for s in t.shards) for t in plan.tables)
         costs = rank_costs(Assignment(options=opts, ranks=ranks), topo, cm)
-        self.load = np.array([cm.total(c.perf) for c in costs])
+        self.load = np.array([c.perf.as_tuple() for c in costs])  # [ranks, lanes]
         self.hbm = np.array([c.memory.hbm for c in costs])
         self.ddr = np.array([c.memory.ddr for c in costs])
-        self.makespan = float(self.load.max())
-        chosen = option_of(table)
-        ev, sh = self._costs(chosen)
+        self.makespan = float(self.step.makespan(self.load))
+        ev, sh = self._costs(option_of(table))
         self.load = self.load - ev[0]
         self.hbm = self.hbm - ev[1]
         self.ddr = self.ddr - ev[2]
@@ -150,23 +150,27 @@ class _Weigher:
             self.ddr[s.rank] -= d[g]
 
     def _costs(self, o: ShardingOption):
-        """Everywhere-cost per rank (time, hbm, ddr arrays) and per shard per group."""
+        """Everywhere-cost per rank (lanes, hbm, ddr arrays) and per shard per group."""
         ng = int(self.groups.max()) + 1
         ev = [self.cm.everywhere_cost(o, g) for g in range(ng)]
-        ev_t = np.array([self.cm.total(e.perf) for e in ev])[self.groups]
+        ev_t = np.array([e.perf.as_tuple() for e in ev])[self.groups]
         ev_h = np.array([e.memory.hbm for e in ev])[self.groups]
         ev_d = np.array([e.memory.ddr for e in ev])[self.groups]
         per_g = [self.cm.shard_costs(o, g) for g in range(ng)]
-        shards = [(np.array([self.cm.total(per_g[g][i].perf) for g in range(ng)]),
+        shards = [(np.array([per_g[g][i].perf.as_tuple() for g in range(ng)]),
                    np.array([per_g[g][i].memory.hbm for g in range(ng)]),
                    np.array([per_g[g][i].memory.ddr for g in range(ng)]))
                   for i in range(len(o.shards))]
         return (ev_t, ev_h, ev_d), shards
 
+    def _time(self, lanes: np.ndarray) -> np.ndarray:
+        """Each row's step time alone (``step.rank_time`` of lane rows)."""
+        return np.atleast_1d(self.step.compose(self.step.stage_times(lanes)))
+
     def weigh(self, o: ShardingOption) -> tuple[float, float, float, float | None, str]:
         """(work ms, hbm bytes, ddr bytes, makespan or None, why it does not fit)."""
         (ev_t, ev_h, ev_d), shards = self._costs(o)
-        work = float(ev_t.sum())
+        work = float(self._time(ev_t).sum())
         load, hbm, ddr = self.load + ev_t, self.hbm + ev_h, self.ddr + ev_d
         work_hbm, work_ddr = float(ev_h.sum()), float(ev_d.sum())
         why = ""
@@ -178,7 +182,7 @@ class _Weigher:
         for i, (t, h, d) in enumerate(shards):
             cand = np.array(o.candidate_ranks[i] if o.candidate_ranks[i] is not None else range(n))
             g = self.groups[cand]
-            work += float(t[g].min())
+            work += float(self._time(t[g]).min())
             work_hbm += float(h[g].min())
             work_ddr += float(d[g].min())
             if why:
@@ -197,13 +201,14 @@ class _Weigher:
                        f"its {len(cand)} candidate rank(s) is {max(tier[2], 0) / GiB:.2f} GiB "
                        f"(rank {r})")
                 continue
-            after = np.where(room, load[cand] + t[g], np.inf)
+            after = np.where(room, self._time(load[cand] + t[g]), np.inf)
             j = int(np.argmin(after))
             r = int(cand[j])
             load[r] += t[g][j]
             hbm[r] += h[g][j]
             ddr[r] += d[g][j]
-        return work, work_hbm, work_ddr, (None if why else float(load.max())), why
+        span = None if why else float(self.step.makespan(load))
+        return work, work_hbm, work_ddr, span, why
 
 
 def explain_table(plan: Plan, table: str, cost_model: CostModel | None = None
