@@ -1,4 +1,8 @@
-"""Executor commands: validate, profile, calibrate (they run plans on local gloo processes)."""
+"""Executor commands: validate, profile, calibrate (they run plans on local gloo processes).
+
+The executor imports torch; each command imports it when it runs, so the other commands (and
+``--help``) start without it.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,6 @@ from shardplan.cli.base import (
 from shardplan.errors import SpecError
 from shardplan.estimators.cost_model import default_cost_model
 from shardplan.estimators.recorded import cost_model_of
-from shardplan.executor import profile_plan, resolve_for_world, validate_plan
-from shardplan.executor.calibrate import CPU_GRID, TINY_GRID
-from shardplan.executor.calibrate import calibrate as run_calibration
 from shardplan.loaders import load_problem, load_topology
 from shardplan.plans import assignment_of, build_plan, load_plan
 from shardplan.types import Plan
@@ -66,6 +67,8 @@ def validate(
 
       shardplan validate big-plan.json --world-size 4 --resolve
     """
+    from shardplan.executor import resolve_for_world, validate_plan  # torch
+
     check_positive(steps, "--steps")
     p = load_plan(plan)
     if world_size is not None and world_size != p.topology.world_size:
@@ -135,6 +138,8 @@ def profile(
 
       shardplan profile plan.json --profile my-profile.yaml
     """
+    from shardplan.executor import profile_plan  # torch
+
     check_positive(steps, "--steps")
     if warmup < 0:
         raise SpecError(f"--warmup must be >= 0, got {warmup}", key_path="--warmup")
@@ -214,6 +219,9 @@ def calibrate(
 
       shardplan calibrate --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2 --plans 16
     """
+    from shardplan.executor.calibrate import CPU_GRID, TINY_GRID  # torch
+    from shardplan.executor.calibrate import calibrate as run_calibration
+
     grids = {"cpu": CPU_GRID, "tiny": TINY_GRID}
     if grid not in grids:
         raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")

@@ -28,7 +28,6 @@ import pandas as pd
 
 from shardplan.errors import InfeasiblePlanError, SolverError, SpecError
 from shardplan.estimators.cost_model import ProfileArg, default_cost_model
-from shardplan.executor.api import profile_plans
 from shardplan.frames import gap_percent, headroom
 from shardplan.planner import plan as make_plan
 from shardplan.solvers import SOLVERS
@@ -183,6 +182,9 @@ def measure(rows: Sequence[CompareRow], steps: int) -> list[CompareRow]:
     """``rows`` with ``measured_ms`` filled in: each plan run on the local executor (gloo
     processes), the median step time of ``steps`` steps after ``max(2, steps // 5)`` warm-up
     steps. Needs the executor extra (torch)."""
+    # the executor imports torch (shardplan.executor.clock); planning and comparing must not
+    from shardplan.executor.api import profile_plans
+
     done = [i for i, r in enumerate(rows) if r.plan is not None]
     reports = profile_plans([rows[i].plan for i in done], steps=steps, warmup=max(2, steps // 5))
     out = list(rows)
