@@ -59,6 +59,7 @@ SHARDING_COLORS: dict[ShardingType, str] = {
     ShardingType.TABLE_ROW_WISE: "#C44E52",
     ShardingType.TABLE_COLUMN_WISE: "#8172B3",
     ShardingType.DATA_PARALLEL: "#8C8C8C",
+    ShardingType.GRID_SHARD: "#937860",
 }
 STAGE_STYLE: dict[Stage, tuple[str, str]] = {  # label, colour; compute blue, comm orange
     Stage.INPUT_DIST: ("input dist", "#C44E52"),

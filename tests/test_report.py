@@ -321,3 +321,12 @@ def test_cjk_table_names_render_or_say_why(recwarn):
     else:
         assert len(ours) <= 1 and all("fonts-noto-cjk" in str(w.message) for w in ours)
     assert not [w for w in recwarn.list if "Glyph" in str(w.message)]
+
+
+def test_every_sharding_type_and_stage_has_a_style():
+    """A new sharding type or stage must get a colour, or its plans fail to draw."""
+    from shardplan.figures import SHARDING_COLORS, STAGE_STYLE
+    from shardplan.types import Stage
+
+    assert set(SHARDING_COLORS) == set(ShardingType)
+    assert set(STAGE_STYLE) == set(Stage)
