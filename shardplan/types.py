@@ -536,6 +536,7 @@ class Workload:
     colocate: tuple[tuple[str, ...], ...] = ()
     separate: tuple[tuple[str, ...], ...] = ()
     source: str = ""
+    _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check(len(self.tables) > 0, "tables", "[]", "a workload needs at least one table")
@@ -550,12 +551,11 @@ class Workload:
                 _check(len(g) >= 2, kind, g, "a group needs at least two tables")
                 for name in g:
                     _check(name in seen, kind, name, "names no table of this workload")
+        object.__setattr__(self, "_index", {t.name: i for i, t in enumerate(self.tables)})
 
     def table(self, name: str) -> TableSpec:
-        for t in self.tables:
-            if t.name == name:
-                return t
-        raise KeyError(name)
+        """The table named ``name`` (KeyError if none)."""
+        return self.tables[self._index[name]]
 
     def optimizer_of(self, table: TableSpec) -> Optimizer:
         """The optimizer that updates ``table``: its own, else the workload's default."""
