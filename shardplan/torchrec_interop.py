@@ -371,7 +371,7 @@ def constraints_from_torchrec(pc: ParameterConstraints, where: str = "constraint
     placement and are ignored.
 
     Raises:
-        SpecError: a sharding type or kernel shardplan does not plan (e.g. ``grid_shard``,
+        SpecError: a sharding type or kernel shardplan does not plan (e.g.
             ``key_value``).
     """
     st = None

@@ -98,7 +98,9 @@ def test_layout_places_every_shard_once(name):
                                                if t.sharding_type is S.DATA_PARALLEL}
     for slots in lay.slots:
         for s in slots:
-            assert s.kind is {S.ROW_WISE: OutputKind.ROWS, S.TABLE_ROW_WISE: OutputKind.HOST_ROWS}.get(
+            # grid: column blocks across hosts, each row-wise within its host
+            assert s.kind is {S.ROW_WISE: OutputKind.ROWS, S.TABLE_ROW_WISE: OutputKind.HOST_ROWS,
+                              S.GRID_SHARD: OutputKind.HOST_ROWS}.get(
                 p.table(s.table).sharding_type, OutputKind.COLUMNS)
 
 

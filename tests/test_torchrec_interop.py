@@ -243,9 +243,9 @@ def test_meta_ebc_and_constraints_import():
     assert user.constraints.placements == (PlacementKind.HBM, PlacementKind.UVM_CACHING)
     assert user.constraints.min_column_shard_width == 8
     assert item.pooling_factor == 1.0 and item.constraints.sharding_types is None
-    with pytest.raises(SpecError, match="grid_shard|does not plan"):
-        workload_from_torchrec(ebc, batch_size=1, constraints={
-            "item": ParameterConstraints(sharding_types=["grid_shard"])})
+    grid = workload_from_torchrec(ebc, batch_size=1, constraints={
+        "item": ParameterConstraints(sharding_types=["grid_shard"])})
+    assert grid.tables[1].constraints.sharding_types == (ShardingType.GRID_SHARD,)
     with pytest.raises(SpecError, match="key_value"):
         workload_from_torchrec(ebc, batch_size=1, constraints={
             "item": ParameterConstraints(compute_kernels=["key_value"])})
