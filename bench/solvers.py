@@ -4,6 +4,8 @@ bundled real workloads.
 
     .venv/bin/python bench/solvers.py            # full grid (the 10,000 x 1,024 cell: auto only)
     .venv/bin/python bench/solvers.py --quick    # a subset, a few minutes
+    .venv/bin/python bench/solvers.py --hard     # the hard suite (bench/hard_cases.py)
+    .venv/bin/python bench/solvers.py --scale    # 10,000 tables x 1,024 and x 4,096 ranks
 
 Prints a table and writes ``bench/results/solvers[-quick].{csv,md}``.
 
@@ -122,11 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats of auto (median) "
                     "on instances up to 1,000 x 64")
     ap.add_argument("--no-real", action="store_true", help="skip the bundled workloads")
+    ap.add_argument("--hard", action="store_true",
+                    help="the hard suite: auto against the best solver or forced plan and the "
+                         "bound (results go to solvers-hard.*)")
+    ap.add_argument("--case", action="append", default=None,
+                    help="with --hard: only these cases (repeatable)")
+    ap.add_argument("--scale", action="store_true",
+                    help="auto on 10,000 tables x 1,024 and x 4,096 ranks (solvers-scale.*)")
     ap.add_argument("--only", default=None, help="only these synthetic cells, e.g. "
                     "'10000x1024,500x8' (results go to solvers-only.*)")
     args = ap.parse_args(argv)
     if args.time_limit is None:
         args.time_limit = 20.0 if args.quick else 60.0
+    if args.hard:
+        from solvers_hard import run_hard
+
+        return run_hard(args.case, args.time_limit)
+    if args.scale:
+        args.only = args.only or "10000x1024,10000x4096"
     rows: list[dict[str, object]] = []
 
     def record(instance: str, n: int, ranks: int, cap: object, solver: str, r: dict) -> None:
@@ -142,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     for n, ranks in cells:
         topo = h100(ranks // 8) if ranks != 16 else load_topology("dgx-h100-2x8")
         work, cap = capped_workload(n, topo)
-        for s in solvers_for(n, ranks):
+        for s in (["auto"] if args.scale else solvers_for(n, ranks)):
             reps = args.repeats if (s == "auto" and n * ranks <= 64_000) else 1
             record(f"synthetic-{n}x{ranks}", n, ranks, f"{cap:.0e}", s,
                    run_one(work, topo, s, args.time_limit, reps))
-    if not args.no_real:
+    if not args.no_real and not args.scale and not args.only:
         for name in (REAL[:2] + REAL[-1:] if args.quick else REAL):
             topo, work = load_problem(name)
             n, ranks = len(work.tables), topo.world_size
@@ -156,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                                args.repeats if s == "auto" else 1))
     _summary(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "solvers-only" if args.only else ("solvers-quick" if args.quick else "solvers")
+    stem = ("solvers-scale" if args.scale else "solvers-only" if args.only
+            else ("solvers-quick" if args.quick else "solvers"))
     keys = ["instance", "tables", "ranks", "max_rows", "solver", "status", "time_s",
             "makespan_ms", "lower_bound_ms", "ratio", "ilp_gap", "note"]
     with open(RESULTS / f"{stem}.csv", "w", newline="") as f:

@@ -17,6 +17,21 @@ composed time of the mean rank, since composition is convex and monotone):
   hide in ``min``. Some rank holds table a's heaviest shard and pays at least what b's option
   costs every rank (its everywhere-cost, plus shards fixed on every rank, as data-parallel
   replicas are), and the same with a and b swapped.
+* ``coupled``: the largest unit and the mean rank at once. Every plan has a heaviest shard: at
+  some threshold ``h`` (a shard's step time alone), one table's option has a shard of time
+  ``h`` and no table's option has a heavier one. The rank that holds that shard pays it, that
+  option's everywhere-cost and group cost, the fixed overhead, and every other table's
+  everywhere-cost under an option whose heaviest shard is at most ``h``; and the mean rank
+  carries every table's least work under such an option. So the step time is at least
+  ``min over h of max(G(h), W(h))``: splitting tables finer (a small ``h``) is paid for in
+  everywhere-costs and work, keeping them whole (a large ``h``) by the rank that holds the
+  heaviest piece. This is what holds few heavy tables on many GPUs to account, where the
+  separate bounds each assume the best of both.
+* ``mix``: the work and heaviest-shard bounds with one convex mix of options per table for
+  all lanes at once, and the sharding groups' fixed costs (an LP; see
+  ``shardplan.solvers.bounds.mix_bound``): the separate bounds take each lane's least over a
+  table's options, as if a table could be data-parallel on some lanes and table-wise on
+  others.
 * ``lp``: the LP relaxation of the placement MIP (``shardplan.solvers.ilp``) over all options,
   with the largest-shard cuts; it also sees memory, which can force slower placements. Solved
   only when the model is small enough (``lp_max_vars``), within ``lp_time_limit_s`` (a safety
@@ -29,17 +44,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from shardplan.solvers.common import CostTables, TableGroups, least_work_lanes
+from shardplan.solvers.bounds import (
+    MIX_MAX_OPTIONS,
+    PAIR_TABLES,
+    coupled_bound,
+    mix_bound,
+    pair_bound,
+    unit_bound,
+    work_bound,
+)
+from shardplan.solvers.common import CostTables, TableGroups
+from shardplan.solvers.ilp import build_model, model_size, solve_model
 from shardplan.types import PlanningContext
+
+__all__ = ["DEFAULT_LP_MAX_VARS", "DEFAULT_LP_TIME_LIMIT_S", "PAIR_TABLES", "LowerBound",
+           "coupled_bound", "lower_bound", "lp_bound", "mix_bound", "pair_bound", "unit_bound", "work_bound"]
 
 #: Largest LP relaxation (variables) the planner solves for a bound by default.
 DEFAULT_LP_MAX_VARS = 8_000
 #: Safety-net time limit of the LP relaxation, seconds.
 DEFAULT_LP_TIME_LIMIT_S = 30.0
-#: Tables whose pairs the pair bound tries (the heaviest by their single-table bound).
-PAIR_TABLES = 20
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,6 +75,8 @@ class LowerBound:
         work_ms: the mean rank.
         unit_ms: the largest indivisible unit.
         pair_ms: the pair bound.
+        coupled_ms: the coupled heaviest-shard / mean-rank bound.
+        mix_ms: the mixed-option LP (work and heaviest shards, one mix per table), if solved.
         lp_ms: the LP relaxation, if solved.
         method: which of them gave ``value_ms``.
     """
@@ -61,94 +87,19 @@ class LowerBound:
     lp_ms: float | None
     method: str
     pair_ms: float = 0.0
+    coupled_ms: float = 0.0
+    mix_ms: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"value_ms": self.value_ms, "work_ms": self.work_ms, "unit_ms": self.unit_ms,
-                "pair_ms": self.pair_ms, "lp_ms": self.lp_ms, "method": self.method}
-
-
-def _least_group_lanes(ct: CostTables) -> np.ndarray:
-    """Per lane, the least a rank pays for the sharding group(s) of any plan (0 if some option
-    joins no group)."""
-    if not ct.keys or any(oc.key < 0 for ocs in ct.options for oc in ocs):
-        return np.zeros(ct.base_lanes_g.shape[1])
-    return np.minimum.reduce([ct.key_cost(k)[0].min(0) for k in range(len(ct.keys))])
-
-
-def work_bound(ct: CostTables) -> float:
-    """The mean rank (see module docstring)."""
-    n = len(ct.tables)
-    total = ct.base_lanes.sum(0) + (sum(least_work_lanes(ct, ti) for ti in range(n)) if n else 0)
-    keys = [ct.key_cost(k)[0].sum(0) for k in range(len(ct.keys))]
-    if keys and not any(oc.key < 0 for ocs in ct.options for oc in ocs):
-        total = total + np.minimum.reduce(keys)
-    return ct.step.makespan((total / ct.world)[None, :])
-
-
-def _everywhere_least(ct: CostTables) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(sum over tables, per table) of the least per-lane cost a table puts on every rank."""
-    per = [np.minimum.reduce([oc.certain_lanes for oc in ocs]) if ocs
-           else np.zeros(ct.base_lanes_g.shape[1]) for ocs in ct.options]
-    return (np.sum(per, axis=0) if per else np.zeros(ct.base_lanes_g.shape[1])), per
-
-
-def _key_lanes(ct: CostTables, k: int) -> np.ndarray:
-    return ct.key_cost(k)[0].min(0) if k >= 0 else np.zeros(ct.base_lanes_g.shape[1])
-
-
-def _single(ct: CostTables) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    base = ct.base_lanes.min(0)
-    total, per = _everywhere_least(ct)
-    single = []
-    for ti, ocs in enumerate(ct.options):
-        if not ocs:
-            single.append(ct.step.rank_time_lanes(base))
-            continue
-        rest = base + total - per[ti]
-        single.append(min(ct.step.rank_time_lanes(rest + oc.peak_lanes + _key_lanes(ct, oc.key))
-                          for oc in ocs))
-    return np.array(single), total, per
-
-
-def unit_bound(ct: CostTables) -> float:
-    """The largest indivisible unit (see module docstring)."""
-    single, _, _ = _single(ct)
-    base = ct.step.rank_time_lanes(ct.base_lanes.min(0))
-    return float(single.max()) if len(single) else base
-
-
-def pair_bound(ct: CostTables, pair_tables: int = PAIR_TABLES) -> float:
-    """The single-table and pairwise largest-unit bound (see module docstring)."""
-    single, total, per = _single(ct)
-    if not len(single):
-        return ct.step.rank_time_lanes(ct.base_lanes.min(0))
-    best = float(single.max())
-    base = ct.base_lanes.min(0)
-    top = [int(i) for i in np.argsort(-single, kind="stable")[:pair_tables] if ct.options[int(i)]]
-    arrays = {}
-    for t in top:
-        ocs = ct.options[t]
-        arrays[t] = (np.array([oc.peak_lanes for oc in ocs]), np.array([oc.certain_lanes for oc in ocs]),
-                     np.array([_key_lanes(ct, oc.key) for oc in ocs]), np.array([oc.key for oc in ocs]))
-    step = ct.step
-    for a_i, a in enumerate(top):
-        pa, ca, ka, ia = arrays[a]
-        for b in top[a_i + 1:]:
-            pb_, cb, kb, ib = arrays[b]
-            rest = base + total - per[a] - per[b]
-            keys = ka[:, None, :] + np.where((ia[:, None] == ib[None, :])[..., None], 0.0,
-                                             kb[None, :, :])
-            v1 = step.compose(step.stage_times(rest + keys + pa[:, None, :] + cb[None, :, :]))
-            v2 = step.compose(step.stage_times(rest + keys + ca[:, None, :] + pb_[None, :, :]))
-            best = max(best, float(np.maximum(v1, v2).min()))
-    return best
+                "pair_ms": self.pair_ms, "coupled_ms": self.coupled_ms, "mix_ms": self.mix_ms,
+                "lp_ms": self.lp_ms,
+                "method": self.method}
 
 
 def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S,
              threads: int = 1) -> float | None:
     """The LP relaxation over all options, or None if it did not solve in time."""
-    from shardplan.solvers.ilp import build_model, solve_model
-
     allowed = [list(range(len(ocs))) for ocs in ct.options]
     model = build_model(ct, groups, allowed, relax=True, name="shardplan_lp")
     out = solve_model(model, ct, backend="highs", time_limit_s=time_limit_s, threads=threads,
@@ -160,7 +111,8 @@ def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = DEFAU
 
 def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
                 lp_max_vars: int = DEFAULT_LP_MAX_VARS,
-                lp_time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S) -> LowerBound:
+                lp_time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S,
+                mix_max_options: int = MIX_MAX_OPTIONS) -> LowerBound:
     """The best of the work, unit, pair and (when affordable) LP bounds for ``ctx``.
 
     Args:
@@ -169,21 +121,25 @@ def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
         lp_max_vars: solve the LP relaxation only when the model has at most this many
             variables (0: never).
         lp_time_limit_s: safety-net time limit for the LP.
+        mix_max_options: solve the mixed-option LP only up to this many options (0: never).
 
     Returns:
         The bound, with its parts.
     """
-    from shardplan.solvers.ilp import model_size
-
     ct = ct or CostTables.of(ctx)
     w, u, pb = work_bound(ct), unit_bound(ct), pair_bound(ct)
+    cb = coupled_bound(ct)
+    mx = mix_bound(ct, max_options=mix_max_options) if mix_max_options > 0 else None
     lp = None
     allowed = [list(range(len(ocs))) for ocs in ct.options]
     if lp_max_vars > 0 and model_size(ct, allowed) <= lp_max_vars:
         lp = lp_bound(ct, TableGroups.of(ctx, ct), time_limit_s=lp_time_limit_s,
                       threads=ctx.threads)
-    parts = {"work": w, "unit": u, "pair": pb, "lp": lp if lp is not None else float("-inf")}
+    parts = {"work": w, "unit": u, "pair": pb, "coupled": cb,
+             "mix": mx if mx is not None else float("-inf"),
+             "lp": lp if lp is not None else float("-inf")}
     method = max(parts, key=lambda k: (parts[k], k))
     # the LP optimum is exact only to the LP solver's tolerance: shave 1e-9 relative
-    value = max(w, u, pb, (lp * (1 - 1e-9)) if lp is not None else 0.0)
-    return LowerBound(value_ms=value, work_ms=w, unit_ms=u, pair_ms=pb, lp_ms=lp, method=method)
+    value = max(w, u, pb, cb, mx or 0.0, (lp * (1 - 1e-9)) if lp is not None else 0.0)
+    return LowerBound(value_ms=value, work_ms=w, unit_ms=u, pair_ms=pb, coupled_ms=cb, mix_ms=mx,
+                      lp_ms=lp, method=method)

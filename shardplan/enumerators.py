@@ -61,6 +61,10 @@ class EnumerationOptions:
             offered only to tables whose lookup bytes are at least this multiple of the mean
             per rank, or larger than a quarter of one host's HBM (on clusters of up to 64 ranks
             ``wide_min_share`` applies instead).
+        prune_min_cells: ``wide_min_share`` and ``world_min_share`` prune only instances of
+            more than this many tables x ranks; smaller ones offer every table every option
+            (a few hundred tables on 128 ranks balance only when small tables may be split
+            column-wise or replicated).
         uvm_min_hbm_share: UVM and UVM-caching placements (slower than HBM, smaller in HBM)
             are offered only when the whole workload's estimated footprint (weights plus
             optimizer state, all in HBM) exceeds this share of the cluster's usable HBM, or to
@@ -79,6 +83,7 @@ class EnumerationOptions:
     wide_min_share: float = 0.25
     world_min_share: float = 2.0
     uvm_min_hbm_share: float = 0.5
+    prune_min_cells: int = 200_000
 
     def __post_init__(self) -> None:
         if self.column_alignment < 1:
@@ -91,6 +96,8 @@ class EnumerationOptions:
             raise SpecError(f"max_hosts_per_option={self.max_hosts_per_option!r}: must be >= 1")
         if self.wide_min_share < 0:
             raise SpecError(f"wide_min_share={self.wide_min_share!r}: must be >= 0")
+        if self.prune_min_cells < 0:
+            raise SpecError(f"prune_min_cells={self.prune_min_cells!r}: must be >= 0")
 
 
 def split(n: int, k: int) -> list[tuple[int, int]]:
@@ -293,12 +300,14 @@ def enumerate_options(workload: Workload, topology: Topology,
     foot = [_footprint_bytes(t, workload) for t in workload.tables]
     cluster_hbm = sum(topology.capacity(r).hbm for r in range(world))
     tight = opts.uvm_min_hbm_share == 0 or sum(foot) > opts.uvm_min_hbm_share * cluster_hbm
+    prune = len(workload.tables) * world > opts.prune_min_cells
     out = {}
     for i, t in enumerate(workload.tables):
-        wide = (opts.wide_min_share == 0 or lookup[i] >= opts.wide_min_share * mean_lookup
+        wide = (not prune or opts.wide_min_share == 0
+                or lookup[i] >= opts.wide_min_share * mean_lookup
                 or size[i] >= opts.wide_min_share * mean_size or size[i] >= 0.25 * hbm)
         big = size[i] >= 0.25 * hbm * min(g.devices_per_host for g in topology.host_groups)
-        world_wide = wide if world <= 64 else (
+        world_wide = wide if (world <= 64 or not prune) else (
             big or opts.wide_min_share == 0 or lookup[i] >= opts.world_min_share * mean_lookup)
         if t.constraints.sharding_types is not None:  # the user's choice beats the pruning
             wide = world_wide = True

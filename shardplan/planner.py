@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from shardplan.bounds import DEFAULT_LP_MAX_VARS, lower_bound
+from shardplan.bounds import DEFAULT_LP_MAX_VARS, DEFAULT_LP_TIME_LIMIT_S, lower_bound
 from shardplan.enumerators import EnumerationOptions, enumerate_options
 from shardplan.errors import SolverError
 from shardplan.plans import build_plan
@@ -33,6 +33,7 @@ def plan(
     seed: int = 0,
     enumeration: EnumerationOptions | None = None,
     bound_lp_max_vars: int = DEFAULT_LP_MAX_VARS,
+    bound_lp_time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S,
     progress: Callable[[ProgressReport], None] | None = None,
 ) -> Plan:
     """Plan the sharding of ``workload`` on ``topology``.
@@ -49,6 +50,8 @@ def plan(
         bound_lp_max_vars: the LP relaxation behind ``summary.lower_bound_ms`` is solved only
             for models up to this many variables (0: never; the work and largest-unit bounds
             are always computed).
+        bound_lp_time_limit_s: a safety-net time limit for that LP, seconds (the LP is
+            solved to optimality; if this trips, the bound is the cheap bounds' best).
         progress: called with a ``ProgressReport`` (best makespan and bound so far) as the
             planner and the solver go; the CLI draws it live.
 
@@ -80,14 +83,16 @@ def plan(
                           options=options, time_limit_s=time_limit_s, threads=threads, seed=seed,
                           progress=progress)
     if progress is not None:  # the cheap bounds first, so a live display has a bound to show
-        ctx.report("bound", bound_ms=lower_bound(ctx, CostTables.of(ctx), lp_max_vars=0).value_ms)
+        ctx.report("bound", bound_ms=lower_bound(ctx, CostTables.of(ctx), lp_max_vars=0,
+                                                 mix_max_options=0).value_ms)
     result = s.solve(ctx)
     elapsed = time.perf_counter() - start
     ct = CostTables.of(ctx)
     problem = check_groups(ct, TableGroups.of(ctx, ct), ct.choice_of(result.assignment))
     if problem:
         raise SolverError(f"solver {s.name!r} broke a co-location/separation constraint: {problem}")
-    bound = lower_bound(ctx, ct, lp_max_vars=bound_lp_max_vars)
+    bound = lower_bound(ctx, ct, lp_max_vars=bound_lp_max_vars,
+                        lp_time_limit_s=bound_lp_time_limit_s)
     lb = bound.value_ms
     if result.lower_bound_ms is not None:
         lb = max(lb, result.lower_bound_ms)

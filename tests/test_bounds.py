@@ -57,12 +57,93 @@ def test_unit_bound_binds_for_one_hot_table(topo16):
     b = lower_bound(ctx, CostTables.build(ctx), lp_max_vars=0)
     assert b.lp_ms is None
     assert b.unit_ms > b.work_ms
-    assert b.method in ("unit", "pair")
+    assert b.method in ("unit", "pair", "mix")
     assert b.pair_ms >= b.unit_ms * (1 - 1e-9)  # the pair bound sharpens the unit bound
 
 
 def test_lp_skipped_when_too_large(dozen, topo16):
     ctx = _ctx(dozen, topo16)
     b = lower_bound(ctx, CostTables.build(ctx), lp_max_vars=1)
-    assert b.lp_ms is None and b.method in ("work", "unit", "pair")
+    assert b.lp_ms is None and b.method in ("work", "unit", "pair", "coupled", "mix")
 
+
+
+def _random_choices(ct, rng, n):
+    """``n`` random points of the option space: a random option per table, a random allowed
+    rank per shard (memory ignored: the bounds below do not use it)."""
+    import numpy as np
+
+    out = []
+    for _ in range(n):
+        choice = []
+        for ocs in ct.options:
+            oi = int(rng.integers(len(ocs)))
+            oc = ocs[oi]
+            choice.append((oi, tuple(int(rng.choice(oc.candidates[si]))
+                                     for si in range(oc.num_shards))))
+        out.append(choice)
+    return out
+
+
+@pytest.mark.parametrize("hosts,dph,n,pooling", [(2, 8, 12, None), (4, 2, 5, 300.0),
+                                                 (16, 8, 16, 400.0), (1, 4, 7, 40.0)])
+def test_random_plans_never_below_the_bound(hosts, dph, n, pooling):
+    """Random plans drawn from the option space, and every solver's plan, cost at least every
+    bound that ignores memory (work, unit, pair, coupled)."""
+    import dataclasses
+
+    import numpy as np
+
+    from shardplan.bounds import coupled_bound, mix_bound
+    from shardplan.solvers import SOLVERS
+    from shardplan.solvers.common import evaluate
+
+    topo = make_topology(hosts=hosts, devices_per_host=dph)
+    work = make_workload(n)
+    if pooling is not None:  # few heavy tables: the case the coupled bound is for
+        work = dataclasses.replace(work, tables=tuple(
+            dataclasses.replace(t, pooling_factor=pooling, num_embeddings=1_000_000)
+            for t in work.tables))
+    ctx = _ctx(work, topo)
+    ct = CostTables.build(ctx)
+    bounds = {"work": work_bound(ct), "unit": unit_bound(ct), "pair": pair_bound(ct),
+              "coupled": coupled_bound(ct), "mix": mix_bound(ct)}
+    assert bounds["mix"] is not None
+    rng = np.random.default_rng(hosts * 100 + n)
+    for choice in _random_choices(ct, rng, 300):
+        ms = evaluate(ct, choice).makespan
+        for name, b in bounds.items():
+            assert ms >= b * (1 - 1e-9), (name, b, ms)
+    for name in SOLVERS:
+        if name == "ilp" and hosts * dph * n > 400:
+            continue
+        ctx2 = _ctx(work, topo, limit=5.0)
+        ct2 = CostTables.of(ctx2)
+        res = SOLVERS[name]().solve(ctx2)
+        ms = evaluate(ct2, ct2.choice_of(res.assignment)).makespan
+        for bname, b in bounds.items():
+            assert ms >= b * (1 - 1e-9), (name, bname, b, ms)
+
+
+def test_coupled_bound_holds_few_heavy_tables_to_account():
+    """16 heavy tables on 16 hosts x 8: the coupled bound is well above the separate work
+    and largest-unit bounds (each assumes the best of both), and below the hand-built plan
+    that puts each table table-row-wise on a host of its own."""
+    import dataclasses
+
+    from shardplan.bounds import coupled_bound
+    from shardplan.planner import plan
+    from shardplan.types import ShardingType, TableConstraints
+
+    topo = make_topology(hosts=16, devices_per_host=8)
+    tabs = tuple(TableSpec(name=f"u{i}", num_embeddings=1_000_000, embedding_dim=64,
+                           pooling_factor=400.0) for i in range(16))
+    work = Workload(tables=tabs, batch_size=512)
+    ct = CostTables.build(_ctx(work, topo))
+    cb = coupled_bound(ct)
+    assert cb > 1.2 * max(work_bound(ct), unit_bound(ct), pair_bound(ct))
+    own = dataclasses.replace(work, tables=tuple(dataclasses.replace(t, constraints=TableConstraints(
+        sharding_types=(ShardingType.TABLE_ROW_WISE,), pinned_ranks=tuple(range(8 * i, 8 * i + 8))))
+        for i, t in enumerate(tabs)))
+    forced = plan(own, topo, solver="greedy")
+    assert forced.summary.makespan_ms >= cb * (1 - 1e-9)

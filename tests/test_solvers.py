@@ -19,9 +19,6 @@ from shardplan.types import (
 )
 
 TOL = 1e-6
-FAST = ("auto", "greedy", "local_search", "random", "size_greedy", "dim_greedy",
-        "lookup_greedy", "size_lookup_greedy")
-
 
 def _plan(work, topo, solver, **kw):
     kw.setdefault("time_limit_s", 20.0)
@@ -45,9 +42,9 @@ def test_default_is_auto_and_registry_complete():
         get_solver("nope")
 
 
-@pytest.mark.parametrize("solver", FAST)
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_every_solver_valid_plan_dozen(solver, dozen, topo16):
-    p = _plan(dozen, topo16, solver)
+    p = _plan(dozen, topo16, solver, time_limit_s=10.0)
     _check(p)
     assert p.summary.solver == solver
 
@@ -130,8 +127,7 @@ def _hbm():
     return PlacementKind.HBM
 
 
-@pytest.mark.parametrize("solver", ("auto", "greedy", "local_search", "ilp", "lookup_greedy",
-                                    "random"))
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_colocate_separate_pins(solver, topo16):
     base = make_workload(10)
     tables = list(base.tables)
@@ -238,3 +234,23 @@ def test_cli_infeasible_exit_code_2(tmp_path):
                                    str(tmp_path / "p.json")])
     assert res.exit_code == 2, res.output
     assert "huge" in res.output and "devices" in res.output
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_force_table_row_wise_on_a_chosen_host(solver):
+    """``sharding_types: [table_row_wise]`` with one host's ranks as pins puts the table on
+    that host, row-wise over its ranks, under every solver."""
+    from shardplan.types import ShardingType
+
+    topo = make_topology(hosts=4, devices_per_host=4)
+    base = make_workload(6)
+    giant = TableSpec(name="giant", num_embeddings=2_000_000, embedding_dim=64,
+                      pooling_factor=40.0, constraints=TableConstraints(
+                          sharding_types=(ShardingType.TABLE_ROW_WISE,),
+                          pinned_ranks=(12, 13, 14, 15)))
+    p = _plan(Workload(tables=(giant, *base.tables), batch_size=256), topo, solver,
+              time_limit_s=10.0)
+    _check(p)
+    t = p.table("giant")
+    assert t.sharding_type is ShardingType.TABLE_ROW_WISE
+    assert sorted(s.rank for s in t.shards) == [12, 13, 14, 15]

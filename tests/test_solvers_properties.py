@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardplan.errors import InfeasiblePlanError
+from shardplan.solvers import SOLVERS as REGISTRY
 from shardplan.planner import plan
 from shardplan.plans import check_plan
 from shardplan.types import (
@@ -18,40 +19,68 @@ from shardplan.types import (
     LinkType,
     NetworkType,
     Optimizer,
+    PlacementKind,
+    TableConstraints,
     Topology,
     TableSpec,
     Workload,
 )
 
 GiB = 2**30
-SOLVERS = ("auto", "greedy", "local_search", "size_lookup_greedy", "random")
+#: every registered solver, the ILP included: they all promise the same invariants
+SOLVERS = tuple(sorted(REGISTRY))
 
 
-@st.composite
-def problems(draw):
-    hosts = draw(st.integers(1, 2))
-    dph = draw(st.integers(1, 4))
-    hbm = draw(st.sampled_from([0.25, 1.0, 16.0, 80.0]))
-    topo = Topology(name="h", hbm_reserved_fraction=0.1, host_groups=(HostGroup(
-        name="g", hosts=hosts, devices_per_host=dph,
-        device=DeviceModel(model="X", hbm_capacity_bytes=int(hbm * GiB),
+def _group(name: str, hosts: int, dph: int, hbm: float, model: str) -> HostGroup:
+    return HostGroup(
+        name=name, hosts=hosts, devices_per_host=dph,
+        device=DeviceModel(model=model, hbm_capacity_bytes=int(hbm * GiB),
                            hbm_bandwidth_bytes_per_s=2e12),
         host=HostSpec(ddr_capacity_bytes=64 * GiB, ddr_bandwidth_bytes_per_s=2e11,
                       pcie_bandwidth_bytes_per_s=3.2e10),
         intra_host_link=Link(type=LinkType.NVLINK3, bandwidth_bytes_per_s=3e11, latency_s=2e-6),
-        network=Link(type=NetworkType.INFINIBAND, bandwidth_bytes_per_s=1e11, latency_s=5e-6)),))
+        network=Link(type=NetworkType.INFINIBAND, bandwidth_bytes_per_s=1e11, latency_s=5e-6))
+
+
+@st.composite
+def problems(draw):
+    """Workloads and topologies with one or two host groups, tight HBM (UVM placements),
+    pinned tables, placement constraints, co-location and separation groups."""
+    dph = draw(st.integers(1, 4))
+    groups = [_group("g", draw(st.integers(1, 2)), dph,
+                     draw(st.sampled_from([0.25, 1.0, 16.0, 80.0])), "X")]
+    if draw(st.booleans()):  # a second host group: another device, the same devices per host
+        groups.append(_group("h", 1, dph, draw(st.sampled_from([0.5, 8.0])), "Y"))
+    topo = Topology(name="h", hbm_reserved_fraction=0.1, host_groups=tuple(groups))
+    world = topo.world_size
     n = draw(st.integers(1, 7))
-    tables = tuple(TableSpec(
-        name=f"t{i}", num_embeddings=draw(st.integers(2, 3_000_000)),
-        embedding_dim=4 * draw(st.integers(1, 64)),
-        pooling_factor=float(draw(st.integers(1, 60))),
-        dtype=draw(st.sampled_from([DType.FP32, DType.FP16])),
-        optimizer=draw(st.sampled_from([Optimizer.SGD, Optimizer.ROWWISE_ADAGRAD, Optimizer.ADAM])))
-        for i in range(n))
-    return Workload(name="hyp", tables=tables, batch_size=draw(st.sampled_from([16, 256]))), topo
+    tables = []
+    for i in range(n):
+        cons = {}
+        if draw(st.integers(0, 4)) == 0:
+            cons["pinned_ranks"] = tuple(sorted(draw(st.sets(st.integers(0, world - 1),
+                                                             min_size=1, max_size=world))))
+        if draw(st.integers(0, 4)) == 0:
+            cons["placements"] = (draw(st.sampled_from(
+                [PlacementKind.UVM_CACHING, PlacementKind.UVM])), PlacementKind.HBM)
+        tables.append(TableSpec(
+            name=f"t{i}", num_embeddings=draw(st.integers(2, 3_000_000)),
+            embedding_dim=4 * draw(st.integers(1, 64)),
+            pooling_factor=float(draw(st.integers(1, 60))),
+            dtype=draw(st.sampled_from([DType.FP32, DType.FP16])),
+            optimizer=draw(st.sampled_from([Optimizer.SGD, Optimizer.ROWWISE_ADAGRAD,
+                                            Optimizer.ADAM])),
+            constraints=TableConstraints(**cons)))
+    colocate, separate = (), ()
+    if n >= 3 and draw(st.booleans()):
+        colocate = (("t0", "t1"),)
+    if n >= 4 and draw(st.booleans()):
+        separate = (("t2", "t3"),)
+    return Workload(name="hyp", tables=tuple(tables), batch_size=draw(st.sampled_from([16, 256])),
+                    colocate=colocate, separate=separate), topo
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck))
 @given(problems(), st.sampled_from(SOLVERS))
 def test_plan_invariants(problem, solver):
     work, topo = problem

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shardplan.solvers.bounds import cheap_bound
 from shardplan.solvers.common import (
+    NUM_LANES,
+    REL_EPS,
     CostTables,
     LoadState,
     OptionCosts,
@@ -44,11 +47,21 @@ def work_target(ct: CostTables) -> float:
     return max(mean, peak)
 
 
-def shortlist(ocs: list[OptionCosts], target: float, world: int) -> list[int]:
+def shard_budget(ct: CostTables, target: float) -> float:
+    """What ``target`` (a step time) leaves for shards: the target less what every rank pays
+    whatever the plan (its fixed overhead and every table's least everywhere-cost), in the
+    same scalar time as :attr:`OptionCosts.max_shard_ms`."""
+    fixed = ct.base_lanes_g.min(0) + sum((np.minimum.reduce([oc.certain_lanes for oc in ocs])
+                                          for ocs in ct.options if ocs), np.zeros(NUM_LANES))
+    return max(0.0, target - float(scalar_time(fixed)))
+
+
+def shortlist(ocs: list[OptionCosts], budget: float, world: int) -> list[int]:
     """Option indices ranked by estimated cost: total work, plus a penalty of ``world`` times
-    how far the largest shard sticks out above ``target`` (a shard's own time, without the
-    fixed per-rank costs: those are the same whichever option is chosen)."""
-    score = [(oc.work_ms + world * max(0.0, oc.max_shard_ms - target), i)
+    how far the largest shard sticks out above ``budget`` (a shard's own time: compare it with
+    :func:`shard_budget` of a step-time target, not with the target itself, which includes the
+    fixed per-rank costs every option pays alike)."""
+    score = [(oc.work_ms + world * max(0.0, oc.max_shard_ms - budget), i)
              for i, oc in enumerate(ocs)]
     score.sort()
     return [i for _, i in score]
@@ -156,6 +169,7 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
     """
     st = LoadState(ct)
     target = work_target(ct) if target is None else target
+    budget = shard_budget(ct, target)
     n = len(ct.tables)
     if order is None:
         order = sorted(range(n), key=lambda i: (-ct.table_weight[i], i))
@@ -187,16 +201,17 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
         ti = unit[0]
         banned = _banned(ct, groups, used, ti)
         ocs = ct.options[ti]
-        ranked = shortlist(ocs, target, ct.world)
+        ranked = shortlist(ocs, budget, ct.world)
         best = None
         for tier in (ranked[:k], ranked[k:]):
             for oi in tier:
                 res = place_option(st, ocs[oi], banned, caps, extra)
                 if res is None:
                     continue
-                # below the target step time only total work counts
-                key = (max(step.makespan(res.load + extra), target),
-                       float(scalar_time(res.load).sum()), oi)
+                # below the target step time only total work counts; step times equal to
+                # float noise count as equal (else summation order picks the host)
+                key = (tie_round(max(step.makespan(res.load + extra), target)),
+                       tie_round(float(scalar_time(res.load).sum())), oi)
                 if best is None or key < best[0]:
                     best = (key, oi, res)
             if best is not None:
@@ -212,6 +227,14 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
     if failed:
         return GreedyOutcome(choice=None, state=st, failed=failed)
     return GreedyOutcome(choice=[c for c in choice if c is not None], state=st, failed=[])
+
+
+def tie_round(x: float) -> float:
+    """``x`` to about ``REL_EPS`` relative precision, so float noise does not order ties."""
+    if x == 0.0 or not np.isfinite(x):
+        return x
+    digits = int(-np.floor(np.log10(abs(x) * REL_EPS)))
+    return round(x, digits)
 
 
 def _least(ct: CostTables, ti: int, attr: str) -> np.ndarray:
@@ -290,30 +313,62 @@ def _place_colocated(ct: CostTables, st: LoadState, unit: tuple[int, ...], choic
     return False
 
 
+#: Extra greedy runs against step-time targets between the cheap lower bound and the first
+#: run's step time (geometric steps): a target near the step time a plan can reach lets
+#: greedy keep tables whole where the first run, chasing the current maximum, split them.
+DEFAULT_TARGETS = 4
+
+
+def target_ladder(low: float, high: float, rungs: int) -> list[float]:
+    """``rungs`` step-time targets from ``low`` up towards ``high`` (geometric, ``low``
+    first, ``high`` excluded)."""
+    if rungs <= 0 or not (0 < low < high):
+        return [low] if rungs > 0 and low > 0 else []
+    return [low * (high / low) ** (j / rungs) for j in range(rungs)]
+
+
+def best_greedy(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORTLIST,
+                targets: int = DEFAULT_TARGETS) -> GreedyOutcome:
+    """Greedy against its default target, then against ``targets`` more (see
+    :func:`target_ladder`, from the cheap lower bound to the first run's step time); the plan
+    with the lowest step time (ties: the earlier run)."""
+    best = greedy_choice(ct, groups, k=k)
+    if best.choice is None or targets <= 0:
+        return best
+    low = cheap_bound(ct)
+    for t in target_ladder(low, best.state.makespan, targets):
+        out = greedy_choice(ct, groups, k=k, target=t)
+        if out.choice is not None and out.state.makespan < best.state.makespan * (1 - REL_EPS):
+            best = out
+    return best
+
+
 class GreedySolver(Solver):
     """Largest table first, each shard where the step time grows least, with room.
 
     Args:
         shortlist: options per table evaluated exactly (more: slower, sometimes better).
+        targets: extra runs against step-time targets (see :func:`best_greedy`; 0: one run).
     """
 
     name = "greedy"
 
-    def __init__(self, shortlist: int = DEFAULT_SHORTLIST) -> None:
+    def __init__(self, shortlist: int = DEFAULT_SHORTLIST, targets: int = DEFAULT_TARGETS) -> None:
         self.shortlist = shortlist
+        self.targets = targets
 
     def solve(self, ctx: PlanningContext) -> SolveResult:
         ct = CostTables.of(ctx)
         groups = TableGroups.of(ctx, ct)
-        out = greedy_choice(ct, groups, k=self.shortlist)
+        out = best_greedy(ct, groups, k=self.shortlist, targets=self.targets)
         if out.choice is None:
             raise diagnose_infeasible(ctx, out.failed, ct)
         return SolveResult(assignment=ct.assignment(ctx, out.choice), status="feasible",
                            details={"makespan_ms": out.state.makespan})
 
     def options(self) -> dict[str, object]:
-        return {"shortlist": self.shortlist}
+        return {"shortlist": self.shortlist, "targets": self.targets}
 
 
-__all__ = ["Assignment", "GreedySolver", "Placed", "commit", "greedy_choice", "place_option",
-           "work_target"]
+__all__ = ["Assignment", "GreedySolver", "Placed", "best_greedy", "commit", "greedy_choice",
+           "place_option", "shard_budget", "target_ladder", "tie_round", "work_target"]

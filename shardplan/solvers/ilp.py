@@ -49,7 +49,7 @@ from shardplan.solvers.common import (
     diagnose_infeasible,
     evaluate,
 )
-from shardplan.solvers.greedy import Choice, greedy_choice, shortlist, work_target
+from shardplan.solvers.greedy import Choice, best_greedy, shard_budget, shortlist, work_target
 from shardplan.types import (
     LANES,
     STAGE_LANE_INDEX,
@@ -101,6 +101,17 @@ class Model:
     groups: dict[int, pulp.LpVariable] | None = None
 
 
+def model_rows(ct: CostTables, allowed: list[list[int]], max_cuts: int = MAX_CUTS) -> int:
+    """About how many constraints the model would have, without building it: a lane and two
+    memory rows per rank, one per table, one per shard class, group uses and cuts."""
+    rows = ct.world * (NUM_LANES + 2) + len(allowed) + min(len(allowed), max_cuts)
+    for ti, ois in enumerate(allowed):
+        for oi in ois:
+            oc = ct.options[ti][oi]
+            rows += (0 if oc.fixed is not None else min(oc.num_shards, 2)) + (oc.key >= 0)
+    return rows
+
+
 def model_size(ct: CostTables, allowed: list[list[int]]) -> int:
     """Variables the model would have (choose + place), without building it."""
     n = 0
@@ -115,9 +126,9 @@ def model_size(ct: CostTables, allowed: list[list[int]]) -> int:
 
 
 def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *,
-                relax: bool = False, name: str = "shardplan") -> Model:
+                relax: bool = False, name: str = "shardplan", max_cuts: int = MAX_CUTS) -> Model:
     """The placement MIP (or its LP relaxation with ``relax=True``) over the ``allowed``
-    options of each table."""
+    options of each table; the ``max_cuts`` heaviest tables get a largest-shard cut."""
     cat_b = pulp.LpContinuous if relax else pulp.LpBinary
     cat_i = pulp.LpContinuous if relax else pulp.LpInteger
     world = ct.world
@@ -225,7 +236,7 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
     del nstages
     # largest_shard cut: the rank holding a table's heaviest shard pays at least its peak
     # (valid: some rank holds that shard, with the option's everywhere-cost)
-    order = sorted(range(len(allowed)), key=lambda i: (-ct.table_weight[i], i))[:MAX_CUTS]
+    order = sorted(range(len(allowed)), key=lambda i: (-ct.table_weight[i], i))[:max_cuts]
     for ti in order:
         prob += (pulp.LpAffineExpression(peak_terms[ti]) <= z, f"largest_shard_t{ti}")
     # co-location: equal rank use
@@ -481,13 +492,13 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
 def ilp_options(ct: CostTables, max_options: int | None, warm: Choice | None) -> list[list[int]]:
     """Options per table kept in the model: all, or the ``max_options`` best by estimated
     cost plus the warm start's."""
-    target = work_target(ct)
+    budget = shard_budget(ct, work_target(ct))
     out = []
     for ti, ocs in enumerate(ct.options):
         if max_options is None or len(ocs) <= max_options:
             keep = list(range(len(ocs)))
         else:
-            keep = shortlist(ocs, target, ct.world)[:max_options]
+            keep = shortlist(ocs, budget, ct.world)[:max_options]
             if warm is not None and warm[ti][0] not in keep:
                 keep.append(warm[ti][0])
         out.append(sorted(keep))
@@ -521,7 +532,7 @@ class ILPSolver(Solver):
         start = time.perf_counter()
         ct = CostTables.of(ctx)
         groups = TableGroups.of(ctx, ct)
-        g = greedy_choice(ct, groups)
+        g = best_greedy(ct, groups)
         warm = g.choice
         return self.solve_tables(ctx, ct, groups, warm, start=start)
 

@@ -7,7 +7,10 @@ maximum of a lane that sets a stage's time in the step, see ``StepModel``), most
 1. **move** one of its shards to the rank where the step time ends lowest;
 2. **swap** one of its shards with a shard of a less-loaded rank;
 3. **re-option** a table with a shard on it: take it out and put it back with another option
-   (greedy placement).
+   (greedy placement), among them the same option on another host (a table moved between
+   hosts as a whole);
+4. at a local optimum of those, a **group move**: every table of one sharding type or size
+   class re-optioned together to another sharding type (``shardplan.solvers.group_moves``).
 
 A step is taken when it lowers (step time, critical cells) lexicographically: the step time by
 at least ``MIN_GAIN`` relative, or the same step time with fewer (rank, lane) cells at their
@@ -32,12 +35,14 @@ from shardplan.solvers.common import (
     diagnose_infeasible,
     scalar_time,
 )
+from shardplan.solvers.group_moves import apply_group_move, candidate_moves
 from shardplan.solvers.greedy import (
     DEFAULT_SHORTLIST,
     Choice,
+    best_greedy,
     commit,
-    greedy_choice,
     place_option,
+    shard_budget,
     shortlist,
     work_target,
 )
@@ -62,6 +67,7 @@ class SearchStats:
     moves: int = 0
     swaps: int = 0
     reoptions: int = 0
+    group_moves: int = 0
     rounds: int = 0
     evaluations: int = 0
     stopped_by: str = "local optimum"
@@ -139,10 +145,12 @@ def moved_makespans(ct: CostTables, load: np.ndarray, r_from: int, a: np.ndarray
 
 
 def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: float,
-            k: int = DEFAULT_SHORTLIST, max_evals: int = DEFAULT_MAX_EVALS
-            ) -> tuple[Choice, LoadState, SearchStats]:
+            k: int = DEFAULT_SHORTLIST, max_evals: int = DEFAULT_MAX_EVALS,
+            group_moves: bool = True) -> tuple[Choice, LoadState, SearchStats]:
     """Local search from ``choice`` until a local optimum, ``max_evals`` evaluations, or the
-    ``deadline`` (perf_counter; a safety net)."""
+    ``deadline`` (perf_counter; a safety net). ``group_moves``: at a local optimum of the
+    single-table steps, try re-optioning groups of tables together
+    (:mod:`shardplan.solvers.group_moves`)."""
     choice = list(choice)
     st = LoadState(ct)
     for ti, (oi, rs) in enumerate(choice):
@@ -154,7 +162,7 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
     for ti, (oi, rs) in enumerate(choice):
         for si, r in enumerate(rs):
             on[r].add((ti, si))
-    target = work_target(ct)
+    budget = shard_budget(ct, work_target(ct))
 
     def movable(ti: int) -> bool:
         oc = ct.options[ti][choice[ti][0]]
@@ -268,7 +276,7 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
                 mask = np.zeros(world, dtype=bool)
                 mask[list(ban)] = True
             best = None
-            for oi in shortlist(ct.options[ti], target, world)[: 2 * k]:
+            for oi in _reoption_candidates(ct, ti, oi0, budget, k):
                 stats.evaluations += 1
                 res = place_option(st, ct.options[ti][oi], mask)
                 if res is None:
@@ -290,6 +298,29 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
             return True
         return False
 
+    def try_group(score: tuple[float, int]) -> bool:
+        nonlocal st, choice
+        for mv in candidate_moves(ct, groups, choice):
+            if stats.evaluations >= max_evals:
+                return False
+            out = apply_group_move(ct, groups, choice, st, mv, budget=budget, target=score[0])
+            if out is None:
+                stats.evaluations += len(mv.tables)
+                continue
+            new_choice, new_st, tried = out
+            stats.evaluations += tried
+            if _better(_score(ct, new_st.load), score):
+                for r in range(world):
+                    on[r].clear()
+                for ti, (_, rs) in enumerate(new_choice):
+                    for si, r in enumerate(rs):
+                        on[r].add((ti, si))
+                choice[:] = new_choice
+                st = new_st
+                stats.group_moves += 1
+                return True
+        return False
+
     while True:
         if stats.evaluations >= max_evals:
             stats.stopped_by = "work limit"
@@ -304,13 +335,33 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
             if try_move(rstar, score) or try_swap(rstar, score) or try_reoption(rstar, score):
                 improved = True
                 break
+        if not improved and group_moves:
+            improved = try_group(score)
         if not improved:
             break
     return choice, st, stats
 
 
+def _reoption_candidates(ct: CostTables, ti: int, current: int, budget: float, k: int
+                         ) -> list[int]:
+    """The options a re-option step tries for table ``ti``: the ``2 k`` best by estimated
+    cost, then the current option's variants on other hosts (the same sharding type,
+    placement and shard count: a table moved between hosts as a whole)."""
+    ocs = ct.options[ti]
+    out = shortlist(ocs, budget, ct.world)[: 2 * k]
+    cur = ocs[current].option
+    seen = set(out)
+    for oi, oc in enumerate(ocs):
+        o = oc.option
+        if (oi not in seen and oi != current and o.sharding_type is cur.sharding_type
+                and o.placement == cur.placement and len(o.shards) == len(cur.shards)):
+            out.append(oi)
+    return out
+
+
 class LocalSearchSolver(Solver):
-    """Greedy, then moves, swaps and option changes on the critical ranks.
+    """Greedy (``best_greedy``, the start auto uses too), then moves, swaps, option changes
+    and group moves on the critical ranks.
 
     Args:
         shortlist: options per table the greedy start and re-option steps evaluate.
@@ -328,7 +379,7 @@ class LocalSearchSolver(Solver):
         start = time.perf_counter()
         ct = CostTables.of(ctx)
         groups = TableGroups.of(ctx, ct)
-        out = greedy_choice(ct, groups, k=self.shortlist)
+        out = best_greedy(ct, groups, k=self.shortlist)
         if out.choice is None:
             raise diagnose_infeasible(ctx, out.failed, ct)
         choice, st, stats = improve(ct, groups, out.choice, deadline=start + ctx.time_limit_s,
@@ -336,7 +387,8 @@ class LocalSearchSolver(Solver):
         return SolveResult(assignment=ct.assignment(ctx, choice), status="feasible",
                            details={"makespan_ms": st.makespan, "greedy_makespan_ms":
                                     out.state.makespan, "moves": stats.moves, "swaps": stats.swaps,
-                                    "reoptions": stats.reoptions, "rounds": stats.rounds,
+                                    "reoptions": stats.reoptions, "group_moves": stats.group_moves,
+                                    "rounds": stats.rounds,
                                     "evaluations": stats.evaluations,
                                     "stopped_by": stats.stopped_by})
 
