@@ -30,6 +30,8 @@ class GroupDists:
     the process groups and the slots set up there.
     """
 
+    # -- input dist ---------------------------------------------------------------------------
+
     def _input_dist(self, local: list[tuple[torch.Tensor, torch.Tensor]],
                     group: dist.ProcessGroup | None) -> dict[GroupKey, _Inputs]:
         """Every group's lengths then ids to the ranks holding its shards."""
