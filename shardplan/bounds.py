@@ -55,7 +55,7 @@ from shardplan.solvers.bounds import (
 )
 from shardplan.solvers.common import CostTables, TableGroups
 from shardplan.solvers.ilp import build_model, model_size, solve_model
-from shardplan.types import PlanningContext
+from shardplan.types import MipStatus, PlanningContext
 
 __all__ = ["DEFAULT_LP_MAX_VARS", "DEFAULT_LP_TIME_LIMIT_S", "PAIR_TABLES", "LowerBound",
            "coupled_bound", "lower_bound", "lp_bound", "mix_bound", "pair_bound", "unit_bound", "work_bound"]
@@ -104,7 +104,7 @@ def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = DEFAU
     model = build_model(ct, groups, allowed, relax=True, name="shardplan_lp")
     out = solve_model(model, ct, backend="highs", time_limit_s=time_limit_s, threads=threads,
                       gap=0.0, warm=None, relax=True)
-    if out.status != "optimal" or out.objective is None:
+    if out.status is not MipStatus.OPTIMAL or out.objective is None:
         return None
     return out.objective
 

@@ -5,7 +5,11 @@ the best plan any of them found, so it is never worse than greedy or any baselin
    local search from it (single moves, swaps, re-options, group moves) within its work limit;
 2. the baselines (random and the four paper heuristics; each cheap), kept only if feasible,
    with local search from the best of them;
-3. the ILP, warm-started from the best plan so far, when its model has at most
+3. on instances up to ``portfolio_max_cells`` tables x ranks, greedy and local search without
+   each sharding type the best plan uses, polished over every option
+   (``shardplan.solvers.portfolio``: sharding groups' fixed costs make plans with fewer
+   types better, and single-table steps cannot drop a type);
+4. the ILP, warm-started from the best plan so far, when its model has at most
    ``ilp_max_vars`` variables and about ``ilp_max_rows`` constraints (the model's size, not
    tables x ranks, decides what HiGHS can do), enough of the budget is left, and the best
    plan is more than ``2 x gap`` above the cheap lower bound; it stops at ``gap``, after
@@ -24,7 +28,8 @@ from shardplan.solvers.common import CostTables, TableGroups, diagnose_infeasibl
 from shardplan.solvers.greedy import DEFAULT_SHORTLIST, DEFAULT_TARGETS, best_greedy
 from shardplan.solvers.ilp import ILPSolver, ilp_options, model_rows, model_size
 from shardplan.solvers.local_search import DEFAULT_MAX_EVALS, improve
-from shardplan.types import PlanningContext, SolveResult, Solver
+from shardplan.solvers.portfolio import restricted_searches
+from shardplan.types import PlanningContext, SolveResult, SolveStatus, Solver
 
 
 class AutoSolver(Solver):
@@ -44,6 +49,8 @@ class AutoSolver(Solver):
         ilp_min_s: the ILP is skipped when less than this is left.
         gap: the ILP's stopping gap.
         max_evals: local search's work limit (candidate evaluations) per run.
+        portfolio_max_cells: on instances up to this many tables x ranks, also search
+            without each sharding type the best plan uses (``solvers/portfolio.py``).
     """
 
     name = "auto"
@@ -51,7 +58,9 @@ class AutoSolver(Solver):
     def __init__(self, ilp_max_vars: int = 40_000, ilp_max_rows: int = 40_000,
                  ilp_share: float = 0.5, ilp_max_s: float = 10.0, ilp_min_s: float = 2.0,
                  gap: float = 0.01, ilp_max_nodes: int = 10,
-                 max_evals: int = DEFAULT_MAX_EVALS) -> None:
+                 max_evals: int = DEFAULT_MAX_EVALS,
+                 portfolio_max_cells: int = 200_000) -> None:
+        self.portfolio_max_cells = portfolio_max_cells
         self.ilp_max_nodes = ilp_max_nodes
         self.ilp_max_s = ilp_max_s
         self.ilp_max_vars = ilp_max_vars
@@ -98,11 +107,19 @@ class AutoSolver(Solver):
             if st2.makespan < best[0]:
                 best = (st2.makespan, f"local_search({base_best[1]})", c2)
         ctx.report("baselines", best_ms=best[0])
+        if len(ct.tables) * ct.world <= self.portfolio_max_cells:
+            for label, c3, ms in restricted_searches(ct, groups, best[2], k=DEFAULT_SHORTLIST,
+                                                     max_evals=self.max_evals,
+                                                     deadline=ls_deadline):
+                tried[label] = ms
+                if ms < best[0] * (1 - 1e-9):
+                    best = (ms, label, c3)
+            ctx.report("portfolio", best_ms=best[0])
         details: dict[str, object] = {"tried": tried, "moves": stats.moves, "swaps": stats.swaps,
                                       "reoptions": stats.reoptions, "group_moves": stats.group_moves,
                                       "stopped_by": stats.stopped_by}
         lb = None
-        status = "feasible"
+        status = SolveStatus.FEASIBLE
         ilp = ILPSolver(gap=self.gap, max_nodes=self.ilp_max_nodes)
         kept = ilp_options(ct, ilp.max_options, best[2])
         size, rows = model_size(ct, kept), model_rows(ct, kept)
@@ -133,6 +150,6 @@ class AutoSolver(Solver):
 
     def options(self) -> dict[str, object]:
         return {"ilp_max_vars": self.ilp_max_vars, "ilp_max_rows": self.ilp_max_rows,
-                "max_evals": self.max_evals,
+                "max_evals": self.max_evals, "portfolio_max_cells": self.portfolio_max_cells,
                 "ilp_share": self.ilp_share, "ilp_max_s": self.ilp_max_s,
                 "ilp_min_s": self.ilp_min_s, "gap": self.gap, "ilp_max_nodes": self.ilp_max_nodes}

@@ -27,7 +27,14 @@ import numpy as np
 
 from shardplan.errors import InfeasiblePlanError
 from shardplan.solvers.common import CostTables, LoadState, TableGroups, evaluate
-from shardplan.types import PlacementKind, PlanningContext, SolveResult, Solver, TableSpec
+from shardplan.types import (
+    PlacementKind,
+    PlanningContext,
+    SolveResult,
+    SolveStatus,
+    Solver,
+    TableSpec,
+)
 
 Weight = Callable[[TableSpec], float]
 
@@ -113,7 +120,7 @@ def list_schedule(ctx: PlanningContext, weight: Weight | None, name: str,
             if ti in groups.mates:
                 used[ti] = set(placed[k])
     full = [c for c in choice if c is not None]
-    return SolveResult(assignment=ct.assignment(ctx, full), status="feasible",
+    return SolveResult(assignment=ct.assignment(ctx, full), status=SolveStatus.FEASIBLE,
                        details={"makespan_ms": evaluate(ct, full).makespan})
 
 

@@ -29,7 +29,7 @@ from shardplan.solvers.common import (
     least_work_lanes,
     scalar_time,
 )
-from shardplan.types import Assignment, PlanningContext, SolveResult, Solver
+from shardplan.types import Assignment, PlanningContext, SolveResult, SolveStatus, Solver
 
 Choice = list[tuple[int, tuple[int, ...]]]
 
@@ -363,7 +363,7 @@ class GreedySolver(Solver):
         out = best_greedy(ct, groups, k=self.shortlist, targets=self.targets)
         if out.choice is None:
             raise diagnose_infeasible(ctx, out.failed, ct)
-        return SolveResult(assignment=ct.assignment(ctx, out.choice), status="feasible",
+        return SolveResult(assignment=ct.assignment(ctx, out.choice), status=SolveStatus.FEASIBLE,
                            details={"makespan_ms": out.state.makespan})
 
     def options(self) -> dict[str, object]:

@@ -4,8 +4,9 @@ Moving one shard or re-optioning one table at a time cannot leave a plan where e
 made the same locally good choice (all table-wise, say), when the better plan needs many of
 them to change together: each single change first makes the step slower. A group move takes
 every table of a group out — the tables of one sharding type, or of one size class (table
-weights within a factor of ``SIZE_CLASS_RATIO``) — and puts them back, heaviest first, each
-with its best option of one sharding type (greedy placement against the current step time as
+weights within a factor of ``SIZE_CLASS_RATIO``), or the lightest quarter, half or three
+quarters of those — and puts them back, heaviest first, each with its best option of one
+sharding type (greedy placement against the current step time as
 target: below it, the least total work wins). The move is taken if the step time drops.
 """
 
@@ -55,11 +56,17 @@ def candidate_moves(ct: CostTables, groups: TableGroups, choice: list) -> list[G
         for to in ShardingType:
             if to is current:
                 continue
-            movers = tuple(ti for ti in tabs if any(
+            movers = [ti for ti in tabs if any(
                 oc.option.sharding_type is to for oc in ct.options[ti])
-                and ct.options[ti][choice[ti][0]].option.sharding_type is not to)
-            if movers:
-                out.append(GroupMove(label=label, tables=movers, to=to))
+                and ct.options[ti][choice[ti][0]].option.sharding_type is not to]
+            # all of them, and the lightest quarter, half and three quarters: often only
+            # the small tables of a group gain from the new type (data-parallel, say)
+            movers.sort(key=lambda i: (ct.table_weight[i], i))
+            sizes = sorted({len(movers), *(len(movers) * q // 4 for q in (1, 2, 3))} - {0},
+                           reverse=True)
+            for m in sizes:
+                out.append(GroupMove(label=f"{label} (lightest {m})" if m < len(movers)
+                                     else label, tables=tuple(movers[:m]), to=to))
     return out
 
 

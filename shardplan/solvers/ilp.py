@@ -54,8 +54,10 @@ from shardplan.types import (
     LANES,
     STAGE_LANE_INDEX,
     Composition,
+    MipStatus,
     PlanningContext,
     SolveResult,
+    SolveStatus,
     Solver,
     Stage,
 )
@@ -393,7 +395,7 @@ class _WarmHiGHS(pulp.HiGHS):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MipOutcome:
-    status: str
+    status: MipStatus
     objective: float | None
     best_bound: float | None
     gap: float | None
@@ -469,17 +471,18 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
             bb = float(info.mip_dual_bound)
             best_bound = bb if math.isfinite(bb) else None
         nodes = int(info.mip_node_count)
-        status = {highspy.HighsModelStatus.kOptimal: "optimal",
-                  highspy.HighsModelStatus.kTimeLimit: "time_limit",
-                  highspy.HighsModelStatus.kSolutionLimit: "node_limit",
-                  highspy.HighsModelStatus.kInfeasible: "infeasible"}.get(ms, str(ms).split(".")[-1])
+        status = {highspy.HighsModelStatus.kOptimal: MipStatus.OPTIMAL,
+                  highspy.HighsModelStatus.kTimeLimit: MipStatus.TIME_LIMIT,
+                  highspy.HighsModelStatus.kSolutionLimit: MipStatus.NODE_LIMIT,
+                  highspy.HighsModelStatus.kInfeasible: MipStatus.INFEASIBLE}.get(
+                      ms, MipStatus.OTHER)
     elif sol_status == pulp.LpSolutionOptimal:
-        status = "optimal"
+        status = MipStatus.OPTIMAL
         best_bound = objective
-    elif status == "Infeasible":
-        status = "infeasible"
+    elif status == "Infeasible":  # PuLP's own status word (CBC)
+        status = MipStatus.INFEASIBLE
     else:
-        status = "time_limit" if has_solution else "no_solution"
+        status = MipStatus.TIME_LIMIT if has_solution else MipStatus.NO_SOLUTION
     g = None
     if objective is not None and best_bound is not None and objective > 0:
         g = max(0.0, (objective - best_bound) / objective)
@@ -550,7 +553,7 @@ class ILPSolver(Solver):
         left = max(limit - (time.perf_counter() - start), 1.0)
         out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
                           gap=self.gap, warm=warm, max_nodes=self.max_nodes)
-        if out.status == "infeasible" and restricted:
+        if out.status is MipStatus.INFEASIBLE and restricted:
             # the shortlist of options may be what is infeasible, not the problem: try them all
             allowed = [list(range(len(o))) for o in ct.options]
             model = build_model(ct, groups, allowed)
@@ -558,7 +561,7 @@ class ILPSolver(Solver):
             left = max(limit - (time.perf_counter() - start), 1.0)
             out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
                               gap=self.gap, warm=warm, max_nodes=self.max_nodes)
-        if out.status == "infeasible":
+        if out.status is MipStatus.INFEASIBLE:
             raise diagnose_infeasible(ctx, [], ct)
         choice = out.choice
         warm_ms = evaluate(ct, warm).makespan if warm is not None else None
@@ -576,7 +579,8 @@ class ILPSolver(Solver):
                    "variables": out.num_vars, "constraints": out.num_constraints,
                    "restricted": restricted, "mip_wall_s": round(out.wall_s, 3),
                    "mip_nodes": out.nodes}
-        status = "optimal" if out.status == "optimal" and not restricted else "feasible"
+        status = (SolveStatus.OPTIMAL if out.status is MipStatus.OPTIMAL and not restricted
+                  else SolveStatus.FEASIBLE)
         lb = out.best_bound if (out.best_bound is not None and not restricted) else None
         return SolveResult(assignment=ct.assignment(ctx, choice), status=status,
                            lower_bound_ms=lb, details=details)

@@ -46,7 +46,14 @@ from shardplan.solvers.greedy import (
     shortlist,
     work_target,
 )
-from shardplan.types import STAGE_LANE_INDEX, Composition, PlanningContext, SolveResult, Solver
+from shardplan.types import (
+    STAGE_LANE_INDEX,
+    Composition,
+    PlanningContext,
+    SolveResult,
+    SolveStatus,
+    Solver,
+)
 
 #: Least relative drop of the step time a step must bring (or the same step time with fewer
 #: critical cells). Far below any model's accuracy; it stops endless 1e-9 steps.
@@ -384,7 +391,7 @@ class LocalSearchSolver(Solver):
             raise diagnose_infeasible(ctx, out.failed, ct)
         choice, st, stats = improve(ct, groups, out.choice, deadline=start + ctx.time_limit_s,
                                     k=self.shortlist, max_evals=self.max_evals)
-        return SolveResult(assignment=ct.assignment(ctx, choice), status="feasible",
+        return SolveResult(assignment=ct.assignment(ctx, choice), status=SolveStatus.FEASIBLE,
                            details={"makespan_ms": st.makespan, "greedy_makespan_ms":
                                     out.state.makespan, "moves": stats.moves, "swaps": stats.swaps,
                                     "reoptions": stats.reoptions, "group_moves": stats.group_moves,

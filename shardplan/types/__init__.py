@@ -36,11 +36,13 @@ from shardplan.types.enums import (
     DType,
     Lane,
     LinkType,
+    MipStatus,
     Mode,
     NetworkType,
     Optimizer,
     PlacementKind,
     ShardingType,
+    SolveStatus,
     Stage,
     Tier,
 )
@@ -82,7 +84,8 @@ __all__ = [
     "CostModel", "Solver",
     # choice sets
     "BatchScope", "Composition", "DType", "LANES", "Lane", "LinkType", "Mode", "NetworkType",
-    "Optimizer", "PlacementKind", "STAGE_LANE_INDEX", "ShardingType", "Stage", "Tier",
+    "MipStatus", "Optimizer", "PlacementKind", "STAGE_LANE_INDEX", "ShardingType", "SolveStatus",
+    "Stage", "Tier",
     # resources
     "Memory", "Perf",
     # workload

@@ -170,3 +170,25 @@ class Composition(StrEnum):
 
     SYNCHRONIZED = "synchronized"
     PER_RANK = "per_rank"
+
+
+class SolveStatus(StrEnum):
+    """What a solver can say of its plan (``SolveResult.status``, ``Summary.status``).
+
+    ``optimal``: proven optimal over every enumerated option (the ILP on an unrestricted model
+    reaching its gap 0); ``feasible``: a valid plan, optimality not proven.
+    """
+
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+
+
+class MipStatus(StrEnum):
+    """How a MIP or LP solve ended (``shardplan.solvers.ilp``)."""
+
+    OPTIMAL = "optimal"
+    TIME_LIMIT = "time_limit"
+    NODE_LIMIT = "node_limit"
+    INFEASIBLE = "infeasible"
+    NO_SOLUTION = "no_solution"
+    OTHER = "other"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
-from shardplan.types.enums import ShardingType
+from shardplan.types.enums import ShardingType, SolveStatus
 from shardplan.types.planning import Assignment
 from shardplan.types.resources import Memory, Perf
 from shardplan.types.topology import Topology
@@ -123,12 +123,12 @@ class SolveResult:
 
     Attributes:
         assignment: the option and ranks chosen per table.
-        status: ``optimal``, ``feasible`` (time limit hit), ...
+        status: a :class:`SolveStatus`.
         lower_bound_ms: the best bound the solver proved, if any.
         details: solver-specific facts (objective, gap, iterations), JSON-serialisable.
     """
 
     assignment: Assignment
-    status: str = "feasible"
+    status: SolveStatus = SolveStatus.FEASIBLE
     lower_bound_ms: float | None = None
     details: Mapping[str, object] = field(default_factory=dict)

@@ -1,0 +1,82 @@
+"""A portfolio of restricted searches: the same greedy and local search with one sharding type
+taken away from every table.
+
+Sharding groups have fixed costs (each type's fused collectives and kernel launches are paid
+once if any table uses it), so the best plans often use few types; but greedy and local
+search change one table (or one group of tables) at a time, and dropping a type entirely is
+a path through worse plans. Searching without a type from the start reaches those plans
+directly: for each sharding type the best plan so far uses, plan again without it (tables
+that have no other option keep theirs), then polish the result with local search over every
+option. On DCNv2 at a global batch of 65,536 on 128 GPUs this finds the plan without
+column-wise tables that the ILP found, 10% faster than local search alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from shardplan.solvers.common import CostTables, TableGroups
+from shardplan.solvers.greedy import best_greedy
+from shardplan.solvers.local_search import improve
+from shardplan.types import ShardingType
+
+Choice = list[tuple[int, tuple[int, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Restricted:
+    """Cost tables with some options left out, and the way back to the full indices."""
+
+    ct: CostTables
+    full_index: list[list[int]]  # restricted option index -> full option index, per table
+
+    def to_full(self, choice: Choice) -> Choice:
+        return [(self.full_index[ti][oi], rs) for ti, (oi, rs) in enumerate(choice)]
+
+
+def without_type(ct: CostTables, drop: ShardingType) -> Restricted | None:
+    """``ct`` without the options of sharding type ``drop`` (a table with no other option keeps
+    its own); None if no table loses an option."""
+    options, index, weights, changed = [], [], [], False
+    for ocs in ct.options:
+        keep = [i for i, oc in enumerate(ocs) if oc.option.sharding_type is not drop]
+        if not keep:
+            keep = list(range(len(ocs)))
+        changed |= len(keep) < len(ocs)
+        options.append([ocs[i] for i in keep])
+        index.append(keep)
+        weights.append(min((ocs[i].work_ms for i in keep), default=0.0))
+    if not changed:
+        return None
+    return Restricted(ct=dataclasses.replace(ct, options=options, table_weight=weights),
+                      full_index=index)
+
+
+def types_used(ct: CostTables, choice: Choice) -> list[ShardingType]:
+    """The sharding types ``choice`` uses, in ``ShardingType`` order."""
+    used = {ct.options[ti][oi].option.sharding_type for ti, (oi, _) in enumerate(choice)}
+    return [t for t in ShardingType if t in used]
+
+
+def restricted_searches(ct: CostTables, groups: TableGroups, best: Choice, *, k: int,
+                        max_evals: int, deadline: float) -> list[tuple[str, Choice, float]]:
+    """For each sharding type ``best`` uses (when it uses more than one): best greedy and local
+    search without that type, then local search over every option from there. Returns
+    ``(label, choice, step time)`` per search that found a plan."""
+    out = []
+    used = types_used(ct, best)
+    if len(used) < 2:
+        return out
+    for t in used:
+        r = without_type(ct, t)
+        if r is None:
+            continue
+        g = best_greedy(r.ct, groups, k=k)
+        if g.choice is None:
+            continue
+        c, _, _ = improve(r.ct, groups, g.choice, deadline=deadline, k=k, max_evals=max_evals)
+        full, st, _ = improve(ct, groups, r.to_full(c), deadline=deadline, k=k,
+                              max_evals=max_evals)
+        out.append((f"without {t.short}", full, st.makespan))
+    return out
