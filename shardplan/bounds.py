@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from shardplan.solvers.bounds import (
     MIX_MAX_OPTIONS,
     PAIR_TABLES,
+    cheap_parts,
     coupled_bound,
     mix_bound,
     pair_bound,
@@ -127,8 +128,8 @@ def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
         The bound, with its parts.
     """
     ct = ct or CostTables.of(ctx)
-    w, u, pb = work_bound(ct), unit_bound(ct), pair_bound(ct)
-    cb = coupled_bound(ct)
+    cheap = cheap_parts(ct)
+    w, u, pb, cb = cheap["work"], cheap["unit"], cheap["pair"], cheap["coupled"]
     mx = mix_bound(ct, max_options=mix_max_options) if mix_max_options > 0 else None
     lp = None
     allowed = [list(range(len(ocs))) for ocs in ct.options]

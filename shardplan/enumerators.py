@@ -53,18 +53,23 @@ class EnumerationOptions:
         wide_min_share: a table is offered the options that touch many ranks (row-wise,
             table-row-wise, table-column-wise, data-parallel) only if its lookup bytes per
             sample (pooling x dim x dtype) or its size is at least this share of the mean per
-            rank, or it is larger than a quarter of a device's HBM; on clusters of more than 64
-            ranks the others do not get column-wise options either. 0 offers them to every
-            table. Small tables gain nothing from them but add
-            thousands of shards on large clusters.
+            rank, or it is larger than a quarter of a device's HBM; on clusters of more than
+            ``narrow_max_ranks`` ranks the others do not get column-wise options either. 0
+            offers them to every table. Small tables gain little from them but add thousands
+            of shards on large clusters.
         world_min_share: row-wise and data-parallel options (a shard on every rank) are
             offered only to tables whose lookup bytes are at least this multiple of the mean
-            per rank, or larger than a quarter of one host's HBM (on clusters of up to 64 ranks
-            ``wide_min_share`` applies instead).
+            per rank, or larger than a quarter of one host's HBM (on clusters of up to
+            ``narrow_max_ranks`` ranks ``wide_min_share`` applies instead).
         prune_min_cells: ``wide_min_share`` and ``world_min_share`` prune only instances of
             more than this many tables x ranks; smaller ones offer every table every option
             (a few hundred tables on 128 ranks balance only when small tables may be split
             column-wise or replicated).
+        narrow_max_ranks: when pruning, clusters of up to this many ranks still offer
+            column-wise options to every table and judge row-wise and data-parallel by
+            ``wide_min_share``; larger ones use ``world_min_share``.
+        big_table_hbm_share: a table at least this share of a device's HBM always gets the
+            wide options and UVM placements (and of a host's HBM, row-wise over all ranks).
         uvm_min_hbm_share: UVM and UVM-caching placements (slower than HBM, smaller in HBM)
             are offered only when the whole workload's estimated footprint (weights plus
             optimizer state, all in HBM) exceeds this share of the cluster's usable HBM, or to
@@ -84,6 +89,8 @@ class EnumerationOptions:
     world_min_share: float = 2.0
     uvm_min_hbm_share: float = 0.5
     prune_min_cells: int = 200_000
+    narrow_max_ranks: int = 64
+    big_table_hbm_share: float = 0.25
 
     def __post_init__(self) -> None:
         if self.column_alignment < 1:
@@ -96,6 +103,10 @@ class EnumerationOptions:
             raise SpecError(f"max_hosts_per_option={self.max_hosts_per_option!r}: must be >= 1")
         if self.wide_min_share < 0:
             raise SpecError(f"wide_min_share={self.wide_min_share!r}: must be >= 0")
+        if self.narrow_max_ranks < 1:
+            raise SpecError(f"narrow_max_ranks={self.narrow_max_ranks!r}: must be >= 1")
+        if not 0 < self.big_table_hbm_share <= 1:
+            raise SpecError(f"big_table_hbm_share={self.big_table_hbm_share!r}: must be in (0, 1]")
         if self.prune_min_cells < 0:
             raise SpecError(f"prune_min_cells={self.prune_min_cells!r}: must be >= 0")
 
@@ -140,8 +151,8 @@ def _placements(table: TableSpec, opts: EnumerationOptions, workload: Workload,
 
 def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                     opts: EnumerationOptions | None = None, *, wide: bool = True,
-                    world_wide: bool = True, uvm: bool = True, host_start: int = 0
-                    ) -> list[ShardingOption]:
+                    world_wide: bool = True, uvm: bool = True, host_start: int = 0,
+                    host_ranks: list[tuple[int, ...]] | None = None) -> list[ShardingOption]:
     """Every sharding option of one table, in a fixed order.
 
     Args:
@@ -153,6 +164,8 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
         world_wide: offer row-wise and data-parallel (see ``world_min_share``).
         uvm: offer UVM placements (see ``uvm_min_hbm_share``).
         host_start: first host of the table's host-local options.
+        host_ranks: the ranks of every host (computed from ``topology`` if not given; pass
+            them when enumerating many tables).
 
     Returns:
         The options; empty if the constraints allow none.
@@ -174,7 +187,8 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
     if colocated:  # a co-location group shares one rank: whole tables only
         allowed = tuple(t for t in allowed if t is ShardingType.TABLE_WISE)
     if not wide:  # column-wise only while ranks are few enough for it to help balance
-        keep = (ShardingType.TABLE_WISE,) if world > 64 else (ShardingType.TABLE_WISE,
+        keep = (ShardingType.TABLE_WISE,) if world > opts.narrow_max_ranks else (
+            ShardingType.TABLE_WISE,
                                                               ShardingType.COLUMN_WISE)
         allowed = tuple(t for t in allowed if t in keep)
     if not world_wide:
@@ -184,7 +198,8 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
     nh = topology.num_hosts
     pinned_set = set(pinned) if pinned else None
     everyone = pinned is None or len(pinned) == world
-    host_ranks = [topology.ranks_of_host(h) for h in range(nh)]
+    if host_ranks is None:
+        host_ranks = [topology.ranks_of_host(h) for h in range(nh)]
     if pinned_set is None:
         hosts = [(host_start + i) % nh for i in range(min(nh, opts.max_hosts_per_option))]
     else:  # the hosts whose ranks are all pinned
@@ -301,21 +316,25 @@ def enumerate_options(workload: Workload, topology: Topology,
     cluster_hbm = sum(topology.capacity(r).hbm for r in range(world))
     tight = opts.uvm_min_hbm_share == 0 or sum(foot) > opts.uvm_min_hbm_share * cluster_hbm
     prune = len(workload.tables) * world > opts.prune_min_cells
+    host_ranks = [topology.ranks_of_host(h) for h in range(topology.num_hosts)]
     out = {}
     for i, t in enumerate(workload.tables):
         wide = (not prune or opts.wide_min_share == 0
                 or lookup[i] >= opts.wide_min_share * mean_lookup
-                or size[i] >= opts.wide_min_share * mean_size or size[i] >= 0.25 * hbm)
-        big = size[i] >= 0.25 * hbm * min(g.devices_per_host for g in topology.host_groups)
-        world_wide = wide if (world <= 64 or not prune) else (
+                or size[i] >= opts.wide_min_share * mean_size
+                or size[i] >= opts.big_table_hbm_share * hbm)
+        big = size[i] >= opts.big_table_hbm_share * hbm * min(
+            g.devices_per_host for g in topology.host_groups)
+        world_wide = wide if (world <= opts.narrow_max_ranks or not prune) else (
             big or opts.wide_min_share == 0 or lookup[i] >= opts.world_min_share * mean_lookup)
         if t.constraints.sharding_types is not None:  # the user's choice beats the pruning
             wide = world_wide = True
         options = enumerate_table(t, workload, topology, opts, wide=wide, world_wide=world_wide,
-                                  uvm=tight or foot[i] > 0.25 * hbm,
-                                  host_start=i % topology.num_hosts)
+                                  uvm=tight or foot[i] > opts.big_table_hbm_share * hbm,
+                                  host_start=i % topology.num_hosts, host_ranks=host_ranks)
         if not options:  # pruning must never be what leaves a table without options
-            options = enumerate_table(t, workload, topology, opts, host_start=i % topology.num_hosts)
+            options = enumerate_table(t, workload, topology, opts,
+                                      host_start=i % topology.num_hosts, host_ranks=host_ranks)
         out[t.name] = options
     return out
 

@@ -83,15 +83,17 @@ def problems(draw):
 @settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck))
 @given(problems(), st.sampled_from(SOLVERS))
 def test_plan_invariants(problem, solver):
+    # a budget no instance this small uses up: the solvers stop on work limits, and their
+    # clocks are only safety nets, so a busy machine must not change the plan
     work, topo = problem
     try:
-        p = plan(work, topo, solver=solver, time_limit_s=2.0)
+        p = plan(work, topo, solver=solver, time_limit_s=30.0)
     except InfeasiblePlanError as e:
         assert e.suggestions, "an infeasible problem must say what would fix it"
         return
     check_plan(p)  # tiling, DP replicas, ranks exist, memory within capacity per tier
     assert p.summary.makespan_ms >= p.summary.lower_bound_ms * (1 - 1e-6)
-    again = plan(work, topo, solver=solver, time_limit_s=2.0)
+    again = plan(work, topo, solver=solver, time_limit_s=30.0)
     assert [(t.name, t.shards) for t in again.tables] == [(t.name, t.shards) for t in p.tables]
 
 
@@ -100,13 +102,13 @@ def test_plan_invariants(problem, solver):
 def test_auto_not_worse_than_greedy_or_baselines(problem):
     work, topo = problem
     try:
-        auto = plan(work, topo, solver="auto", time_limit_s=2.0).summary.makespan_ms
+        auto = plan(work, topo, solver="auto", time_limit_s=30.0).summary.makespan_ms
     except InfeasiblePlanError:
         return
     for other in ("greedy", "local_search", "lookup_greedy", "size_greedy", "dim_greedy",
                   "size_lookup_greedy", "random"):
         try:
-            ms = plan(work, topo, solver=other, time_limit_s=2.0).summary.makespan_ms
+            ms = plan(work, topo, solver=other, time_limit_s=30.0).summary.makespan_ms
         except InfeasiblePlanError:
             continue
         assert auto <= ms * (1 + 1e-9), (other, auto, ms)

@@ -25,7 +25,7 @@ from shardplan.errors import InfeasiblePlanError
 from shardplan.solvers.baselines import BASELINES, list_schedule
 from shardplan.solvers.bounds import cheap_bound
 from shardplan.solvers.common import CostTables, TableGroups, diagnose_infeasible, evaluate
-from shardplan.solvers.greedy import DEFAULT_SHORTLIST, DEFAULT_TARGETS, best_greedy
+from shardplan.solvers.greedy import DEFAULT_SHORTLIST, best_greedy
 from shardplan.solvers.ilp import ILPSolver, ilp_options, model_rows, model_size
 from shardplan.solvers.local_search import DEFAULT_MAX_EVALS, improve
 from shardplan.solvers.portfolio import restricted_searches
@@ -75,7 +75,7 @@ class AutoSolver(Solver):
         deadline = start + ctx.time_limit_s
         ct = CostTables.of(ctx)
         groups = TableGroups.of(ctx, ct)
-        g = best_greedy(ct, groups, k=DEFAULT_SHORTLIST, targets=DEFAULT_TARGETS)
+        g = best_greedy(ct, groups, k=DEFAULT_SHORTLIST)
         if g.choice is None:
             raise diagnose_infeasible(ctx, g.failed, ct)
         tried: dict[str, float | str] = {"greedy": g.state.makespan}

@@ -19,7 +19,7 @@ def _least_group_lanes(ct: CostTables) -> np.ndarray:
     joins no group)."""
     if not ct.keys or any(oc.key < 0 for ocs in ct.options for oc in ocs):
         return np.zeros(ct.base_lanes_g.shape[1])
-    return np.minimum.reduce([ct.key_cost(k)[0].min(0) for k in range(len(ct.keys))])
+    return ct.key_min_lanes().min(0)
 
 
 def work_bound(ct: CostTables) -> float:
@@ -40,7 +40,7 @@ def _everywhere_least(ct: CostTables) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def _key_lanes(ct: CostTables, k: int) -> np.ndarray:
-    return ct.key_cost(k)[0].min(0) if k >= 0 else np.zeros(ct.base_lanes_g.shape[1])
+    return ct.key_min_lanes()[k] if k >= 0 else np.zeros(ct.base_lanes_g.shape[1])
 
 
 def _single(ct: CostTables) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -52,8 +52,8 @@ def _single(ct: CostTables) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
             single.append(ct.step.rank_time_lanes(base))
             continue
         rest = base + total - per[ti]
-        single.append(min(ct.step.rank_time_lanes(rest + oc.peak_lanes + _key_lanes(ct, oc.key))
-                          for oc in ocs))
+        rows = np.array([rest + oc.peak_lanes + _key_lanes(ct, oc.key) for oc in ocs])
+        single.append(float(ct.step.compose(ct.step.stage_times(rows)).min()))
     return np.array(single), total, per
 
 
@@ -166,13 +166,23 @@ def coupled_bound(ct: CostTables) -> float:
     return float(vals.min())
 
 
+def cheap_parts(ct: CostTables) -> dict[str, float]:
+    """The work, largest-unit, pair and coupled bounds by name (computed once, kept in
+    ``ct.memo``)."""
+    v = ct.memo.get("cheap_parts")
+    if v is None:
+        v = ct.memo["cheap_parts"] = {"work": work_bound(ct), "unit": unit_bound(ct),
+                                      "pair": pair_bound(ct), "coupled": coupled_bound(ct)}
+    return dict(v)
+
+
 def cheap_bound(ct: CostTables) -> float:
     """The best of the work, largest-unit, pair and coupled bounds."""
-    return max(work_bound(ct), unit_bound(ct), pair_bound(ct), coupled_bound(ct))
+    return max(cheap_parts(ct).values())
 
 
 #: Largest number of options (LP columns) :func:`mix_bound` solves for.
-MIX_MAX_OPTIONS = 60_000
+MIX_MAX_OPTIONS = 20_000
 
 
 def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | None:
@@ -188,8 +198,9 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
       the option's everywhere-cost, the overhead, and every other table's everywhere-cost:
       ``T >= compose(stages of base + sum_o x[t, o] (peak(o) - certain(o)) + C)`` with ``C =
       sum x * certain + sum_k g[k] * (least per-rank cost of group k)`` (lanes);
-    * sharding groups: ``g[k] >= x[t, o]`` for every option of group ``k`` (its fixed cost is
-      paid once if any table uses it), and at least one group when every option has one.
+    * sharding groups: ``g[k] >= sum of x[t, o] over table t's options in group k``, for every
+      table (group k's fixed cost is paid once if any table uses it), and at least one group
+      when every option has one.
 
     Every integer plan satisfies both (each table's heaviest shard is on some rank), so the
     optimum is a lower bound. Stage times are per-stage auxiliaries ``z >= lane``; the
@@ -271,8 +282,11 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
     for ti in range(n):  # one mix per table
         cols = xs[starts[ti]:ends[ti]]
         add(cols, np.ones(len(cols)), 1.0, 1.0)
-    for i in np.flatnonzero(key_of >= 0):  # g_k >= x[t, o]
-        add(np.array([i, c_g + key_of[i]]), np.array([1.0, -1.0]), -inf, 0.0)
+    for ti in range(n):  # g_k >= sum of x[t, o] over table t's options in group k
+        lo_t, hi_t = starts[ti], ends[ti]
+        for k in sorted(set(key_of[lo_t:hi_t].tolist()) - {-1}):
+            cols = xs[lo_t:hi_t][key_of[lo_t:hi_t] == k]
+            add(np.append(cols, c_g + k), np.append(np.ones(len(cols)), -1.0), -inf, 0.0)
     if K and (key_of >= 0).all():  # every plan uses at least one group
         add(c_g + np.arange(K), np.ones(K), 1.0, inf)
     gs = c_g + np.arange(K)

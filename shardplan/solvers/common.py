@@ -123,6 +123,12 @@ class OptionCosts:
         return self.lanes_g[si, self.group_of[ranks]]
 
 
+def every(per_group: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+    """Per-group values to add to a per-rank array: the one group's row itself (it broadcasts
+    in arithmetic, with no view to build), else one row per rank."""
+    return per_group[0] if per_group.shape[0] == 1 else per_group[group_of]
+
+
 def _per_rank(per_group: np.ndarray, group_of: np.ndarray) -> np.ndarray:
     """Per-group values as a per-rank array (a read-only broadcast view for one group)."""
     if per_group.shape[0] == 1:
@@ -186,6 +192,9 @@ class CostTables:
     key_member_lanes_g: np.ndarray | None = None  # [keys, groups, L] the members' extra
     num_groups: int = 1
     index: dict[str, int] = field(default_factory=dict)
+    #: values derived from these tables alone (the cheap bounds, per-key least lanes),
+    #: computed once; a copy with other options must start with an empty one
+    memo: dict[str, object] = field(default_factory=dict)
 
     @property
     def base_lanes(self) -> np.ndarray:
@@ -194,6 +203,15 @@ class CostTables:
     @property
     def base_time(self) -> np.ndarray:
         return _per_rank(scalar_time(self.base_lanes_g), self.group_of)
+
+    def key_min_lanes(self) -> np.ndarray:
+        """[keys, L]: per sharding group, the least fixed cost any rank pays per lane."""
+        out = self.memo.get("key_min_lanes")
+        if out is None:
+            out = np.array([self.key_cost(k)[0].min(0) for k in range(len(self.keys))]
+                           ).reshape(len(self.keys), NUM_LANES)
+            self.memo["key_min_lanes"] = out
+        return out
 
     def key_cost(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Group ``k``'s fixed cost per rank: (lanes [ranks, L], hbm, ddr): what every rank
@@ -285,7 +303,7 @@ class CostTables:
                     gsel = np.array(groups)[best]
                     peak_rows = lg[np.arange(n), gsel] + ev_l[gsel]
                 if n:
-                    times = [cm.step.rank_time_lanes(r) for r in peak_rows]
+                    times = cm.step.compose(cm.step.stage_times(peak_rows))
                     pk = int(np.argmax(times))
                     peak, peak_l = float(times[pk]), np.asarray(peak_rows[pk], dtype=float)
                 else:
@@ -435,11 +453,17 @@ class LoadState:
                 self._key(oc.key, 1.0)
             elif sign < 0 and before == 1:
                 self._key(oc.key, -1.0)
-        self.load += sign * oc.every_lanes
-        self.hbm += sign * oc.every_hbm
-        self.ddr += sign * oc.every_ddr
+        self.load += sign * every(oc.every_lanes_g, oc.group_of)
+        self.hbm += sign * every(oc.every_hbm_g, oc.group_of)
+        self.ddr += sign * every(oc.every_ddr_g, oc.group_of)
         r = np.asarray(ranks, dtype=np.int64)
-        if len(r):
+        if len(r) == 1:  # one shard (most tables): plain indexing, no np.add.at
+            q = int(r[0])
+            g = self.ct.group_of[q]
+            self.load[q] += sign * oc.lanes_g[0, g]
+            self.hbm[q] += sign * oc.hbm_g[0, g]
+            self.ddr[q] += sign * oc.ddr_g[0, g]
+        elif len(r):
             g = self.ct.group_of[r]
             idx = np.arange(len(r))
             np.add.at(self.load, r, sign * oc.lanes_g[idx, g])

@@ -26,6 +26,7 @@ from shardplan.solvers.common import (
     OptionCosts,
     TableGroups,
     diagnose_infeasible,
+    every,
     least_work_lanes,
     scalar_time,
 )
@@ -88,9 +89,9 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
     not the ranks' own. Returns None if it does not fit."""
     ct = st.ct
     cap_h, cap_d = caps if caps is not None else (ct.cap_hbm, ct.cap_ddr)
-    l2 = st.load + oc.every_lanes
-    h2 = st.hbm + oc.every_hbm
-    d2 = st.ddr + oc.every_ddr
+    l2 = st.load + every(oc.every_lanes_g, oc.group_of)
+    h2 = st.hbm + every(oc.every_hbm_g, oc.group_of)
+    d2 = st.ddr + every(oc.every_ddr_g, oc.group_of)
     new_key = oc.key >= 0 and st.key_count[oc.key] == 0
     if new_key:
         kl, kh, kd = ct.key_cost(oc.key)
@@ -317,6 +318,14 @@ def _place_colocated(ct: CostTables, st: LoadState, unit: tuple[int, ...], choic
 #: run's step time (geometric steps): a target near the step time a plan can reach lets
 #: greedy keep tables whole where the first run, chasing the current maximum, split them.
 DEFAULT_TARGETS = 4
+#: Past this many tables x ranks no extra runs: with many tables per rank the placement, not
+#: the target, decides, and each run costs seconds.
+TARGETS_MAX_CELLS = 2_000_000
+
+
+def default_targets(ct: CostTables) -> int:
+    """:data:`DEFAULT_TARGETS`, or none past :data:`TARGETS_MAX_CELLS` tables x ranks."""
+    return DEFAULT_TARGETS if len(ct.tables) * ct.world <= TARGETS_MAX_CELLS else 0
 
 
 def target_ladder(low: float, high: float, rungs: int) -> list[float]:
@@ -328,10 +337,11 @@ def target_ladder(low: float, high: float, rungs: int) -> list[float]:
 
 
 def best_greedy(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORTLIST,
-                targets: int = DEFAULT_TARGETS) -> GreedyOutcome:
+                targets: int | None = None) -> GreedyOutcome:
     """Greedy against its default target, then against ``targets`` more (see
-    :func:`target_ladder`, from the cheap lower bound to the first run's step time); the plan
-    with the lowest step time (ties: the earlier run)."""
+    :func:`target_ladder`, from the cheap lower bound to the first run's step time; None:
+    :func:`default_targets`); the plan with the lowest step time (ties: the earlier run)."""
+    targets = default_targets(ct) if targets is None else targets
     best = greedy_choice(ct, groups, k=k)
     if best.choice is None or targets <= 0:
         return best
@@ -348,12 +358,13 @@ class GreedySolver(Solver):
 
     Args:
         shortlist: options per table evaluated exactly (more: slower, sometimes better).
-        targets: extra runs against step-time targets (see :func:`best_greedy`; 0: one run).
+        targets: extra runs against step-time targets (see :func:`best_greedy`; 0: one run;
+            None: :func:`default_targets`).
     """
 
     name = "greedy"
 
-    def __init__(self, shortlist: int = DEFAULT_SHORTLIST, targets: int = DEFAULT_TARGETS) -> None:
+    def __init__(self, shortlist: int = DEFAULT_SHORTLIST, targets: int | None = None) -> None:
         self.shortlist = shortlist
         self.targets = targets
 

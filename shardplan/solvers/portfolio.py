@@ -49,7 +49,8 @@ def without_type(ct: CostTables, drop: ShardingType) -> Restricted | None:
         weights.append(min((ocs[i].work_ms for i in keep), default=0.0))
     if not changed:
         return None
-    return Restricted(ct=dataclasses.replace(ct, options=options, table_weight=weights),
+    return Restricted(ct=dataclasses.replace(ct, options=options, table_weight=weights,
+                                             memo={}),
                       full_index=index)
 
 

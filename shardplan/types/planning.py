@@ -125,7 +125,13 @@ class StepModel:
     def stage_times(self, load):
         """[..., L] lane times -> [..., S] stage times (each the longest of its lanes)."""
         load = np.asarray(load, dtype=float)
-        return np.stack([load[..., list(ix)].max(-1) for ix in STAGE_LANE_INDEX], -1)
+        out = np.empty(load.shape[:-1] + (len(STAGE_LANE_INDEX),))
+        for s, ix in enumerate(STAGE_LANE_INDEX):  # element-wise maxima: no fancy indexing
+            v = load[..., ix[0]]
+            for j in ix[1:]:
+                v = np.maximum(v, load[..., j])
+            out[..., s] = v
+        return out
 
     def rank_time(self, perf: Perf) -> float:
         """One rank's step time if it ran alone: its stages composed (pipelined: the longer of
