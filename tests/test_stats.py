@@ -372,10 +372,17 @@ def test_kjt_batches(tmp_path):
 
 @pytest.mark.parametrize("lines,match", [
     (["0\t" + "\t".join(["1"] * 13) + "\t" + "\t".join(["0000abcd"] * 25)],
-     r":1: expected 40 fields, got 39"),
-    (criteo_lines({}, 2) + ["1\t2\t3"], r":3: expected 40 fields, got 3 \(the last line is cut off"),
+     r":1: cat_25: missing: the line has 39 of 40 fields"),
+    (criteo_lines({}, 2) + ["1\t2\t3"], r":3: int_1: the file ends mid-line, in field 3 of 40"),
+    # cut off at a field boundary or inside a number: every field parses, the newline is gone
+    (criteo_lines({}, 2) + [criteo_lines({}, 1)[0].rsplit("\t", 1)[0] + "\t"],
+     r":3: cat_25: the file ends mid-line \(no newline after the last line\)"),
+    (criteo_lines({}, 2) + ["0\t7\t1"], r":3: int_1: the file ends mid-line"),
+    (criteo_lines({}, 2) + [criteo_lines({}, 1)[0] + "\t0000abcd"],
+     r":3: field 41: extra field: the line has 41 fields, not 40"),
+    (criteo_lines({}, 2) + ["", criteo_lines({}, 1)[0]], r":3: an empty line"),
     (criteo_lines({}, 2) + [criteo_lines({}, 1)[0][:-3]],
-     r":3: cat_25: '0000a' is not a hex id of 8 digits .*the file may be cut off"),
+     r":3: cat_25: '0000a' is not a hex id of 8 digits .*the file ends mid-line"),
     (criteo_lines({4: [1, None, 2]}, 3)[:1] + [criteo_lines({}, 1)[0].replace("0000abcd", "00zzabcd", 1)],
      r":2: cat_0: '00zzabcd' is not a hex id"),
     (criteo_lines({}, 1) + [criteo_lines({}, 1)[0].replace("0000abcd", "abcd", 1)],
@@ -385,7 +392,7 @@ def test_kjt_batches(tmp_path):
 ])
 def test_bad_criteo_lines_name_line_and_field(tmp_path, lines, match):
     path = tmp_path / "bad.tsv"
-    path.write_text("\n".join(lines) + ("\n" if "cut off" not in match else ""))
+    path.write_text("\n".join(lines) + ("\n" if "ends mid-line" not in match else ""))
     with pytest.raises(SpecError, match=match):
         collect_stats([path], DataFormat.CRITEO)
 
@@ -404,9 +411,18 @@ def test_empty_and_truncated_gzip(tmp_path):
 
 def test_wrong_format_hints(tmp_path):
     path = movielens_file(tmp_path / "ratings.csv", [2, 2])
-    with pytest.raises(SpecError, match=r"ratings\.csv:1: expected 40 fields, got 1 .*looks like "
-                                         r"--format movielens"):
+    with pytest.raises(SpecError, match=r"ratings\.csv:1: int_0: missing: the line has 1 of 40 "
+                                         r"fields.*looks like --format movielens"):
         collect_stats([path], DataFormat.CRITEO)
+    day = write_lines(tmp_path / "day_0", criteo_lines({}, 3))
+    with pytest.raises(SpecError, match=r"day_0:1: expected the header userId,movieId.*looks "
+                                        r"like --format criteo"):
+        collect_stats([day], DataFormat.MOVIELENS)
+    for fmt in (DataFormat.PARQUET, DataFormat.KJT):
+        if fmt is DataFormat.KJT:
+            pytest.importorskip("torchrec")
+        with pytest.raises(SpecError, match=r"day_0: not a .*looks like --format criteo"):
+            collect_stats([day], fmt)
 
 
 def test_missing_extra_is_one_clear_error(monkeypatch, tmp_path):

@@ -89,8 +89,13 @@ GOOD = criteo_lines({}, 1)[0]
 
 
 @pytest.mark.parametrize("name,text,needles", [
-    ("cut.tsv", GOOD + "\n" + GOOD[:50], ["cut.tsv:2", "the last line is cut off"]),
-    ("cols.tsv", GOOD + "\n" + GOOD + "\t00000001\n", ["cols.tsv:2", "expected 40 fields, got 41"]),
+    ("cut.tsv", GOOD + "\n" + GOOD[:50], ["cut.tsv:2", "cat_2", "field 17 of 40", "the file ends mid-line"]),
+    ("cutnum.tsv", GOOD + "\n" + GOOD.rsplit("\t", 1)[0] + "\t", ["cutnum.tsv:2", "cat_25",
+                                                                   "the file ends mid-line"]),
+    ("cols.tsv", GOOD + "\n" + GOOD + "\t00000001\n", ["cols.tsv:2", "field 41",
+                                                         "the line has 41 fields, not 40"]),
+    ("few.tsv", GOOD + "\n" + GOOD.rsplit("\t", 2)[0] + "\n", ["few.tsv:2", "cat_24: missing",
+                                                                "38 of 40 fields"]),
     ("hex.tsv", GOOD + "\n" + GOOD.replace("0000abcd", "0000abcg", 3) + "\n",
      ["hex.tsv:2", "cat_0", "'0000abcg' is not a hex id"]),
     ("empty.tsv", "", ["empty.tsv", "the file is empty"]),

@@ -163,7 +163,7 @@ class LineBlock:
 
     def cut_note(self, line_index: int) -> str:
         """`` (the file ends mid-line)`` for the unterminated last line, else ``""``."""
-        return " (the last line has no newline: the file may be cut off)" \
+        return " (the file ends mid-line, with no newline: it may be cut off)" \
             if self.unterminated and line_index == 0 else ""
 
 
@@ -226,9 +226,15 @@ def count_lines(path: Path) -> int:
 
 class TextReader(Reader):
     """A line-oriented format: blocks of whole lines, each parsed by ``parse_block``;
-    ``header_lines`` lines at the top of each file are not records."""
+    ``header_lines`` lines at the top of each file are not records; ``field_names`` name a
+    line's fields.
+
+    A last line without a newline is refused even when it parses: the published files end
+    with one, and a file cut off at a field boundary (or inside a number) parses as valid.
+    """
 
     header_lines = 0
+    field_names: tuple[str, ...] = ()
 
     @abstractmethod
     def parse_block(self, block: LineBlock, path: Path, bytes_done: int) -> RecordBatch:
@@ -244,6 +250,12 @@ class TextReader(Reader):
             for block in line_blocks(path):
                 done = block.bytes_done
                 batch = self.parse_block(block, path, offset + done)
+                if block.unterminated and batch.num_records:
+                    raise SpecError(
+                        "the file ends mid-line (no newline after the last line): it may be "
+                        "cut off; copy or download it again, or end it with a newline if the "
+                        "line is whole", source=str(path), line=block.first_line,
+                        key_path=self.field_names[-1] if self.field_names else None)
                 if batch.num_records:
                     yield batch
             offset += done
@@ -267,13 +279,16 @@ def cell_text(buf: np.ndarray, start: int, end: int, limit: int = 40) -> str:
     return raw + ("..." if end - start > limit else "")
 
 
-def split_fields(block: LineBlock, sep: int, n_fields: int, path: Path, fmt: DataFormat,
-                 what: str) -> Fields:
-    """Split every line of ``block`` into ``n_fields`` fields at byte ``sep``.
+def split_fields(block: LineBlock, sep: int, field_names: tuple[str, ...], path: Path,
+                 fmt: DataFormat, layout: str) -> Fields:
+    """Split every line of ``block`` into ``len(field_names)`` fields at byte ``sep``.
 
     A ``\\r`` before the newline is dropped. Raises SpecError at the first line with another
-    number of fields, naming the file and the line (a line cut off shows up here).
+    number of fields, naming the file, the line and the field: the first one missing (too
+    few), the first one extra (too many), or the one the file ends in (a cut-off last line).
+    ``layout`` says what a line holds, for the message.
     """
+    n_fields = len(field_names)
     buf = block.buf
     nl = np.flatnonzero(buf == NEWLINE)
     line_start = np.r_[0, nl[:-1] + 1]
@@ -284,13 +299,20 @@ def split_fields(block: LineBlock, sep: int, n_fields: int, path: Path, fmt: Dat
     if len(bad):
         i = int(bad[0])
         got = int(per_line[i]) + 1
-        empty = line_end[i] == line_start[i]
-        why = ("an empty line" if empty else
-               "the last line is cut off (the file ends mid-line)" if block.unterminated
-               and got < n_fields else f"{what} has {n_fields}")
         hint = format_hint(path, fmt) if block.first_line + i == 1 else ""
-        raise SpecError(f"expected {n_fields} fields, got {got} ({why}){hint}",
-                        source=str(path), line=block.first_line + i)
+        if line_end[i] == line_start[i]:
+            why, field = f"an empty line; {layout}", None
+        elif block.unterminated and got < n_fields:
+            why = (f"the file ends mid-line, in field {got} of {n_fields} (no newline at the "
+                   "end): it was cut off; copy or download it again")
+            field = field_names[got - 1]
+        elif got < n_fields:
+            why = f"missing: the line has {got} of {n_fields} fields; {layout}"
+            field = field_names[got]
+        else:
+            why = f"extra field: the line has {got} fields, not {n_fields}; {layout}"
+            field = f"field {n_fields + 1}"
+        raise SpecError(why + hint, source=str(path), line=block.first_line + i, key_path=field)
     seps = seps.reshape(len(nl), n_fields - 1)
     return Fields(starts=np.hstack([line_start[:, None], seps + 1]),
                   ends=np.hstack([seps, line_end[:, None]]))
