@@ -138,6 +138,27 @@ def test_hash_size_caps_rows(criteo_file):
     assert all(t.ids.rows <= 1000 for t in r.tables)
 
 
+@pytest.mark.parametrize("exact_limit", [1 << 20, 300])
+def test_hash_size_rows_are_mlperfs_min_cardinality(tmp_path, exact_limit):
+    """MLPerf sizes a hashed table min(cardinality, hash size): 1,000 scattered ids modulo
+    1,000 collide into fewer hashed ids but still make a 1,000-row table; exact and sketched
+    (HLL past ``exact_limit``) counts agree."""
+    rng = np.random.default_rng(4)
+    n = 30_000
+    ids = {0: np.r_[np.arange(1000), rng.integers(0, 1000, n - 1000)],
+           1: np.r_[np.arange(600), rng.integers(0, 600, n - 600)],
+           2: np.r_[np.arange(2500), rng.integers(0, 2500, n - 2500)]}
+    path = write_lines(tmp_path / "d", criteo_lines(
+        {j: scramble(rng.permutation(v)).tolist() for j, v in ids.items()}, n))
+    r = collect_stats([path], DataFormat.CRITEO, StatsOptions(hash_size=1000,
+                                                              exact_limit=exact_limit))
+    t0 = table(r, "t_cat_0").ids
+    assert t0.distinct < 900 and t0.rows == 1000  # collisions, yet min(1000, 1000) rows
+    assert table(r, "t_cat_1").ids.rows == pytest.approx(600, rel=DISTINCT_REL_TOL)
+    assert table(r, "t_cat_2").ids.rows == 1000  # capped
+    assert workload_of(r).tables[0].num_embeddings == 1000
+
+
 def test_gzip_reads_the_same(criteo_file, tmp_path):
     gz = tmp_path / "day_0.gz"
     gz.write_bytes(gzip.compress(criteo_file.read_bytes()))

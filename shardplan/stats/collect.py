@@ -15,7 +15,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from shardplan.errors import SpecError
-from shardplan.stats.counting import IdCounter, LengthHistogram, require_datasketches
+from shardplan.stats.counting import (
+    DistinctCounter,
+    IdCounter,
+    LengthHistogram,
+    require_datasketches,
+)
 from shardplan.stats.lru import LruSampler, hit_curve
 from shardplan.stats.order import id_order_finding
 from shardplan.stats.readers import Reader
@@ -65,12 +70,15 @@ class FeatureAccumulator:
         self.lengths = LengthHistogram()
         self.counter = IdCounter(options.exact_limit, TOP_IDS)
         self.lru = LruSampler(options.lru_accesses)
+        self.unhashed = None if options.hash_size is None else \
+            DistinctCounter(options.exact_limit, options.hash_size)
 
     def add(self, batch: FeatureBatch, first_record: int) -> None:
         """Take ``batch``, whose first record is record ``first_record`` of the input."""
         self.lengths.add(batch.lengths)
         values = batch.values
-        if self.options.hash_size is not None:
+        if self.unhashed is not None:
+            self.unhashed.add(values)
             values = values % np.uint64(self.options.hash_size)
         half = ((first_record + np.arange(batch.num_records)) & 1).astype(np.uint8)
         self.counter.add(values, np.repeat(half, batch.lengths))
@@ -78,7 +86,10 @@ class FeatureAccumulator:
 
     def result(self) -> IdStats:
         rc = self.counter.result()
-        rows = max(rc.distinct, 1)
+        # hashed: min(distinct ids, hash size) rows, as MLPerf sizes its tables (ids that
+        # collide under the modulo still leave the table that many rows); never fewer than
+        # the hashed ids seen (an HLL estimate may fall under them)
+        rows = max(rc.distinct, 1 if self.unhashed is None else self.unhashed.result(), 1)
         zipf = fit_zipf(rc.ranked_b[: rc.reliable], rc.accesses_b, rows)
         hot_rows = hot_share = None
         k = min(max(1, round(self.options.hot_row_fraction * rows)), len(rc.ranked_ids))

@@ -258,7 +258,9 @@ class IdStats:
         accesses: ids looked up (over all records read).
         distinct: distinct ids seen (after hashing); exact or an HLL estimate.
         count_mode: exact counting, or sketches.
-        rows: the table's rows: ``distinct`` (hashed ids never exceed the hash size).
+        rows: the table's rows: ``distinct``; with a hash size N, min(distinct ids before
+            hashing, N), MLPerf's min(cardinality, N) (hashed ids that collide do not
+            make the table smaller).
         zipf: the Zipf fit, None when there is too little data.
         hot_row_fraction: share of rows taken as hot (the hottest ones).
         hot_access_fraction: share of accesses that went to them.
