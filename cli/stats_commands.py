@@ -26,6 +26,7 @@ from shardplan.stats.types import (
     DEFAULT_EXACT_LIMIT,
     DEFAULT_LRU_ACCESSES,
     DataFormat,
+    LruOrder,
     ProgressUpdate,
     SampleMode,
     StatsOptions,
@@ -92,6 +93,11 @@ def stats_cmd(
     ] = DEFAULT_EXACT_LIMIT,
     lru_accesses: Annotated[int, typer.Option(
         min=2, help="Lookups per feature kept for the LRU simulation.")] = DEFAULT_LRU_ACCESSES,
+    lru_order: Annotated[LruOrder, typer.Option(
+        case_sensitive=False, help="Lookup order of the LRU hit curves: the files' (stream), "
+                                   "a seeded random one (shuffled), or auto: shuffled for "
+                                   "movielens (sorted by user), stream otherwise.")
+    ] = LruOrder.AUTO,
     out: Annotated[Path, typer.Option("--out", "-o", help="Workload YAML to write.")
                    ] = Path("workload.yaml"),
     report: Annotated[Optional[Path], typer.Option(
@@ -129,7 +135,7 @@ def stats_cmd(
         raise SpecError("exists and is not a folder; pass another --report", source=str(report))
     opts = _options(sample=sample, sample_mode=sample_mode, seed=seed, hash_size=hash_size,
                     exact_limit=exact_limit, lru_accesses=lru_accesses,
-                    cache_ratios=DEFAULT_CACHE_RATIOS, history=history,
+                    cache_ratios=DEFAULT_CACHE_RATIOS, lru_order=lru_order, history=history,
                     features=tuple(f.strip() for f in features.split(",") if f.strip())
                     if features else None, embedding_dim=embedding_dim, batch_size=batch_size)
     with Progress(TextColumn("[bold]reading"), BarColumn(), _Done(), TimeElapsedColumn(),

@@ -4,6 +4,7 @@ curves equal a plain LRU simulation, id order is found, sketches agree with exac
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import sys
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from shardplan.errors import SpecError
 from shardplan.stats import (
     CountMode,
     DataFormat,
+    LruOrder,
     MissingDependencyError,
     SampleMode,
     StatsOptions,
@@ -24,7 +26,7 @@ from shardplan.stats import (
     workload_of,
 )
 from shardplan.stats.counting import LengthHistogram
-from shardplan.stats.lru import LruSampler, hit_curve, stack_distances
+from shardplan.stats.lru import LruSampler, hit_curve, shuffled, stack_distances
 from shardplan.stats.order import spearman
 from shardplan.stats.zipf import fit_zipf, harmonic
 from shardplan.types import IdOrder
@@ -258,6 +260,60 @@ def test_sampled_hit_curve_is_close(exponent):
         assert b == pytest.approx(a, abs=0.05)
 
 
+def test_few_ids_fall_back_to_a_window_of_lookups():
+    """A table of few ids, each looked up more often than the budget: spatial sampling would
+    drop them all (and SHARDS_adj would then claim every lookup hits); the latest lookups are
+    kept instead and the curve is that window's exact LRU curve."""
+    rng = np.random.default_rng(3)
+    rows = 40
+    stream = zipf_ids(rng, 1.0, rows, 100_000).astype(np.uint64)
+    s = LruSampler(4000)
+    for chunk in np.array_split(stream, 50):
+        s.add(chunk)
+    assert s.window and s.used_fraction == pytest.approx(0.04)
+    ratios = (0.05, 0.25, 0.5)
+    window = stream[-4000:].tolist()
+    for r, h in hit_curve(s.sample(), rows, ratios):
+        assert h == pytest.approx(lru_hits(window, int(r * rows), 2000) / 2000, abs=1e-12)
+    robin = LruSampler(1000)  # 3 ids in turn: a 1- or 2-row LRU never hits
+    robin.add(np.arange(30_000, dtype=np.uint64) % 3)
+    assert [h for _, h in hit_curve(robin.sample(), 3, (0.4, 0.9))] == [0.0, 0.0]
+
+
+def test_shuffled_order_gives_the_shuffled_streams_curve():
+    """User ids sorted as in MovieLens's ratings.csv: in file order every repeat is a hit; in
+    a shuffled order the curve is that of a shuffled stream (an OrderedDict LRU on one)."""
+    rng = np.random.default_rng(8)
+    per_user = rng.integers(1, 200, 2000)
+    users = np.repeat(np.arange(len(per_user)), per_user).astype(np.uint64)
+    ratios = (0.01, 0.1)
+    s = LruSampler(len(users))
+    s.add(users)
+    in_file = hit_curve(s.sample(), len(per_user), ratios)
+    mixed = hit_curve(shuffled(s.sample(), np.random.default_rng(0)), len(per_user), ratios)
+    order = rng.permutation(len(users))
+    start = len(users) // 2
+    for (r, f), (_, m) in zip(in_file, mixed):
+        truth = lru_hits(users[order].tolist(), int(r * len(per_user)), start) / (len(users) - start)
+        assert m == pytest.approx(truth, abs=0.01)
+        assert f > 0.95 and f > m + 0.5
+    assert sorted(shuffled(s.sample(), np.random.default_rng(0)).values.tolist()) == users.tolist()
+
+
+def test_movielens_measures_lru_in_a_shuffled_order(tmp_path):
+    path = movielens_file(tmp_path / "ratings.csv", [30] * 200, movies=100)
+    auto = collect_stats([path], DataFormat.MOVIELENS)
+    stream = collect_stats([path], DataFormat.MOVIELENS, StatsOptions(lru_order=LruOrder.STREAM))
+    u_auto, u_stream = table(auto, "user_id").ids, table(stream, "user_id").ids
+    assert (u_auto.lru_order, u_stream.lru_order) == (LruOrder.SHUFFLED, LruOrder.STREAM)
+    # 200 users of 30 ratings each, shuffled: a 10% cache (20 users) hits about 10%
+    assert dict(u_auto.hit_curve)[0.1] == pytest.approx(0.1, abs=0.03)
+    assert dict(u_stream.hit_curve)[0.01] > 0.9  # sorted by user: repeats back to back
+    assert "LRU hit curves in a shuffled order (seed 0)" in workload_of(auto).source
+    crit = collect_stats([write_lines(tmp_path / "d", criteo_lines({}, 50))], DataFormat.CRITEO)
+    assert crit.tables[0].ids.lru_order is LruOrder.STREAM
+
+
 def test_fit_zipf_edges():
     assert fit_zipf(np.array([5, 3]), 8, 10) is None  # too few lookups
     assert fit_zipf(np.array([500]), 500, 1) is None  # one row
@@ -285,6 +341,40 @@ def test_written_workload_loads_and_costs(criteo_result, tmp_path):
     assert back == w
     assert "shardplan stats --format criteo" in back.source and "all 100000 records" in back.source
     assert {t.name for t in back.tables} == {f"t_cat_{j}" for j in range(NUM_CAT)}
+
+
+def test_measured_hit_curve_decides_the_cost_models_cache_hits(criteo_result):
+    """The written hit curve is what the cost model takes for UVM caching, not the Zipf law,
+    and the frequency-ordered table's row blocks follow its skew."""
+    from shardplan.estimators import default_cost_model, hit_rate
+    from shardplan.estimators.compute import block_share, popularity_cdf
+    from shardplan.loaders import load_topology
+    from shardplan.types import Placement, PlacementKind, ShardingOption, ShardingType, ShardSpec
+
+    w = workload_of(criteo_result)
+    t = w.table("t_cat_1")
+    measured = dict(table(criteo_result, "t_cat_1").ids.hit_curve)
+    for r, h in measured.items():
+        assert hit_rate(t.access, r, t.num_embeddings) == pytest.approx(h, abs=1e-4)
+    zipf = popularity_cdf(t.access, 0.05, t.num_embeddings)
+    assert zipf > measured[0.05] + 0.05  # the ideal static cache beats an LRU
+    # the cost model: a UVM-cached shard costs more with the measured (lower) hit rate
+    topo = load_topology("dgx-h100-2x8")  # HBM far faster than PCIe
+    opt = ShardingOption(table="t_cat_1", sharding_type=ShardingType.TABLE_WISE,
+                         placement=Placement(kind=PlacementKind.UVM_CACHING, cache_ratio=0.05),
+                         shards=(ShardSpec(row_offset=0, num_rows=t.num_embeddings, col_offset=0,
+                                           num_cols=t.embedding_dim),), candidate_ranks=(None,))
+    no_curve = dataclasses.replace(w, tables=tuple(
+        x if x.name != "t_cat_1" else dataclasses.replace(
+            x, access=dataclasses.replace(x.access, hit_curve=None)) for x in w.tables))
+    with_curve = default_cost_model(w, topo).shard_cost(opt, 0, 0)
+    with_law = default_cost_model(no_curve, topo).shard_cost(opt, 0, 0)
+    assert with_curve.perf.fwd_compute > with_law.perf.fwd_compute
+    # id order: the frequency-ordered table's first row block takes its hottest rows
+    f = w.table("t_cat_2")
+    assert block_share(f.access, 0, f.num_embeddings // 10, f.num_embeddings) > 0.3
+    assert block_share(t.access, 0, t.num_embeddings // 10, t.num_embeddings) == \
+        pytest.approx(0.1, abs=0.001)
 
 
 # ------------------------------------------------------------------------------ other formats

@@ -21,7 +21,7 @@ from shardplan.stats.counting import (
     LengthHistogram,
     require_datasketches,
 )
-from shardplan.stats.lru import LruSampler, hit_curve
+from shardplan.stats.lru import LruSampler, hit_curve, shuffled
 from shardplan.stats.order import id_order_finding
 from shardplan.stats.readers import Reader
 from shardplan.stats.types import (
@@ -29,6 +29,7 @@ from shardplan.stats.types import (
     FeatureBatch,
     FeatureStats,
     IdStats,
+    LruOrder,
     ProgressFn,
     ProgressUpdate,
     RecordBatch,
@@ -84,7 +85,8 @@ class FeatureAccumulator:
         self.counter.add(values, np.repeat(half, batch.lengths))
         self.lru.add(values)
 
-    def result(self) -> IdStats:
+    def result(self, order: LruOrder) -> IdStats:
+        """The feature's statistics; ``order``: stream or shuffled (seeded by ``seed``)."""
         rc = self.counter.result()
         # hashed: min(distinct ids, hash size) rows, as MLPerf sizes its tables (ids that
         # collide under the modulo still leave the table that many rows); never fewer than
@@ -96,11 +98,14 @@ class FeatureAccumulator:
         if 0 < k < rows and rc.accesses_b > 0:
             hot_rows = k / rows
             hot_share = float(rc.ranked_b[:k].sum()) / rc.accesses_b
-        curve = hit_curve(self.lru.sample(), rows, self.options.cache_ratios)
+        sample = self.lru.sample()
+        if order is LruOrder.SHUFFLED:
+            sample = shuffled(sample, np.random.default_rng(self.options.seed))
+        curve = hit_curve(sample, rows, self.options.cache_ratios)
         return IdStats(
             accesses=rc.accesses_a + rc.accesses_b, distinct=rc.distinct, count_mode=rc.mode,
             rows=rows, zipf=zipf, hot_row_fraction=hot_rows, hot_access_fraction=hot_share,
-            hit_curve=curve, lru_sample_rate=self.lru.rate,
+            hit_curve=curve, lru_sample_rate=self.lru.used_fraction, lru_order=order,
             id_order=id_order_finding(rc.top_ids, rc.top_counts),
             top_counts=tuple(int(c) for c in rc.top_counts[:PLOT_TOP]))
 
@@ -192,7 +197,10 @@ def collect_stats(paths: Sequence[str | Path], fmt: DataFormat, options: StatsOp
     if records == 0:
         raise SpecError("no records in the input (only a header?); pass data with records",
                         source=str(paths[0]))
-    ids = {name: acc.result() for name, acc in accs.items()}
+    order = options.lru_order
+    if order is LruOrder.AUTO:
+        order = LruOrder.STREAM if reader.training_order else LruOrder.SHUFFLED
+    ids = {name: acc.result(order) for name, acc in accs.items()}
     tables, skipped = [], []
     for t in layout:
         feats = []

@@ -43,6 +43,7 @@ class MovieLensReader(TextReader):
     format = DataFormat.MOVIELENS
     header_lines = 1
     field_names = FIELD_NAMES
+    training_order = False  # sorted by user; training shuffles the ratings
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -52,6 +52,9 @@ class Reader(ABC):
     format: DataFormat
     #: Columns seen but not read (not ids), for the report.
     left_out: tuple[str, ...] = ()
+    #: Whether the files hold records in the order training reads them (``LruOrder.AUTO``
+    #: measures LRU hit curves in a shuffled order where they do not).
+    training_order: bool = True
 
     def __init__(self, paths: tuple[Path, ...], options: StatsOptions) -> None:
         self.paths, self.options = paths, options
