@@ -149,9 +149,10 @@ def test_truncated_gzip_is_exit_1(tmp_path):
                      "cut.gz", "truncated gzip stream")
 
 
-def test_planner_and_stats_import_without_the_extra():
-    """`shardplan --help` and `import shardplan.stats` need neither datasketches nor pyarrow
-    nor torch (the README's first commands run without the extra)."""
+def test_planner_and_stats_import_without_the_extra(tmp_path):
+    """`shardplan --help`, `import shardplan.stats` and the README's first screen
+    (scripts/demo.sh: `shardplan solve dgx-h100-2x8`, here with the greedy solver) need
+    neither datasketches nor pyarrow nor torch; `stats` itself then says what to install."""
     import subprocess
 
     code = ("import sys\n"
@@ -165,6 +166,15 @@ def test_planner_and_stats_import_without_the_extra():
             "from shardplan.cli.app import app\n"
             "r = CliRunner().invoke(app, ['--help'])\n"
             "assert r.exit_code == 0 and 'stats' in r.output, r.output\n"
+            f"plan = {str(tmp_path / 'plan.json')!r}\n"
+            "r = CliRunner().invoke(app, ['solve', 'dgx-h100-2x8', '--solver', 'greedy',\n"
+            "                             '--out', plan])\n"
+            "assert r.exit_code == 0 and 'makespan' in r.output, r.output\n"
+            f"r = CliRunner().invoke(app, ['stats', {str(tmp_path / 'plan.json')!r}, '-f', 'criteo'])\n"
+            "assert r.exit_code == 1 and 'pip install datasketches pyarrow' in r.output, r.output\n"
+            "assert not any(m.split('.')[0] in ('datasketches', 'pyarrow', 'torch')\n"
+            "               for m in sys.modules), sorted(sys.modules)\n"
             "print('ok')\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+    assert (tmp_path / "plan.json").exists()
