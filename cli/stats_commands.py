@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -34,6 +35,7 @@ from shardplan.stats.types import (
 )
 
 MAX_TABLE_ROWS = 60  # terminal rows; the report and stats.json have every table
+PIPED_MAX_WIDTH = 200  # columns of the summary table when the output is not a terminal
 
 
 def _options(**kw) -> StatsOptions:
@@ -55,7 +57,17 @@ def _print_summary(result: StatsResult) -> None:
     rows = summary_rows(result)
     for row in rows[:MAX_TABLE_ROWS]:
         t.add_row(*row)
-    console.print(t)
+    # a terminal folds cells to its width; piped output (a log, a file) keeps rows whole
+    if console.is_terminal:
+        console.print(t)
+    else:
+        width = console.width
+        console.width = max(width, Measurement.get(
+            console, console.options.update_width(PIPED_MAX_WIDTH), t).maximum)
+        try:
+            console.print(t)
+        finally:
+            console.width = width
     if len(rows) > MAX_TABLE_ROWS:
         console.print(f"(first {MAX_TABLE_ROWS} of {len(rows)} tables; --report has them all)")
     for name, why in result.skipped:
