@@ -150,14 +150,14 @@ def stats_cmd(
                     cache_ratios=DEFAULT_CACHE_RATIOS, lru_order=lru_order, history=history,
                     features=tuple(f.strip() for f in features.split(",") if f.strip())
                     if features else None, embedding_dim=embedding_dim, batch_size=batch_size)
-    with Progress(TextColumn("[bold]reading"), BarColumn(), _Done(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[records]} records"), console=console,
-                  transient=True) as progress:
-        task = progress.add_task("read", total=None, records="0", unit="bytes")
+    with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), _Done(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[records]} records"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("read", total=None, records="0", unit="bytes", phase="reading")
 
         def show(u: ProgressUpdate) -> None:
             progress.update(task, completed=u.done, total=u.total or None, unit=u.unit,
-                            records=f"{u.records:,}")
+                            records=f"{u.records:,}", phase=u.phase.value)
 
         result = collect_stats(data, fmt, opts, progress=show)
     text = workload_yaml(workload_of(result))
@@ -173,9 +173,10 @@ def stats_cmd(
 
 
 class _Done(DownloadColumn):
-    """Bytes done/total for text input, records done/total for record input."""
+    """Bytes done/total for text input; records (or features, when measuring) done/total
+    otherwise."""
 
     def render(self, task):  # type: ignore[override]
-        if task.fields.get("unit") == "records":
+        if task.fields.get("unit") != "bytes":
             return MofNCompleteColumn().render(task)
         return super().render(task)

@@ -28,6 +28,7 @@ from shardplan.stats import (
 from shardplan.stats.counting import LengthHistogram
 from shardplan.stats.lru import LruSampler, hit_curve, shuffled, stack_distances
 from shardplan.stats.order import spearman
+from shardplan.stats.types import Phase
 from shardplan.stats.zipf import fit_zipf, harmonic
 from shardplan.types import IdOrder
 
@@ -180,6 +181,22 @@ def test_samples_prefix_and_uniform(criteo_file):
     assert uni[0].tables != uni[2].tables
     # the uniform sample sees the whole file: half of cat_3 missing, within binomial noise
     assert table(uni[2], "t_cat_3").pooling_factor == pytest.approx(0.5, abs=0.03)
+
+
+def test_progress_counts_reads_and_measures(criteo_file):
+    seen = []
+    r = collect_stats([criteo_file], DataFormat.CRITEO, StatsOptions(
+        sample=5000, sample_mode=SampleMode.UNIFORM), progress=seen.append)
+    phases = [u.phase for u in seen]
+    assert phases == sorted(phases, key=[Phase.COUNTING, Phase.READING, Phase.MEASURING].index)
+    size = criteo_file.stat().st_size
+    for phase in Phase:
+        ups = [u for u in seen if u.phase is phase]
+        assert ups and all(a.done <= b.done for a, b in zip(ups, ups[1:]))
+    assert [(u.done, u.total) for u in seen if u.phase is Phase.READING][-1] == (size, size)
+    measuring = [u for u in seen if u.phase is Phase.MEASURING]
+    assert len(measuring) == NUM_CAT and measuring[-1].total == NUM_CAT
+    assert measuring[-1].records == r.records == 5000
 
 
 def test_sketches_agree_with_exact_counts(tmp_path):

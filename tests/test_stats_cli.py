@@ -83,6 +83,30 @@ def test_movielens_and_parquet_through_the_cli(tmp_path):
     r = run("stats", path, "-f", "parquet", "--features", "b", "-o", tmp_path / "p.yaml")
     assert r.exit_code == EXIT_OK, r.output
     assert load_workload(tmp_path / "p.yaml").table("t_b").pooling_factor == 1.5
+    # every written workload solves
+    for w in (out, tmp_path / "p.yaml"):
+        s = run("solve", "cpu-4", "--tables", w, "--solver", "greedy", "--out", w.with_suffix(".json"))
+        assert s.exit_code == EXIT_OK, s.output
+
+
+def test_kjt_through_the_cli_solves(tmp_path):
+    torch = pytest.importorskip("torch")
+    kjt_mod = pytest.importorskip("torchrec.sparse.jagged_tensor")
+    rng = np.random.default_rng(2)
+    batches = []
+    for _ in range(3):
+        lengths = rng.integers(0, 4, 16)
+        batches.append(kjt_mod.KeyedJaggedTensor.from_lengths_sync(
+            keys=["item"], values=torch.tensor(rng.integers(0, 50, int(lengths.sum()))),
+            lengths=torch.tensor(lengths)))
+    path, out = tmp_path / "b.pt", tmp_path / "k.yaml"
+    torch.save(batches, path)
+    r = run("stats", path, "-f", "kjt", "-o", out)
+    assert r.exit_code == EXIT_OK, r.output
+    assert load_workload(out).table("t_item").pooling_factor == pytest.approx(
+        float(np.mean(np.concatenate([b.lengths().numpy() for b in batches]))), rel=1e-3)
+    s = run("solve", "cpu-4", "--tables", out, "--solver", "greedy", "--out", tmp_path / "k.json")
+    assert s.exit_code == EXIT_OK, s.output
 
 
 GOOD = criteo_lines({}, 1)[0]

@@ -30,6 +30,7 @@ from shardplan.stats.types import (
     FeatureStats,
     IdStats,
     LruOrder,
+    Phase,
     ProgressFn,
     ProgressUpdate,
     RecordBatch,
@@ -110,8 +111,10 @@ class FeatureAccumulator:
             top_counts=tuple(int(c) for c in rc.top_counts[:PLOT_TOP]))
 
 
-def _sampled(reader: Reader, options: StatsOptions) -> tuple[Iterator[RecordBatch], int | None]:
-    """The reader's batches cut to the sample, and the input's record count when known."""
+def _sampled(reader: Reader, options: StatsOptions, progress: ProgressFn | None
+             ) -> tuple[Iterator[RecordBatch], int | None]:
+    """The reader's batches cut to the sample, and the input's record count when known
+    (``progress`` hears how far counting it is)."""
     batches = reader.batches()
     n = options.sample
     if n is None:
@@ -129,7 +132,14 @@ def _sampled(reader: Reader, options: StatsOptions) -> tuple[Iterator[RecordBatc
                 left -= b.num_records
                 yield b
         return prefix(), None
-    total = reader.count_records()
+    step = None
+    if progress is not None and reader.progress_unit == "bytes":
+        size = reader.progress_total()
+
+        def step(done: int) -> None:
+            progress(ProgressUpdate(done=done, total=size, unit="bytes", records=0,
+                                    phase=Phase.COUNTING))
+    total = reader.count_records(step)
     rng = np.random.default_rng(options.seed)
 
     def uniform() -> Iterator[RecordBatch]:
@@ -181,7 +191,7 @@ def collect_stats(paths: Sequence[str | Path], fmt: DataFormat, options: StatsOp
     id_features = {t.id_feature for t in layout}
     accs = {name: FeatureAccumulator(options) for name in id_features}
     only_lengths = {f: LengthHistogram() for t in layout for f in t.features if f not in accs}
-    batches, total = _sampled(reader, options)
+    batches, total = _sampled(reader, options, progress)
     total_units = reader.progress_total()
     records = 0
     for batch in batches:
@@ -200,7 +210,12 @@ def collect_stats(paths: Sequence[str | Path], fmt: DataFormat, options: StatsOp
     order = options.lru_order
     if order is LruOrder.AUTO:
         order = LruOrder.STREAM if reader.training_order else LruOrder.SHUFFLED
-    ids = {name: acc.result(order) for name, acc in accs.items()}
+    ids = {}
+    for i, (name, acc) in enumerate(accs.items()):
+        if progress is not None:
+            progress(ProgressUpdate(done=i, total=len(accs), unit="features", records=records,
+                                    phase=Phase.MEASURING))
+        ids[name] = acc.result(order)
     tables, skipped = [], []
     for t in layout:
         feats = []

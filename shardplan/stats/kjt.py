@@ -10,7 +10,7 @@ trust.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class KjtReader(Reader):
         return tuple(TableLayout(name=f"t_{k}", features=(k,), id_feature=k)
                      for k in self._all_keys())
 
-    def count_records(self) -> int:
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
         return sum(kjt.stride() for p in self.paths for kjt in self._load(p))
 
     def batches(self) -> Iterator[RecordBatch]:

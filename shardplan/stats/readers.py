@@ -13,7 +13,7 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -68,8 +68,9 @@ class Reader(ABC):
         """The records, in input order, in batches; ``bytes_done`` counts ``progress_unit``."""
 
     @abstractmethod
-    def count_records(self) -> int:
-        """How many records the input holds (a uniform sample needs it first)."""
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
+        """How many records the input holds (a uniform sample needs it first); ``progress``
+        is called with the ``progress_unit``s done so far, where counting takes a pass."""
 
     progress_unit = "bytes"
 
@@ -222,9 +223,15 @@ def line_blocks(path: Path, *, block_bytes: int = BLOCK_BYTES) -> Iterator[LineB
         raw.close()
 
 
-def count_lines(path: Path) -> int:
-    """Lines in a text file (gzip or not); a final line without a newline counts."""
-    return sum(int(np.count_nonzero(b.buf == NEWLINE)) for b in line_blocks(path))
+def count_lines(path: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Lines in a text file (gzip or not); a final line without a newline counts.
+    ``progress`` is called with the bytes of the file read so far."""
+    lines = 0
+    for b in line_blocks(path):
+        lines += int(np.count_nonzero(b.buf == NEWLINE))
+        if progress is not None:
+            progress(b.bytes_done)
+    return lines
 
 
 class TextReader(Reader):
@@ -243,8 +250,15 @@ class TextReader(Reader):
     def parse_block(self, block: LineBlock, path: Path, bytes_done: int) -> RecordBatch:
         """The records of one block (``bytes_done``: bytes read over all files so far)."""
 
-    def count_records(self) -> int:
-        return sum(count_lines(p) - self.header_lines for p in self.paths)
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
+        total, offset = 0, 0
+        for p in self.paths:
+            def step(done: int, offset: int = offset) -> None:
+                if progress is not None:
+                    progress(offset + done)
+            total += count_lines(p, step) - self.header_lines
+            offset += _size(p)
+        return total
 
     def batches(self) -> Iterator[RecordBatch]:
         offset = 0

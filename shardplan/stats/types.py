@@ -198,14 +198,25 @@ class RecordBatch:
                            lengths_only={k: v[keep] for k, v in self.lengths_only.items()})
 
 
+class Phase(StrEnum):
+    """What a run is doing: counting the records (before a uniform sample), reading them, or
+    measuring each feature once read (Zipf fit, LRU hit curve)."""
+
+    COUNTING = "counting"
+    READING = "reading"
+    MEASURING = "measuring"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProgressUpdate:
-    """How far the read is: ``done`` of ``total`` (``unit``: bytes or records), records read."""
+    """How far the run is: ``done`` of ``total`` (``unit``: bytes, records or features) in
+    ``phase``, and the records read so far."""
 
     done: int
     total: int
     unit: str
     records: int
+    phase: Phase = Phase.READING
 
 
 ProgressFn = Callable[[ProgressUpdate], None]
