@@ -288,6 +288,7 @@ def test_few_ids_fall_back_to_a_window_of_lookups():
     for chunk in np.array_split(stream, 50):
         s.add(chunk)
     assert s.window and s.used_fraction == pytest.approx(0.04)
+    assert s.sample().values.tolist() == stream[-4000:].tolist()  # the latest, in order
     ratios = (0.05, 0.25, 0.5)
     window = stream[-4000:].tolist()
     for r, h in hit_curve(s.sample(), rows, ratios):

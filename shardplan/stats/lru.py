@@ -58,6 +58,7 @@ class LruSampler:
         self.max_accesses = max_accesses
         self.threshold = 1 << HASH_BITS
         self.window = False
+        self._ring: np.ndarray | None = None  # window mode: the latest lookups, a ring
         self._values: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._kept = 0
@@ -108,12 +109,15 @@ class LruSampler:
             self._kept = int(keep.sum())
 
     def _append(self, values: np.ndarray) -> None:
-        """Window mode: add ``values``, keeping at most the latest ``max_accesses``."""
-        self._values.append(values)
-        self._kept += len(values)
-        if self._kept > 2 * self.max_accesses:  # trim now and then, not on every batch
-            self._values = [np.concatenate(self._values)[-self.max_accesses:]]
-            self._kept = len(self._values[0])
+        """Window mode: write ``values`` (at most ``max_accesses``) into the ring of the latest
+        ``max_accesses`` lookups; ``_kept`` counts every lookup written."""
+        if self._ring is None:
+            self._ring = np.zeros(self.max_accesses, np.uint64)
+        k, at = len(values), self._kept % self.max_accesses
+        first = min(k, self.max_accesses - at)
+        self._ring[at:at + first] = values[:first]
+        self._ring[:k - first] = values[first:]
+        self._kept += k
 
     @staticmethod
     def _keep(values: np.ndarray, threshold: int) -> np.ndarray:
@@ -122,8 +126,13 @@ class LruSampler:
     def sample(self) -> SampledStream:
         """The kept lookups so far (in window mode: the window, as a stream of its own)."""
         if self.window:
-            values = np.concatenate(self._values)[-self.max_accesses:] if self._values \
-                else np.zeros(0, np.uint64)
+            if self._ring is None:
+                values = np.zeros(0, np.uint64)
+            elif self._kept < self.max_accesses:
+                values = self._ring[:self._kept]
+            else:
+                at = self._kept % self.max_accesses
+                values = np.concatenate([self._ring[at:], self._ring[:at]])
             return SampledStream(values=values, positions=np.arange(len(values)),
                                  offered=len(values), rate=1.0)
         if len(self._values) > 1:
