@@ -312,7 +312,8 @@ def test_shuffled_order_gives_the_shuffled_streams_curve():
     order = rng.permutation(len(users))
     start = len(users) // 2
     for (r, f), (_, m) in zip(in_file, mixed):
-        truth = lru_hits(users[order].tolist(), int(r * len(per_user)), start) / (len(users) - start)
+        hits = lru_hits(users[order].tolist(), int(r * len(per_user)), start)
+        truth = hits / (len(users) - start)
         assert m == pytest.approx(truth, abs=0.01)
         assert f > 0.95 and f > m + 0.5
     assert sorted(shuffled(s.sample(), np.random.default_rng(0)).values.tolist()) == users.tolist()

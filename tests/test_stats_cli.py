@@ -85,7 +85,8 @@ def test_movielens_and_parquet_through_the_cli(tmp_path):
     assert load_workload(tmp_path / "p.yaml").table("t_b").pooling_factor == 1.5
     # every written workload solves
     for w in (out, tmp_path / "p.yaml"):
-        s = run("solve", "cpu-4", "--tables", w, "--solver", "greedy", "--out", w.with_suffix(".json"))
+        s = run("solve", "cpu-4", "--tables", w, "--solver", "greedy",
+                "--out", w.with_suffix(".json"))
         assert s.exit_code == EXIT_OK, s.output
 
 
@@ -113,7 +114,8 @@ GOOD = criteo_lines({}, 1)[0]
 
 
 @pytest.mark.parametrize("name,text,needles", [
-    ("cut.tsv", GOOD + "\n" + GOOD[:50], ["cut.tsv:2", "cat_2", "field 17 of 40", "the file ends mid-line"]),
+    ("cut.tsv", GOOD + "\n" + GOOD[:50], ["cut.tsv:2", "cat_2", "field 17 of 40",
+                                          "the file ends mid-line"]),
     ("cutnum.tsv", GOOD + "\n" + GOOD.rsplit("\t", 1)[0] + "\t", ["cutnum.tsv:2", "cat_25",
                                                                    "the file ends mid-line"]),
     ("cols.tsv", GOOD + "\n" + GOOD + "\t00000001\n", ["cols.tsv:2", "field 41",
@@ -194,7 +196,8 @@ def test_planner_and_stats_import_without_the_extra(tmp_path):
             "r = CliRunner().invoke(app, ['solve', 'dgx-h100-2x8', '--solver', 'greedy',\n"
             "                             '--out', plan])\n"
             "assert r.exit_code == 0 and 'makespan' in r.output, r.output\n"
-            f"r = CliRunner().invoke(app, ['stats', {str(tmp_path / 'plan.json')!r}, '-f', 'criteo'])\n"
+            f"r = CliRunner().invoke(app, ['stats', {str(tmp_path / 'plan.json')!r},\n"
+            "                             '-f', 'criteo'])\n"
             "assert r.exit_code == 1 and 'pip install datasketches pyarrow' in r.output, r.output\n"
             "assert not any(m.split('.')[0] in ('datasketches', 'pyarrow', 'torch')\n"
             "               for m in sys.modules), sorted(sys.modules)\n"
