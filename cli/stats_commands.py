@@ -87,9 +87,11 @@ def stats_cmd(
     sample_mode: Annotated[SampleMode, typer.Option(
         case_sensitive=False, help="prefix: the first N records; uniform: N drawn uniformly "
                                    "(counts the records first).")] = SampleMode.PREFIX,
-    seed: Annotated[int, typer.Option(help="Seed of the uniform sample.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the uniform sample and of the shuffled "
+                                           "LRU order.")] = 0,
     hash_size: Annotated[Optional[int], typer.Option(
-        min=1, help="Hash ids modulo N first, as MLPerf's preprocessing does; caps rows at N.")
+        min=1, help="Hash ids modulo N first, as MLPerf's preprocessing does: a table has "
+                    "min(distinct ids, N) rows.")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size per rank written to the "
                                                         "workload.")] = DEFAULT_BATCH_SIZE,

@@ -87,8 +87,8 @@ class StatsOptions:
         sample: read at most this many records (lines, ratings, rows, samples); None: all.
         sample_mode: the first ``sample`` records, or ``sample`` drawn uniformly with ``seed``.
         seed: seed of the uniform sample and of the shuffled LRU order.
-        hash_size: map every id to ``id % hash_size`` first (MLPerf's modulo hashing), so a
-            table has at most this many rows; None: ids as they are.
+        hash_size: map every id to ``id % hash_size`` first (MLPerf's modulo hashing); a
+            table then has min(distinct ids, hash_size) rows; None: ids as they are.
         exact_limit: distinct ids per feature counted exactly; past it a feature switches to
             sketches (HLL for the distinct count, frequent items for the heavy hitters).
         lru_accesses: accesses per feature kept for the LRU simulation.
