@@ -74,6 +74,9 @@ def test_movielens_and_parquet_through_the_cli(tmp_path):
     assert r.exit_code == EXIT_OK, r.output
     w = load_workload(out)
     assert [t.name for t in w.tables] == ["user_id", "movie_id"]
+    again = tmp_path / "ml2.yaml"  # same input, same bytes (the shuffled LRU order is seeded)
+    assert run("stats", ml, "-f", "movielens", "--history", "3", "-o", again).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()
     assert w.table("movie_id").features == ("movie_id", "user_history")
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
