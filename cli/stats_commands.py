@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich import box
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,6 +27,7 @@ from shardplan.stats.types import (
     DEFAULT_EXACT_LIMIT,
     DEFAULT_LRU_ACCESSES,
     DataFormat,
+    LruOrder,
     ProgressUpdate,
     SampleMode,
     StatsOptions,
@@ -33,6 +35,7 @@ from shardplan.stats.types import (
 )
 
 MAX_TABLE_ROWS = 60  # terminal rows; the report and stats.json have every table
+PIPED_MAX_WIDTH = 200  # columns of the summary table when the output is not a terminal
 
 
 def _options(**kw) -> StatsOptions:
@@ -54,7 +57,17 @@ def _print_summary(result: StatsResult) -> None:
     rows = summary_rows(result)
     for row in rows[:MAX_TABLE_ROWS]:
         t.add_row(*row)
-    console.print(t)
+    # a terminal folds cells to its width; piped output (a log, a file) keeps rows whole
+    if console.is_terminal:
+        console.print(t)
+    else:
+        width = console.width
+        console.width = max(width, Measurement.get(
+            console, console.options.update_width(PIPED_MAX_WIDTH), t).maximum)
+        try:
+            console.print(t)
+        finally:
+            console.width = width
     if len(rows) > MAX_TABLE_ROWS:
         console.print(f"(first {MAX_TABLE_ROWS} of {len(rows)} tables; --report has them all)")
     for name, why in result.skipped:
@@ -74,9 +87,11 @@ def stats_cmd(
     sample_mode: Annotated[SampleMode, typer.Option(
         case_sensitive=False, help="prefix: the first N records; uniform: N drawn uniformly "
                                    "(counts the records first).")] = SampleMode.PREFIX,
-    seed: Annotated[int, typer.Option(help="Seed of the uniform sample.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the uniform sample and of the shuffled "
+                                           "LRU order.")] = 0,
     hash_size: Annotated[Optional[int], typer.Option(
-        min=1, help="Hash ids modulo N first, as MLPerf's preprocessing does; caps rows at N.")
+        min=1, help="Hash ids modulo N first, as MLPerf's preprocessing does: a table has "
+                    "min(distinct ids, N) rows.")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size per rank written to the "
                                                         "workload.")] = DEFAULT_BATCH_SIZE,
@@ -92,6 +107,11 @@ def stats_cmd(
     ] = DEFAULT_EXACT_LIMIT,
     lru_accesses: Annotated[int, typer.Option(
         min=2, help="Lookups per feature kept for the LRU simulation.")] = DEFAULT_LRU_ACCESSES,
+    lru_order: Annotated[LruOrder, typer.Option(
+        case_sensitive=False, help="Lookup order of the LRU hit curves: the files' (stream), "
+                                   "a seeded random one (shuffled), or auto: shuffled for "
+                                   "movielens (sorted by user), stream otherwise.")
+    ] = LruOrder.AUTO,
     out: Annotated[Path, typer.Option("--out", "-o", help="Workload YAML to write.")
                    ] = Path("workload.yaml"),
     report: Annotated[Optional[Path], typer.Option(
@@ -129,17 +149,17 @@ def stats_cmd(
         raise SpecError("exists and is not a folder; pass another --report", source=str(report))
     opts = _options(sample=sample, sample_mode=sample_mode, seed=seed, hash_size=hash_size,
                     exact_limit=exact_limit, lru_accesses=lru_accesses,
-                    cache_ratios=DEFAULT_CACHE_RATIOS, history=history,
+                    cache_ratios=DEFAULT_CACHE_RATIOS, lru_order=lru_order, history=history,
                     features=tuple(f.strip() for f in features.split(",") if f.strip())
                     if features else None, embedding_dim=embedding_dim, batch_size=batch_size)
-    with Progress(TextColumn("[bold]reading"), BarColumn(), _Done(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[records]} records"), console=console,
-                  transient=True) as progress:
-        task = progress.add_task("read", total=None, records="0", unit="bytes")
+    with Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), _Done(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[records]} records"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("read", total=None, records="0", unit="bytes", phase="reading")
 
         def show(u: ProgressUpdate) -> None:
             progress.update(task, completed=u.done, total=u.total or None, unit=u.unit,
-                            records=f"{u.records:,}")
+                            records=f"{u.records:,}", phase=u.phase.value)
 
         result = collect_stats(data, fmt, opts, progress=show)
     text = workload_yaml(workload_of(result))
@@ -155,9 +175,10 @@ def stats_cmd(
 
 
 class _Done(DownloadColumn):
-    """Bytes done/total for text input, records done/total for record input."""
+    """Bytes done/total for text input; records (or features, when measuring) done/total
+    otherwise."""
 
     def render(self, task):  # type: ignore[override]
-        if task.fields.get("unit") == "records":
+        if task.fields.get("unit") != "bytes":
             return MofNCompleteColumn().render(task)
         return super().render(task)

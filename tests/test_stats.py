@@ -4,6 +4,7 @@ curves equal a plain LRU simulation, id order is found, sketches agree with exac
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import sys
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from shardplan.errors import SpecError
 from shardplan.stats import (
     CountMode,
     DataFormat,
+    LruOrder,
     MissingDependencyError,
     SampleMode,
     StatsOptions,
@@ -24,8 +26,9 @@ from shardplan.stats import (
     workload_of,
 )
 from shardplan.stats.counting import LengthHistogram
-from shardplan.stats.lru import LruSampler, hit_curve, stack_distances
+from shardplan.stats.lru import LruSampler, hit_curve, shuffled, stack_distances
 from shardplan.stats.order import spearman
+from shardplan.stats.types import Phase
 from shardplan.stats.zipf import fit_zipf, harmonic
 from shardplan.types import IdOrder
 
@@ -138,6 +141,27 @@ def test_hash_size_caps_rows(criteo_file):
     assert all(t.ids.rows <= 1000 for t in r.tables)
 
 
+@pytest.mark.parametrize("exact_limit", [1 << 20, 300])
+def test_hash_size_rows_are_mlperfs_min_cardinality(tmp_path, exact_limit):
+    """MLPerf sizes a hashed table min(cardinality, hash size): 1,000 scattered ids modulo
+    1,000 collide into fewer hashed ids but still make a 1,000-row table; exact and sketched
+    (HLL past ``exact_limit``) counts agree."""
+    rng = np.random.default_rng(4)
+    n = 30_000
+    ids = {0: np.r_[np.arange(1000), rng.integers(0, 1000, n - 1000)],
+           1: np.r_[np.arange(600), rng.integers(0, 600, n - 600)],
+           2: np.r_[np.arange(2500), rng.integers(0, 2500, n - 2500)]}
+    path = write_lines(tmp_path / "d", criteo_lines(
+        {j: scramble(rng.permutation(v)).tolist() for j, v in ids.items()}, n))
+    r = collect_stats([path], DataFormat.CRITEO, StatsOptions(hash_size=1000,
+                                                              exact_limit=exact_limit))
+    t0 = table(r, "t_cat_0").ids
+    assert t0.distinct < 900 and t0.rows == 1000  # collisions, yet min(1000, 1000) rows
+    assert table(r, "t_cat_1").ids.rows == pytest.approx(600, rel=DISTINCT_REL_TOL)
+    assert table(r, "t_cat_2").ids.rows == 1000  # capped
+    assert workload_of(r).tables[0].num_embeddings == 1000
+
+
 def test_gzip_reads_the_same(criteo_file, tmp_path):
     gz = tmp_path / "day_0.gz"
     gz.write_bytes(gzip.compress(criteo_file.read_bytes()))
@@ -157,6 +181,22 @@ def test_samples_prefix_and_uniform(criteo_file):
     assert uni[0].tables != uni[2].tables
     # the uniform sample sees the whole file: half of cat_3 missing, within binomial noise
     assert table(uni[2], "t_cat_3").pooling_factor == pytest.approx(0.5, abs=0.03)
+
+
+def test_progress_counts_reads_and_measures(criteo_file):
+    seen = []
+    r = collect_stats([criteo_file], DataFormat.CRITEO, StatsOptions(
+        sample=5000, sample_mode=SampleMode.UNIFORM), progress=seen.append)
+    phases = [u.phase for u in seen]
+    assert phases == sorted(phases, key=[Phase.COUNTING, Phase.READING, Phase.MEASURING].index)
+    size = criteo_file.stat().st_size
+    for phase in Phase:
+        ups = [u for u in seen if u.phase is phase]
+        assert ups and all(a.done <= b.done for a, b in zip(ups, ups[1:]))
+    assert [(u.done, u.total) for u in seen if u.phase is Phase.READING][-1] == (size, size)
+    measuring = [u for u in seen if u.phase is Phase.MEASURING]
+    assert len(measuring) == NUM_CAT and measuring[-1].total == NUM_CAT
+    assert measuring[-1].records == r.records == 5000
 
 
 def test_sketches_agree_with_exact_counts(tmp_path):
@@ -237,6 +277,62 @@ def test_sampled_hit_curve_is_close(exponent):
         assert b == pytest.approx(a, abs=0.05)
 
 
+def test_few_ids_fall_back_to_a_window_of_lookups():
+    """A table of few ids, each looked up more often than the budget: spatial sampling would
+    drop them all (and SHARDS_adj would then claim every lookup hits); the latest lookups are
+    kept instead and the curve is that window's exact LRU curve."""
+    rng = np.random.default_rng(3)
+    rows = 40
+    stream = zipf_ids(rng, 1.0, rows, 100_000).astype(np.uint64)
+    s = LruSampler(4000)
+    for chunk in np.array_split(stream, 50):
+        s.add(chunk)
+    assert s.window and s.used_fraction == pytest.approx(0.04)
+    assert s.sample().values.tolist() == stream[-4000:].tolist()  # the latest, in order
+    ratios = (0.05, 0.25, 0.5)
+    window = stream[-4000:].tolist()
+    for r, h in hit_curve(s.sample(), rows, ratios):
+        assert h == pytest.approx(lru_hits(window, int(r * rows), 2000) / 2000, abs=1e-12)
+    robin = LruSampler(1000)  # 3 ids in turn: a 1- or 2-row LRU never hits
+    robin.add(np.arange(30_000, dtype=np.uint64) % 3)
+    assert [h for _, h in hit_curve(robin.sample(), 3, (0.4, 0.9))] == [0.0, 0.0]
+
+
+def test_shuffled_order_gives_the_shuffled_streams_curve():
+    """User ids sorted as in MovieLens's ratings.csv: in file order every repeat is a hit; in
+    a shuffled order the curve is that of a shuffled stream (an OrderedDict LRU on one)."""
+    rng = np.random.default_rng(8)
+    per_user = rng.integers(1, 200, 2000)
+    users = np.repeat(np.arange(len(per_user)), per_user).astype(np.uint64)
+    ratios = (0.01, 0.1)
+    s = LruSampler(len(users))
+    s.add(users)
+    in_file = hit_curve(s.sample(), len(per_user), ratios)
+    mixed = hit_curve(shuffled(s.sample(), np.random.default_rng(0)), len(per_user), ratios)
+    order = rng.permutation(len(users))
+    start = len(users) // 2
+    for (r, f), (_, m) in zip(in_file, mixed):
+        hits = lru_hits(users[order].tolist(), int(r * len(per_user)), start)
+        truth = hits / (len(users) - start)
+        assert m == pytest.approx(truth, abs=0.01)
+        assert f > 0.95 and f > m + 0.5
+    assert sorted(shuffled(s.sample(), np.random.default_rng(0)).values.tolist()) == users.tolist()
+
+
+def test_movielens_measures_lru_in_a_shuffled_order(tmp_path):
+    path = movielens_file(tmp_path / "ratings.csv", [30] * 200, movies=100)
+    auto = collect_stats([path], DataFormat.MOVIELENS)
+    stream = collect_stats([path], DataFormat.MOVIELENS, StatsOptions(lru_order=LruOrder.STREAM))
+    u_auto, u_stream = table(auto, "user_id").ids, table(stream, "user_id").ids
+    assert (u_auto.lru_order, u_stream.lru_order) == (LruOrder.SHUFFLED, LruOrder.STREAM)
+    # 200 users of 30 ratings each, shuffled: a 10% cache (20 users) hits about 10%
+    assert dict(u_auto.hit_curve)[0.1] == pytest.approx(0.1, abs=0.03)
+    assert dict(u_stream.hit_curve)[0.01] > 0.9  # sorted by user: repeats back to back
+    assert "LRU hit curves in a shuffled order (seed 0)" in workload_of(auto).source
+    crit = collect_stats([write_lines(tmp_path / "d", criteo_lines({}, 50))], DataFormat.CRITEO)
+    assert crit.tables[0].ids.lru_order is LruOrder.STREAM
+
+
 def test_fit_zipf_edges():
     assert fit_zipf(np.array([5, 3]), 8, 10) is None  # too few lookups
     assert fit_zipf(np.array([500]), 500, 1) is None  # one row
@@ -264,6 +360,40 @@ def test_written_workload_loads_and_costs(criteo_result, tmp_path):
     assert back == w
     assert "shardplan stats --format criteo" in back.source and "all 100000 records" in back.source
     assert {t.name for t in back.tables} == {f"t_cat_{j}" for j in range(NUM_CAT)}
+
+
+def test_measured_hit_curve_decides_the_cost_models_cache_hits(criteo_result):
+    """The written hit curve is what the cost model takes for UVM caching, not the Zipf law,
+    and the frequency-ordered table's row blocks follow its skew."""
+    from shardplan.estimators import default_cost_model, hit_rate
+    from shardplan.estimators.compute import block_share, popularity_cdf
+    from shardplan.loaders import load_topology
+    from shardplan.types import Placement, PlacementKind, ShardingOption, ShardingType, ShardSpec
+
+    w = workload_of(criteo_result)
+    t = w.table("t_cat_1")
+    measured = dict(table(criteo_result, "t_cat_1").ids.hit_curve)
+    for r, h in measured.items():
+        assert hit_rate(t.access, r, t.num_embeddings) == pytest.approx(h, abs=1e-4)
+    zipf = popularity_cdf(t.access, 0.05, t.num_embeddings)
+    assert zipf > measured[0.05] + 0.05  # the ideal static cache beats an LRU
+    # the cost model: a UVM-cached shard costs more with the measured (lower) hit rate
+    topo = load_topology("dgx-h100-2x8")  # HBM far faster than PCIe
+    opt = ShardingOption(table="t_cat_1", sharding_type=ShardingType.TABLE_WISE,
+                         placement=Placement(kind=PlacementKind.UVM_CACHING, cache_ratio=0.05),
+                         shards=(ShardSpec(row_offset=0, num_rows=t.num_embeddings, col_offset=0,
+                                           num_cols=t.embedding_dim),), candidate_ranks=(None,))
+    no_curve = dataclasses.replace(w, tables=tuple(
+        x if x.name != "t_cat_1" else dataclasses.replace(
+            x, access=dataclasses.replace(x.access, hit_curve=None)) for x in w.tables))
+    with_curve = default_cost_model(w, topo).shard_cost(opt, 0, 0)
+    with_law = default_cost_model(no_curve, topo).shard_cost(opt, 0, 0)
+    assert with_curve.perf.fwd_compute > with_law.perf.fwd_compute
+    # id order: the frequency-ordered table's first row block takes its hottest rows
+    f = w.table("t_cat_2")
+    assert block_share(f.access, 0, f.num_embeddings // 10, f.num_embeddings) > 0.3
+    assert block_share(t.access, 0, t.num_embeddings // 10, t.num_embeddings) == \
+        pytest.approx(0.1, abs=0.001)
 
 
 # ------------------------------------------------------------------------------ other formats
@@ -372,10 +502,17 @@ def test_kjt_batches(tmp_path):
 
 @pytest.mark.parametrize("lines,match", [
     (["0\t" + "\t".join(["1"] * 13) + "\t" + "\t".join(["0000abcd"] * 25)],
-     r":1: expected 40 fields, got 39"),
-    (criteo_lines({}, 2) + ["1\t2\t3"], r":3: expected 40 fields, got 3 \(the last line is cut off"),
+     r":1: cat_25: missing: the line has 39 of 40 fields"),
+    (criteo_lines({}, 2) + ["1\t2\t3"], r":3: int_1: the file ends mid-line, in field 3 of 40"),
+    # cut off at a field boundary or inside a number: every field parses, the newline is gone
+    (criteo_lines({}, 2) + [criteo_lines({}, 1)[0].rsplit("\t", 1)[0] + "\t"],
+     r":3: cat_25: the file ends mid-line \(no newline after the last line\)"),
+    (criteo_lines({}, 2) + ["0\t7\t1"], r":3: int_1: the file ends mid-line"),
+    (criteo_lines({}, 2) + [criteo_lines({}, 1)[0] + "\t0000abcd"],
+     r":3: field 41: extra field: the line has 41 fields, not 40"),
+    (criteo_lines({}, 2) + ["", criteo_lines({}, 1)[0]], r":3: an empty line"),
     (criteo_lines({}, 2) + [criteo_lines({}, 1)[0][:-3]],
-     r":3: cat_25: '0000a' is not a hex id of 8 digits .*the file may be cut off"),
+     r":3: cat_25: '0000a' is not a hex id of 8 digits .*the file ends mid-line"),
     (criteo_lines({4: [1, None, 2]}, 3)[:1] + [criteo_lines({}, 1)[0].replace("0000abcd", "00zzabcd", 1)],
      r":2: cat_0: '00zzabcd' is not a hex id"),
     (criteo_lines({}, 1) + [criteo_lines({}, 1)[0].replace("0000abcd", "abcd", 1)],
@@ -385,7 +522,7 @@ def test_kjt_batches(tmp_path):
 ])
 def test_bad_criteo_lines_name_line_and_field(tmp_path, lines, match):
     path = tmp_path / "bad.tsv"
-    path.write_text("\n".join(lines) + ("\n" if "cut off" not in match else ""))
+    path.write_text("\n".join(lines) + ("\n" if "ends mid-line" not in match else ""))
     with pytest.raises(SpecError, match=match):
         collect_stats([path], DataFormat.CRITEO)
 
@@ -404,9 +541,18 @@ def test_empty_and_truncated_gzip(tmp_path):
 
 def test_wrong_format_hints(tmp_path):
     path = movielens_file(tmp_path / "ratings.csv", [2, 2])
-    with pytest.raises(SpecError, match=r"ratings\.csv:1: expected 40 fields, got 1 .*looks like "
-                                         r"--format movielens"):
+    with pytest.raises(SpecError, match=r"ratings\.csv:1: int_0: missing: the line has 1 of 40 "
+                                         r"fields.*looks like --format movielens"):
         collect_stats([path], DataFormat.CRITEO)
+    day = write_lines(tmp_path / "day_0", criteo_lines({}, 3))
+    with pytest.raises(SpecError, match=r"day_0:1: expected the header userId,movieId.*looks "
+                                        r"like --format criteo"):
+        collect_stats([day], DataFormat.MOVIELENS)
+    for fmt in (DataFormat.PARQUET, DataFormat.KJT):
+        if fmt is DataFormat.KJT:
+            pytest.importorskip("torchrec")
+        with pytest.raises(SpecError, match=r"day_0: not a .*looks like --format criteo"):
+            collect_stats([day], fmt)
 
 
 def test_missing_extra_is_one_clear_error(monkeypatch, tmp_path):

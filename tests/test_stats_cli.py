@@ -74,6 +74,9 @@ def test_movielens_and_parquet_through_the_cli(tmp_path):
     assert r.exit_code == EXIT_OK, r.output
     w = load_workload(out)
     assert [t.name for t in w.tables] == ["user_id", "movie_id"]
+    again = tmp_path / "ml2.yaml"  # same input, same bytes (the shuffled LRU order is seeded)
+    assert run("stats", ml, "-f", "movielens", "--history", "3", "-o", again).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()
     assert w.table("movie_id").features == ("movie_id", "user_history")
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -83,14 +86,45 @@ def test_movielens_and_parquet_through_the_cli(tmp_path):
     r = run("stats", path, "-f", "parquet", "--features", "b", "-o", tmp_path / "p.yaml")
     assert r.exit_code == EXIT_OK, r.output
     assert load_workload(tmp_path / "p.yaml").table("t_b").pooling_factor == 1.5
+    # every written workload solves
+    for w in (out, tmp_path / "p.yaml"):
+        s = run("solve", "cpu-4", "--tables", w, "--solver", "greedy",
+                "--out", w.with_suffix(".json"))
+        assert s.exit_code == EXIT_OK, s.output
+
+
+def test_kjt_through_the_cli_solves(tmp_path):
+    torch = pytest.importorskip("torch")
+    kjt_mod = pytest.importorskip("torchrec.sparse.jagged_tensor")
+    rng = np.random.default_rng(2)
+    batches = []
+    for _ in range(3):
+        lengths = rng.integers(0, 4, 16)
+        batches.append(kjt_mod.KeyedJaggedTensor.from_lengths_sync(
+            keys=["item"], values=torch.tensor(rng.integers(0, 50, int(lengths.sum()))),
+            lengths=torch.tensor(lengths)))
+    path, out = tmp_path / "b.pt", tmp_path / "k.yaml"
+    torch.save(batches, path)
+    r = run("stats", path, "-f", "kjt", "-o", out)
+    assert r.exit_code == EXIT_OK, r.output
+    assert load_workload(out).table("t_item").pooling_factor == pytest.approx(
+        float(np.mean(np.concatenate([b.lengths().numpy() for b in batches]))), rel=1e-3)
+    s = run("solve", "cpu-4", "--tables", out, "--solver", "greedy", "--out", tmp_path / "k.json")
+    assert s.exit_code == EXIT_OK, s.output
 
 
 GOOD = criteo_lines({}, 1)[0]
 
 
 @pytest.mark.parametrize("name,text,needles", [
-    ("cut.tsv", GOOD + "\n" + GOOD[:50], ["cut.tsv:2", "the last line is cut off"]),
-    ("cols.tsv", GOOD + "\n" + GOOD + "\t00000001\n", ["cols.tsv:2", "expected 40 fields, got 41"]),
+    ("cut.tsv", GOOD + "\n" + GOOD[:50], ["cut.tsv:2", "cat_2", "field 17 of 40",
+                                          "the file ends mid-line"]),
+    ("cutnum.tsv", GOOD + "\n" + GOOD.rsplit("\t", 1)[0] + "\t", ["cutnum.tsv:2", "cat_25",
+                                                                   "the file ends mid-line"]),
+    ("cols.tsv", GOOD + "\n" + GOOD + "\t00000001\n", ["cols.tsv:2", "field 41",
+                                                         "the line has 41 fields, not 40"]),
+    ("few.tsv", GOOD + "\n" + GOOD.rsplit("\t", 2)[0] + "\n", ["few.tsv:2", "cat_24: missing",
+                                                                "38 of 40 fields"]),
     ("hex.tsv", GOOD + "\n" + GOOD.replace("0000abcd", "0000abcg", 3) + "\n",
      ["hex.tsv:2", "cat_0", "'0000abcg' is not a hex id"]),
     ("empty.tsv", "", ["empty.tsv", "the file is empty"]),
@@ -144,9 +178,10 @@ def test_truncated_gzip_is_exit_1(tmp_path):
                      "cut.gz", "truncated gzip stream")
 
 
-def test_planner_and_stats_import_without_the_extra():
-    """`shardplan --help` and `import shardplan.stats` need neither datasketches nor pyarrow
-    nor torch (the README's first commands run without the extra)."""
+def test_planner_and_stats_import_without_the_extra(tmp_path):
+    """`shardplan --help`, `import shardplan.stats` and the README's first screen
+    (scripts/demo.sh: `shardplan solve dgx-h100-2x8`, here with the greedy solver) need
+    neither datasketches nor pyarrow nor torch; `stats` itself then says what to install."""
     import subprocess
 
     code = ("import sys\n"
@@ -160,6 +195,16 @@ def test_planner_and_stats_import_without_the_extra():
             "from shardplan.cli.app import app\n"
             "r = CliRunner().invoke(app, ['--help'])\n"
             "assert r.exit_code == 0 and 'stats' in r.output, r.output\n"
+            f"plan = {str(tmp_path / 'plan.json')!r}\n"
+            "r = CliRunner().invoke(app, ['solve', 'dgx-h100-2x8', '--solver', 'greedy',\n"
+            "                             '--out', plan])\n"
+            "assert r.exit_code == 0 and 'makespan' in r.output, r.output\n"
+            f"r = CliRunner().invoke(app, ['stats', {str(tmp_path / 'plan.json')!r},\n"
+            "                             '-f', 'criteo'])\n"
+            "assert r.exit_code == 1 and 'pip install datasketches pyarrow' in r.output, r.output\n"
+            "assert not any(m.split('.')[0] in ('datasketches', 'pyarrow', 'torch')\n"
+            "               for m in sys.modules), sorted(sys.modules)\n"
             "print('ok')\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+    assert (tmp_path / "plan.json").exists()

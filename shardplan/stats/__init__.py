@@ -27,6 +27,7 @@ from shardplan.stats.types import (
     FeatureStats,
     IdOrderFinding,
     IdStats,
+    LruOrder,
     MissingDependencyError,
     PoolingStats,
     SampleMode,
@@ -37,7 +38,7 @@ from shardplan.stats.types import (
 )
 from shardplan.stats.workload import access_of, workload_of, workload_yaml, write_atomic
 
-__all__ = ["CountMode", "DataFormat", "FeatureStats", "IdOrderFinding", "IdStats",
+__all__ = ["CountMode", "DataFormat", "FeatureStats", "IdOrderFinding", "IdStats", "LruOrder",
            "MissingDependencyError", "PoolingStats", "SampleMode", "StatsOptions", "StatsResult",
            "TableStats", "ZipfFit", "access_of", "collect_stats", "workload_of", "workload_yaml",
            "write_atomic"]

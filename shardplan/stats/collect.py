@@ -15,8 +15,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from shardplan.errors import SpecError
-from shardplan.stats.counting import IdCounter, LengthHistogram, require_datasketches
-from shardplan.stats.lru import LruSampler, hit_curve
+from shardplan.stats.counting import (
+    DistinctCounter,
+    IdCounter,
+    LengthHistogram,
+    require_datasketches,
+)
+from shardplan.stats.lru import LruSampler, hit_curve, shuffled
 from shardplan.stats.order import id_order_finding
 from shardplan.stats.readers import Reader
 from shardplan.stats.types import (
@@ -24,6 +29,8 @@ from shardplan.stats.types import (
     FeatureBatch,
     FeatureStats,
     IdStats,
+    LruOrder,
+    Phase,
     ProgressFn,
     ProgressUpdate,
     RecordBatch,
@@ -65,37 +72,49 @@ class FeatureAccumulator:
         self.lengths = LengthHistogram()
         self.counter = IdCounter(options.exact_limit, TOP_IDS)
         self.lru = LruSampler(options.lru_accesses)
+        self.unhashed = None if options.hash_size is None else \
+            DistinctCounter(options.exact_limit, options.hash_size)
 
     def add(self, batch: FeatureBatch, first_record: int) -> None:
         """Take ``batch``, whose first record is record ``first_record`` of the input."""
         self.lengths.add(batch.lengths)
         values = batch.values
-        if self.options.hash_size is not None:
+        if self.unhashed is not None:
+            self.unhashed.add(values)
             values = values % np.uint64(self.options.hash_size)
         half = ((first_record + np.arange(batch.num_records)) & 1).astype(np.uint8)
         self.counter.add(values, np.repeat(half, batch.lengths))
         self.lru.add(values)
 
-    def result(self) -> IdStats:
+    def result(self, order: LruOrder) -> IdStats:
+        """The feature's statistics; ``order``: stream or shuffled (seeded by ``seed``)."""
         rc = self.counter.result()
-        rows = max(rc.distinct, 1)
+        # hashed: min(distinct ids, hash size) rows, as MLPerf sizes its tables (ids that
+        # collide under the modulo still leave the table that many rows); never fewer than
+        # the hashed ids seen (an HLL estimate may fall under them)
+        rows = max(rc.distinct, 1 if self.unhashed is None else self.unhashed.result(), 1)
         zipf = fit_zipf(rc.ranked_b[: rc.reliable], rc.accesses_b, rows)
         hot_rows = hot_share = None
         k = min(max(1, round(self.options.hot_row_fraction * rows)), len(rc.ranked_ids))
         if 0 < k < rows and rc.accesses_b > 0:
             hot_rows = k / rows
             hot_share = float(rc.ranked_b[:k].sum()) / rc.accesses_b
-        curve = hit_curve(self.lru.sample(), rows, self.options.cache_ratios)
+        sample = self.lru.sample()
+        if order is LruOrder.SHUFFLED:
+            sample = shuffled(sample, np.random.default_rng(self.options.seed))
+        curve = hit_curve(sample, rows, self.options.cache_ratios)
         return IdStats(
             accesses=rc.accesses_a + rc.accesses_b, distinct=rc.distinct, count_mode=rc.mode,
             rows=rows, zipf=zipf, hot_row_fraction=hot_rows, hot_access_fraction=hot_share,
-            hit_curve=curve, lru_sample_rate=self.lru.rate,
+            hit_curve=curve, lru_sample_rate=self.lru.used_fraction, lru_order=order,
             id_order=id_order_finding(rc.top_ids, rc.top_counts),
             top_counts=tuple(int(c) for c in rc.top_counts[:PLOT_TOP]))
 
 
-def _sampled(reader: Reader, options: StatsOptions) -> tuple[Iterator[RecordBatch], int | None]:
-    """The reader's batches cut to the sample, and the input's record count when known."""
+def _sampled(reader: Reader, options: StatsOptions, progress: ProgressFn | None
+             ) -> tuple[Iterator[RecordBatch], int | None]:
+    """The reader's batches cut to the sample, and the input's record count when known
+    (``progress`` hears how far counting it is)."""
     batches = reader.batches()
     n = options.sample
     if n is None:
@@ -113,7 +132,14 @@ def _sampled(reader: Reader, options: StatsOptions) -> tuple[Iterator[RecordBatc
                 left -= b.num_records
                 yield b
         return prefix(), None
-    total = reader.count_records()
+    step = None
+    if progress is not None and reader.progress_unit == "bytes":
+        size = reader.progress_total()
+
+        def step(done: int) -> None:
+            progress(ProgressUpdate(done=done, total=size, unit="bytes", records=0,
+                                    phase=Phase.COUNTING))
+    total = reader.count_records(step)
     rng = np.random.default_rng(options.seed)
 
     def uniform() -> Iterator[RecordBatch]:
@@ -165,7 +191,7 @@ def collect_stats(paths: Sequence[str | Path], fmt: DataFormat, options: StatsOp
     id_features = {t.id_feature for t in layout}
     accs = {name: FeatureAccumulator(options) for name in id_features}
     only_lengths = {f: LengthHistogram() for t in layout for f in t.features if f not in accs}
-    batches, total = _sampled(reader, options)
+    batches, total = _sampled(reader, options, progress)
     total_units = reader.progress_total()
     records = 0
     for batch in batches:
@@ -181,7 +207,15 @@ def collect_stats(paths: Sequence[str | Path], fmt: DataFormat, options: StatsOp
     if records == 0:
         raise SpecError("no records in the input (only a header?); pass data with records",
                         source=str(paths[0]))
-    ids = {name: acc.result() for name, acc in accs.items()}
+    order = options.lru_order
+    if order is LruOrder.AUTO:
+        order = LruOrder.STREAM if reader.training_order else LruOrder.SHUFFLED
+    ids = {}
+    for i, (name, acc) in enumerate(accs.items()):
+        if progress is not None:
+            progress(ProgressUpdate(done=i, total=len(accs), unit="features", records=records,
+                                    phase=Phase.MEASURING))
+        ids[name] = acc.result(order)
     tables, skipped = [], []
     for t in layout:
         feats = []

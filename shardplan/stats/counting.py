@@ -197,6 +197,67 @@ class IdCounter:
             top_counts=total[top], mode=self.mode)
 
 
+class DistinctCounter:
+    """Distinct values of a stream, counted up to ``cap`` (past it only "at least ``cap``"
+    matters): exactly (sorted numpy arrays) up to ``exact_limit`` values, then an HLL sketch.
+
+    It counts a feature's ids before ``--hash-size`` hashing: a hashed table has
+    min(distinct ids, hash size) rows, as in MLPerf's preprocessing.
+
+    Args:
+        exact_limit: distinct values counted exactly before switching to an HLL sketch.
+        cap: the count that settles the answer; counting stops there.
+    """
+
+    def __init__(self, exact_limit: int, cap: int) -> None:
+        self.exact_limit, self.cap = exact_limit, cap
+        self.values = np.zeros(0, np.uint64)
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._hll = None
+        self._reached = False
+
+    def add(self, values: np.ndarray) -> None:
+        """Count ``values`` (uint64)."""
+        if self._reached or len(values) == 0:
+            return
+        u = np.unique(values)
+        if self._hll is not None:
+            update = self._hll.update
+            for x in u.tolist():
+                update(x)
+            self._reached = self._hll.get_estimate() >= self.cap
+            return
+        self._pending.append(u)
+        self._pending_n += len(u)
+        if self._pending_n >= max(len(self.values), MERGE_MIN_PENDING):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        self.values = np.unique(np.concatenate([self.values, *self._pending]))
+        self._pending, self._pending_n = [], 0
+        if len(self.values) >= self.cap:
+            self._reached = True
+            self.values = self.values[:0]
+        elif len(self.values) > self.exact_limit:
+            self._hll = require_datasketches().hll_sketch(HLL_LG_K)
+            for x in self.values.tolist():
+                self._hll.update(x)
+            self.values = self.values[:0]
+
+    def result(self) -> int:
+        """min(distinct values, ``cap``): exact below ``exact_limit``, else an HLL estimate."""
+        if self._hll is None and not self._reached:
+            self._merge()
+        if self._reached:
+            return self.cap
+        if self._hll is not None:
+            return min(int(round(self._hll.get_estimate())), self.cap)
+        return len(self.values)
+
+
 class LengthHistogram:
     """How many records had each number of ids (exact: lengths are small integers)."""
 

@@ -35,6 +35,8 @@ HEX_DIGITS = 8  # Criteo's categorical values are 32-bit hashes written as 8 hex
 INT_NAMES = tuple(f"int_{i}" for i in range(NUM_INT))
 CAT_NAMES = tuple(f"cat_{i}" for i in range(NUM_CAT))
 FIELD_NAMES = ("label", *INT_NAMES, *CAT_NAMES)
+LAYOUT = ("a Criteo line has 40 tab-separated fields: label, int_0..int_12, cat_0..cat_25 "
+          "(empty: missing)")
 _LABEL_OK = byte_class(b"01")
 _INT_OK = byte_class(b"0123456789-\t")  # the integer fields and the tabs between them
 
@@ -43,14 +45,14 @@ class CriteoReader(TextReader):
     """Criteo Kaggle / Terabyte TSV, optionally gzip."""
 
     format = DataFormat.CRITEO
+    field_names = FIELD_NAMES
 
     def layout(self) -> tuple[TableLayout, ...]:
         return tuple(TableLayout(name=f"t_{c}", features=(c,), id_feature=c) for c in CAT_NAMES)
 
     def parse_block(self, block: LineBlock, path: Path, bytes_done: int) -> RecordBatch:
         buf = block.buf
-        f = split_fields(block, 9, NUM_FIELDS, path, self.format,
-                         "a Criteo line has a label, 13 integer and 26 categorical features")
+        f = split_fields(block, 9, FIELD_NAMES, path, self.format, LAYOUT)
         lengths = f.lengths
 
         def fail(line_idx: int, field: int, why: str) -> SpecError:

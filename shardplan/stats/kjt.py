@@ -10,13 +10,22 @@ trust.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from shardplan.errors import SpecError
-from shardplan.stats.readers import Reader, TableLayout, check_file, format_hint
+from shardplan.stats.readers import (
+    ZIP_MAGIC,
+    Reader,
+    TableLayout,
+    check_file,
+    format_hint,
+    magic,
+)
 from shardplan.stats.types import DataFormat, FeatureBatch, MissingDependencyError, RecordBatch
+
+PICKLE_PROTO = b"\x80"  # a legacy torch.save file starts with pickle's PROTO opcode
 
 
 def require_torchrec() -> tuple[Any, Any]:
@@ -47,8 +56,14 @@ class KjtReader(Reader):
         if path in self._loaded:
             return self._loaded[path]
         check_file(path)
+        head = magic(path, 2)
+        if not head.startswith(ZIP_MAGIC[:2]) and head[:1] != PICKLE_PROTO:
+            raise SpecError("not a torch.save file (neither its zip format nor a pickle)"
+                            + format_hint(path, self.format), source=str(path))
         try:
-            obj = self.torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            # mmap needs torch.save's zip format; a legacy (pickle) file is read whole
+            obj = self.torch.load(path, map_location="cpu", weights_only=False,
+                                  mmap=head.startswith(ZIP_MAGIC[:2]))
         except Exception as exc:  # torch.load raises many types on a foreign file
             raise SpecError(f"cannot torch.load it: {type(exc).__name__}: {exc}"
                             + format_hint(path, self.format), source=str(path)) from None
@@ -84,7 +99,7 @@ class KjtReader(Reader):
         return tuple(TableLayout(name=f"t_{k}", features=(k,), id_feature=k)
                      for k in self._all_keys())
 
-    def count_records(self) -> int:
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
         return sum(kjt.stride() for p in self.paths for kjt in self._load(p))
 
     def batches(self) -> Iterator[RecordBatch]:

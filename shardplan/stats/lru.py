@@ -28,6 +28,9 @@ from shardplan.stats.counting import mix64
 HASH_BITS = 24  # sampling threshold resolution: rates are multiples of 2**-24
 #: Share of the kept stream that warms the cache before hits are counted.
 WARMUP_FRACTION = 0.5
+#: Fewest ids a spatial sample may keep; below it the sampler keeps a window of the latest
+#: lookups instead (SHARDS needs enough sampled ids for its rate to stand for the table).
+MIN_SAMPLED_IDS = 64
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,11 +46,19 @@ class SampledStream:
 
 class LruSampler:
     """Keeps a spatially sampled id stream of at most ``max_accesses`` lookups (16 bytes
-    each: the id and its position)."""
+    each: the id and its position).
+
+    When halving the rate would leave fewer than ``MIN_SAMPLED_IDS`` ids (a table of few ids,
+    each looked up more often than the budget allows), spatial sampling could no longer stand
+    for the table: the sampler keeps the latest ``max_accesses`` lookups of every id instead
+    (a window, scored as a stream of its own).
+    """
 
     def __init__(self, max_accesses: int) -> None:
         self.max_accesses = max_accesses
         self.threshold = 1 << HASH_BITS
+        self.window = False
+        self._ring: np.ndarray | None = None  # window mode: the latest lookups, a ring
         self._values: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._kept = 0
@@ -55,15 +66,28 @@ class LruSampler:
 
     @property
     def rate(self) -> float:
-        """Share of ids kept."""
-        return self.threshold / (1 << HASH_BITS)
+        """Share of ids kept (1 in window mode: every id, the latest lookups)."""
+        return 1.0 if self.window else self.threshold / (1 << HASH_BITS)
+
+    @property
+    def used_fraction(self) -> float:
+        """Share of the offered lookups the hit curve is computed from (about ``rate`` under
+        spatial sampling; the window's share in window mode)."""
+        if self._offered == 0:
+            return 1.0
+        return min(self._kept, self.max_accesses) / self._offered if self.window else self.rate
 
     def add(self, values: np.ndarray) -> None:
         """Offer ``values`` (uint64 ids, in stream order)."""
+        if self.window:
+            self._offered += len(values)
+            self._append(values[-self.max_accesses:])
+            return
+        raw = values
         pos = np.arange(self._offered, self._offered + len(values), dtype=np.int64)
         self._offered += len(values)
         if self.threshold < (1 << HASH_BITS):
-            keep = self._keep(values)
+            keep = self._keep(values, self.threshold)
             values, pos = values[keep], pos[keep]
         if len(values) == 0:
             return
@@ -72,21 +96,45 @@ class LruSampler:
         self._kept += len(values)
         while self._kept > self.max_accesses:
             s = self.sample()
-            if self.threshold == 1:  # a few ids hold the whole budget: keep the latest lookups
-                self._values = [s.values[-self.max_accesses:]]
-                self._positions = [s.positions[-self.max_accesses:]]
-                self._kept = self.max_accesses
-                break
-            self.threshold //= 2
-            keep = self._keep(s.values)
+            half = self.threshold // 2
+            keep = self._keep(s.values, half)
+            if half == 0 or len(np.unique(s.values[keep])) < MIN_SAMPLED_IDS:
+                # everything seen so far is kept at rate 1; otherwise only this batch is whole
+                whole = s.values if self.threshold == 1 << HASH_BITS else raw
+                self.window, self._values, self._positions, self._kept = True, [], [], 0
+                self._append(whole[-self.max_accesses:])
+                return
+            self.threshold = half
             self._values, self._positions = [s.values[keep]], [s.positions[keep]]
             self._kept = int(keep.sum())
 
-    def _keep(self, values: np.ndarray) -> np.ndarray:
-        return (mix64(values) >> np.uint64(64 - HASH_BITS)) < np.uint64(self.threshold)
+    def _append(self, values: np.ndarray) -> None:
+        """Window mode: write ``values`` (at most ``max_accesses``) into the ring of the latest
+        ``max_accesses`` lookups; ``_kept`` counts every lookup written."""
+        if self._ring is None:
+            self._ring = np.zeros(self.max_accesses, np.uint64)
+        k, at = len(values), self._kept % self.max_accesses
+        first = min(k, self.max_accesses - at)
+        self._ring[at:at + first] = values[:first]
+        self._ring[:k - first] = values[first:]
+        self._kept += k
+
+    @staticmethod
+    def _keep(values: np.ndarray, threshold: int) -> np.ndarray:
+        return (mix64(values) >> np.uint64(64 - HASH_BITS)) < np.uint64(threshold)
 
     def sample(self) -> SampledStream:
-        """The kept lookups so far."""
+        """The kept lookups so far (in window mode: the window, as a stream of its own)."""
+        if self.window:
+            if self._ring is None:
+                values = np.zeros(0, np.uint64)
+            elif self._kept < self.max_accesses:
+                values = self._ring[:self._kept]
+            else:
+                at = self._kept % self.max_accesses
+                values = np.concatenate([self._ring[at:], self._ring[:at]])
+            return SampledStream(values=values, positions=np.arange(len(values)),
+                                 offered=len(values), rate=1.0)
         if len(self._values) > 1:
             self._values = [np.concatenate(self._values)]
             self._positions = [np.concatenate(self._positions)]
@@ -94,6 +142,18 @@ class LruSampler:
         positions = self._positions[0] if self._positions else np.zeros(0, np.int64)
         return SampledStream(values=values, positions=positions, offered=self._offered,
                              rate=self.rate)
+
+
+def shuffled(sample: SampledStream, rng: np.random.Generator) -> SampledStream:
+    """``sample`` as if the whole stream had been shuffled first: the kept lookups in a random
+    order, at random positions of the stream (a spatial sample of a shuffled stream is a
+    random order of the same lookups, each position equally likely)."""
+    n = len(sample.values)
+    if n == 0:
+        return sample
+    positions = np.sort(rng.choice(sample.offered, size=n, replace=False)).astype(np.int64)
+    return SampledStream(values=sample.values[rng.permutation(n)], positions=positions,
+                         offered=sample.offered, rate=sample.rate)
 
 
 def stack_distances(stream: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from shardplan.stats.readers import (
     first_bad_byte,
     byte_class,
     cell_text,
+    format_hint,
     parse_decimal,
     split_fields,
 )
@@ -31,6 +32,7 @@ from shardplan.stats.types import DataFormat, FeatureBatch, RecordBatch
 
 HEADER = b"userId,movieId,rating,timestamp"
 FIELD_NAMES = ("userId", "movieId", "rating", "timestamp")
+LAYOUT = "a MovieLens rating line is userId,movieId,rating,timestamp"
 USER, MOVIE, HISTORY = "user_id", "movie_id", "user_history"
 _RATING_OK = byte_class(b"0123456789.")
 
@@ -40,6 +42,8 @@ class MovieLensReader(TextReader):
 
     format = DataFormat.MOVIELENS
     header_lines = 1
+    field_names = FIELD_NAMES
+    training_order = False  # sorted by user; training shuffles the ratings
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -58,10 +62,9 @@ class MovieLensReader(TextReader):
             head = bytes(buf[:end]).rstrip(b"\r")
             if head != HEADER:
                 raise SpecError(f"expected the header {HEADER.decode()} (MovieLens "
-                                f"ratings.csv), got {head[:60].decode(errors='replace')!r}",
-                                source=str(path), line=1)
-        f = split_fields(block, ord(","), 4, path, self.format,
-                         "a MovieLens rating has userId, movieId, rating, timestamp")
+                                f"ratings.csv), got {head[:60].decode(errors='replace')!r}"
+                                + format_hint(path, self.format), source=str(path), line=1)
+        f = split_fields(block, ord(","), FIELD_NAMES, path, self.format, LAYOUT)
         skip = 1 if block.first_line == 1 else 0
         starts, ends = f.starts[skip:], f.ends[skip:]
         first_line = block.first_line + skip

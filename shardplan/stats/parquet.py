@@ -10,7 +10,7 @@ Feature ``col`` -> table ``t_col``. ``features`` (``--features``) picks columns 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class ParquetReader(Reader):
         except (pa.ArrowException, OSError) as exc:
             raise SpecError(f"cannot read it as Parquet/Arrow: {exc}", source=str(path)) from None
 
-    def count_records(self) -> int:
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
         total = 0
         for path in self.paths:
             self._schema(path)

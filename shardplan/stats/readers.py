@@ -13,7 +13,7 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -52,6 +52,9 @@ class Reader(ABC):
     format: DataFormat
     #: Columns seen but not read (not ids), for the report.
     left_out: tuple[str, ...] = ()
+    #: Whether the files hold records in the order training reads them (``LruOrder.AUTO``
+    #: measures LRU hit curves in a shuffled order where they do not).
+    training_order: bool = True
 
     def __init__(self, paths: tuple[Path, ...], options: StatsOptions) -> None:
         self.paths, self.options = paths, options
@@ -65,8 +68,9 @@ class Reader(ABC):
         """The records, in input order, in batches; ``bytes_done`` counts ``progress_unit``."""
 
     @abstractmethod
-    def count_records(self) -> int:
-        """How many records the input holds (a uniform sample needs it first)."""
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
+        """How many records the input holds (a uniform sample needs it first); ``progress``
+        is called with the ``progress_unit``s done so far, where counting takes a pass."""
 
     progress_unit = "bytes"
 
@@ -163,7 +167,7 @@ class LineBlock:
 
     def cut_note(self, line_index: int) -> str:
         """`` (the file ends mid-line)`` for the unterminated last line, else ``""``."""
-        return " (the last line has no newline: the file may be cut off)" \
+        return " (the file ends mid-line, with no newline: it may be cut off)" \
             if self.unterminated and line_index == 0 else ""
 
 
@@ -219,23 +223,42 @@ def line_blocks(path: Path, *, block_bytes: int = BLOCK_BYTES) -> Iterator[LineB
         raw.close()
 
 
-def count_lines(path: Path) -> int:
-    """Lines in a text file (gzip or not); a final line without a newline counts."""
-    return sum(int(np.count_nonzero(b.buf == NEWLINE)) for b in line_blocks(path))
+def count_lines(path: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Lines in a text file (gzip or not); a final line without a newline counts.
+    ``progress`` is called with the bytes of the file read so far."""
+    lines = 0
+    for b in line_blocks(path):
+        lines += int(np.count_nonzero(b.buf == NEWLINE))
+        if progress is not None:
+            progress(b.bytes_done)
+    return lines
 
 
 class TextReader(Reader):
     """A line-oriented format: blocks of whole lines, each parsed by ``parse_block``;
-    ``header_lines`` lines at the top of each file are not records."""
+    ``header_lines`` lines at the top of each file are not records; ``field_names`` name a
+    line's fields.
+
+    A last line without a newline is refused even when it parses: the published files end
+    with one, and a file cut off at a field boundary (or inside a number) parses as valid.
+    """
 
     header_lines = 0
+    field_names: tuple[str, ...] = ()
 
     @abstractmethod
     def parse_block(self, block: LineBlock, path: Path, bytes_done: int) -> RecordBatch:
         """The records of one block (``bytes_done``: bytes read over all files so far)."""
 
-    def count_records(self) -> int:
-        return sum(count_lines(p) - self.header_lines for p in self.paths)
+    def count_records(self, progress: Callable[[int], None] | None = None) -> int:
+        total, offset = 0, 0
+        for p in self.paths:
+            def step(done: int, offset: int = offset) -> None:
+                if progress is not None:
+                    progress(offset + done)
+            total += count_lines(p, step) - self.header_lines
+            offset += _size(p)
+        return total
 
     def batches(self) -> Iterator[RecordBatch]:
         offset = 0
@@ -244,6 +267,12 @@ class TextReader(Reader):
             for block in line_blocks(path):
                 done = block.bytes_done
                 batch = self.parse_block(block, path, offset + done)
+                if block.unterminated and batch.num_records:
+                    raise SpecError(
+                        "the file ends mid-line (no newline after the last line): it may be "
+                        "cut off; copy or download it again, or end it with a newline if the "
+                        "line is whole", source=str(path), line=block.first_line,
+                        key_path=self.field_names[-1] if self.field_names else None)
                 if batch.num_records:
                     yield batch
             offset += done
@@ -267,13 +296,16 @@ def cell_text(buf: np.ndarray, start: int, end: int, limit: int = 40) -> str:
     return raw + ("..." if end - start > limit else "")
 
 
-def split_fields(block: LineBlock, sep: int, n_fields: int, path: Path, fmt: DataFormat,
-                 what: str) -> Fields:
-    """Split every line of ``block`` into ``n_fields`` fields at byte ``sep``.
+def split_fields(block: LineBlock, sep: int, field_names: tuple[str, ...], path: Path,
+                 fmt: DataFormat, layout: str) -> Fields:
+    """Split every line of ``block`` into ``len(field_names)`` fields at byte ``sep``.
 
     A ``\\r`` before the newline is dropped. Raises SpecError at the first line with another
-    number of fields, naming the file and the line (a line cut off shows up here).
+    number of fields, naming the file, the line and the field: the first one missing (too
+    few), the first one extra (too many), or the one the file ends in (a cut-off last line).
+    ``layout`` says what a line holds, for the message.
     """
+    n_fields = len(field_names)
     buf = block.buf
     nl = np.flatnonzero(buf == NEWLINE)
     line_start = np.r_[0, nl[:-1] + 1]
@@ -284,13 +316,20 @@ def split_fields(block: LineBlock, sep: int, n_fields: int, path: Path, fmt: Dat
     if len(bad):
         i = int(bad[0])
         got = int(per_line[i]) + 1
-        empty = line_end[i] == line_start[i]
-        why = ("an empty line" if empty else
-               "the last line is cut off (the file ends mid-line)" if block.unterminated
-               and got < n_fields else f"{what} has {n_fields}")
         hint = format_hint(path, fmt) if block.first_line + i == 1 else ""
-        raise SpecError(f"expected {n_fields} fields, got {got} ({why}){hint}",
-                        source=str(path), line=block.first_line + i)
+        if line_end[i] == line_start[i]:
+            why, field = f"an empty line; {layout}", None
+        elif block.unterminated and got < n_fields:
+            why = (f"the file ends mid-line, in field {got} of {n_fields} (no newline at the "
+                   "end): it was cut off; copy or download it again")
+            field = field_names[got - 1]
+        elif got < n_fields:
+            why = f"missing: the line has {got} of {n_fields} fields; {layout}"
+            field = field_names[got]
+        else:
+            why = f"extra field: the line has {got} fields, not {n_fields}; {layout}"
+            field = f"field {n_fields + 1}"
+        raise SpecError(why + hint, source=str(path), line=block.first_line + i, key_path=field)
     seps = seps.reshape(len(nl), n_fields - 1)
     return Fields(starts=np.hstack([line_start[:, None], seps + 1]),
                   ends=np.hstack([seps, line_end[:, None]]))

@@ -38,6 +38,17 @@ class SampleMode(StrEnum):
     UNIFORM = "uniform"
 
 
+class LruOrder(StrEnum):
+    """The lookup order the LRU hit curve is measured in: the records' order in the files
+    (``stream``), a seeded random order of them (``shuffled``: training on shuffled data), or
+    the format's own choice (``auto``: shuffled for MovieLens, whose files are sorted by
+    user; the files' order for the others)."""
+
+    AUTO = "auto"
+    STREAM = "stream"
+    SHUFFLED = "shuffled"
+
+
 class CountMode(StrEnum):
     """How a feature's ids were counted: exactly, or by sketches once past the exact limit."""
 
@@ -75,13 +86,14 @@ class StatsOptions:
     Attributes:
         sample: read at most this many records (lines, ratings, rows, samples); None: all.
         sample_mode: the first ``sample`` records, or ``sample`` drawn uniformly with ``seed``.
-        seed: seed of the uniform sample.
-        hash_size: map every id to ``id % hash_size`` first (MLPerf's modulo hashing), so a
-            table has at most this many rows; None: ids as they are.
+        seed: seed of the uniform sample and of the shuffled LRU order.
+        hash_size: map every id to ``id % hash_size`` first (MLPerf's modulo hashing); a
+            table then has min(distinct ids, hash_size) rows; None: ids as they are.
         exact_limit: distinct ids per feature counted exactly; past it a feature switches to
             sketches (HLL for the distinct count, frequent items for the heavy hitters).
         lru_accesses: accesses per feature kept for the LRU simulation.
         cache_ratios: cache sizes (cached rows / rows) of the measured hit curve.
+        lru_order: the lookup order of the LRU simulation (:class:`LruOrder`).
         hot_row_fraction: share of rows called hot.
         history: MovieLens only: the user-history window (last ``history`` rated movies);
             0 leaves the history feature out.
@@ -97,6 +109,7 @@ class StatsOptions:
     exact_limit: int = DEFAULT_EXACT_LIMIT
     lru_accesses: int = DEFAULT_LRU_ACCESSES
     cache_ratios: tuple[float, ...] = DEFAULT_CACHE_RATIOS
+    lru_order: LruOrder = LruOrder.AUTO
     hot_row_fraction: float = DEFAULT_HOT_ROW_FRACTION
     history: int = 0
     features: tuple[str, ...] | None = None
@@ -185,14 +198,25 @@ class RecordBatch:
                            lengths_only={k: v[keep] for k, v in self.lengths_only.items()})
 
 
+class Phase(StrEnum):
+    """What a run is doing: counting the records (before a uniform sample), reading them, or
+    measuring each feature once read (Zipf fit, LRU hit curve)."""
+
+    COUNTING = "counting"
+    READING = "reading"
+    MEASURING = "measuring"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProgressUpdate:
-    """How far the read is: ``done`` of ``total`` (``unit``: bytes or records), records read."""
+    """How far the run is: ``done`` of ``total`` (``unit``: bytes, records or features) in
+    ``phase``, and the records read so far."""
 
     done: int
     total: int
     unit: str
     records: int
+    phase: Phase = Phase.READING
 
 
 ProgressFn = Callable[[ProgressUpdate], None]
@@ -258,12 +282,17 @@ class IdStats:
         accesses: ids looked up (over all records read).
         distinct: distinct ids seen (after hashing); exact or an HLL estimate.
         count_mode: exact counting, or sketches.
-        rows: the table's rows: ``distinct`` (hashed ids never exceed the hash size).
+        rows: the table's rows: ``distinct``; with a hash size N, min(distinct ids before
+            hashing, N), MLPerf's min(cardinality, N) (hashed ids that collide do not
+            make the table smaller).
         zipf: the Zipf fit, None when there is too little data.
         hot_row_fraction: share of rows taken as hot (the hottest ones).
         hot_access_fraction: share of accesses that went to them.
         hit_curve: LRU hit rate at each cache ratio: (cache ratio, hit rate) pairs.
-        lru_sample_rate: share of ids the LRU simulation kept (spatial sampling).
+        lru_sample_rate: share of the lookups the LRU simulation used: about the share of
+            ids kept (spatial sampling), or the window's share (a table of few ids, each
+            looked up more often than ``lru_accesses``: the latest lookups of every id).
+        lru_order: the lookup order the hit curve was measured in (stream or shuffled).
         id_order: the id-order finding, None with too few frequent ids.
         top_counts: access counts of the most frequent ids, descending (for the plot).
     """
@@ -277,6 +306,7 @@ class IdStats:
     hot_access_fraction: float | None
     hit_curve: tuple[tuple[float, float], ...]
     lru_sample_rate: float
+    lru_order: LruOrder
     id_order: IdOrderFinding | None
     top_counts: tuple[int, ...]
 

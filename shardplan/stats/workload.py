@@ -19,7 +19,7 @@ import yaml
 
 from shardplan.errors import SpecError
 from shardplan.loaders import workload_from_dict, workload_to_dict
-from shardplan.stats.types import IdStats, SampleMode, StatsResult
+from shardplan.stats.types import IdStats, LruOrder, SampleMode, StatsResult
 from shardplan.types import AccessSkew, IdOrder, TableSpec, Workload
 
 #: Exponents below this are reported as no skew (a hit rate within ~1% of uniform's).
@@ -56,6 +56,8 @@ def source_text(result: StatsResult) -> str:
     parts = [f"shardplan stats --format {result.format.value} {files}", sample]
     if o.hash_size is not None:
         parts.append(f"ids hashed modulo {o.hash_size}")
+    if result.tables and result.tables[0].ids.lru_order is LruOrder.SHUFFLED:
+        parts.append(f"LRU hit curves in a shuffled order (seed {o.seed})")
     return "; ".join(parts)
 
 
