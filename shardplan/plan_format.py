@@ -37,6 +37,11 @@ from shardplan.types import (
 FORMAT_VERSION = 2  # 2: per-lane estimates (send/receive per stage), embedding-v2 cost model
 #: A plan's ``summary.status``: lower-case words (``optimal``, ``feasible``, ``time_limit``).
 STATUS_PATTERN = re.compile(r"[a-z][a-z_]{0,31}")
+#: The statuses a plan can have: the solvers end ``optimal`` (proved within the solver's gap)
+#: or ``feasible``; an infeasible problem has no plan.
+PLAN_STATUSES = ("optimal", "feasible")
+#: The gap an ``optimal`` plan may show when its solver records none (``solver_options.gap``).
+DEFAULT_OPTIMAL_GAP = 0.01
 #: How far a recorded lower bound may lie above the makespan (solver tolerances), relative.
 BOUND_SLACK = 1e-4
 
@@ -141,6 +146,11 @@ def plan_from_dict(d: Any, source: str = "<plan>", *,
     replicas = r.int("replicas", 1)
     if replicas < 1:
         raise ctx.fail("replicas", f"must be >= 1 (1: no 2D replication), got {replicas}")
+    for g in topology.host_groups:
+        if g.devices_per_host % replicas:
+            raise ctx.fail("replicas", f"{replicas} replicas do not divide the {g.devices_per_host} "
+                                       f"devices per host of group {g.name!r} (each shard's "
+                                       "replicas share a host); the plan was edited: re-solve it")
     r.done()
     _check_summary(summary, tables, ranks, prov, ctx)
     return Plan(tables=tables, ranks=ranks, summary=summary, provenance=prov,
@@ -173,9 +183,10 @@ def _summary(s: Reader, ctx: Ctx) -> Summary:
         mix[k] = mix_r.int(k, minimum=1)
     mix_r.done()
     status = s.str("status")
-    if not STATUS_PATTERN.fullmatch(status):
-        raise ctx.fail(s.p("status"), f"{status!r} is not a solve status (lower-case words "
-                                      "such as optimal or feasible)")
+    if status not in PLAN_STATUSES:
+        raise ctx.fail(s.p("status"), f"{status[:40]!r} is not a solve status a plan can have "
+                                      f"({' or '.join(PLAN_STATUSES)}); the plan was edited: "
+                                      "re-solve it")
     s.done()
     return Summary(makespan_ms=makespan, lower_bound_ms=lb, solver=solver, num_tables=num_tables,
                    num_ranks=num_ranks, solve_time_s=solve_time, sharding_mix=mix, status=status)
@@ -306,10 +317,24 @@ def _check_summary(s: Summary, tables: tuple[TablePlan, ...], ranks: tuple[RankP
         raise ctx.fail("summary.lower_bound_ms", f"a lower bound of {s.lower_bound_ms:g} ms "
                        f"above the makespan {s.makespan_ms:g} ms is impossible (a negative gap); "
                        "the plan was edited: re-solve it")
+    if s.status == "optimal":
+        gap_option = prov.solver_options.get("gap", DEFAULT_OPTIMAL_GAP)
+        ok = (isinstance(gap_option, (int, float)) and not isinstance(gap_option, bool)
+              and 0 <= gap_option < 1)
+        allowed = max(2 * gap_option if ok else 0.0, DEFAULT_OPTIMAL_GAP)
+        if s.lower_bound_ms is None:
+            raise ctx.fail("summary.status", "says optimal but records no lower bound that "
+                                             "proves it; the plan was edited: re-solve it")
+        if s.makespan_ms > 0 and (s.makespan_ms - s.lower_bound_ms) > allowed * s.makespan_ms:
+            gap = 100 * (1 - s.lower_bound_ms / s.makespan_ms)
+            raise ctx.fail("summary.status", f"says optimal, but its lower bound "
+                           f"{s.lower_bound_ms:g} ms leaves a gap of {gap:.1f}% to its makespan "
+                           f"{s.makespan_ms:g} ms (the solver stops within {100 * allowed:g}%); "
+                           "the plan was edited: re-solve it")
     if prov.solver != s.solver:
         raise ctx.fail("summary.solver", f"says {s.solver!r}, but the provenance says "
                                          f"{prov.solver!r}; the plan was edited: re-solve it")
 
 
-__all__ = ["FORMAT_VERSION", "STATUS_PATTERN", "plan_from_dict", "plan_from_json",
+__all__ = ["FORMAT_VERSION", "PLAN_STATUSES", "STATUS_PATTERN", "plan_from_dict", "plan_from_json",
            "plan_to_dict", "plan_to_json"]

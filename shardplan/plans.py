@@ -322,6 +322,11 @@ def check_estimates(plan: Plan, cost_model: CostModel | None = None) -> bool:
                                 "re-solve with `shardplan solve`",
                                 key_path=f"ranks[{rp.rank}].capacity_bytes.{tier.value}")
     if rebuilt is not None:
+        model_replicas = getattr(getattr(cost_model, "options", None), "replicas", plan.replicas)
+        if plan.replicas != model_replicas:
+            raise PlanError(f"the plan says replicas={plan.replicas} but its cost model was run "
+                            f"with replicas={model_replicas}: the plan was edited after solving; "
+                            "re-solve with `shardplan solve`", key_path="replicas")
         _compare(plan, rebuilt)
     if plan.provenance.inputs_sha256 != inputs_sha256(plan.workload, topo):
         raise PlanError("the plan's workload or topology differs from what it was solved for "
