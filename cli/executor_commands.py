@@ -31,7 +31,7 @@ from shardplan.errors import SpecError
 from shardplan.estimators.cost_model import default_cost_model
 from shardplan.estimators.recorded import cost_model_of
 from shardplan.loaders import load_problem, load_topology
-from shardplan.plans import assignment_of, build_plan, load_plan
+from shardplan.plans import assignment_of, build_plan, kernel_backend, load_plan
 from shardplan.types import Plan
 from shardplan.units import MiB
 
@@ -81,6 +81,7 @@ def validate(
         say(f"[bold yellow]note:[/] re-solving {escape(p.workload.name)} for {world_size} ranks "
             f"on one host; validating that plan, not the one in {escape(str(plan))}")
         p = resolve_for_world(p, world_size)
+    backend = kernel_backend(p, backend)
     with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
         rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
     t = _table(f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, kernels "
@@ -154,6 +155,7 @@ def profile(
                        lower_bound_ms=None, solve_time_s=p.summary.solve_time_s,
                        status=p.summary.status)
     _say_profiles(p)
+    backend = kernel_backend(p, backend)
     with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
         rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
                            clock=clock)
