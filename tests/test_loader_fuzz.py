@@ -93,7 +93,7 @@ JUNK = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
     st.sampled_from(["[/x]", "[bold]x", "fp7", "-1", "1e400", "nan", "0x10", "", " ", "表格",
-                     "10^12", "1_000"]),
+                     "10^12", "1_000", "\x1b[31mx", "a\nb", " pad ", "x" * 5000]),
     st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
                                                               max_size=2))
 

@@ -1,0 +1,298 @@
+"""Robustness classes of issue 13 beyond the loader fuzz test, one test per class:
+
+* names that would break a table, a CSV or the terminal (control characters, escape
+  sequences, spaces at the ends, a million characters) are refused where they are read;
+* a plan's status and replicas are checked like the rest of its summary;
+* ``plan()`` and the loaders name an argument of the wrong type or range instead of failing
+  deep inside (or planning with a negative time limit);
+* standard output holds only shardplan's output (no solver banner from native code);
+* widths FBGEMM cannot run are decided before anything runs (torch kernels, said);
+* the libyaml-based reader gives what PyYAML's own gives (values and lines).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from shardplan.cli.app import EXIT_BAD_INPUT, app
+from shardplan.errors import PlanError, ShardplanWarning, SpecError
+from shardplan.loaders import load_problem, load_topology, load_workload
+from shardplan.parsing import MAX_NAME_CHARS, compose_yaml
+from shardplan.planner import plan as make_plan
+from shardplan.plans import fbgemm_unsupported, kernel_backend, load_plan, plan_to_dict
+from shardplan.types import TableSpec, Workload
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+WORK = {"name": "w", "batch_size": 64, "tables": [
+    {"name": "a", "num_embeddings": 1000, "embedding_dim": 16, "pooling_factor": 2.0},
+    {"name": "b", "num_embeddings": 500, "embedding_dim": 8, "features": ["f1", "f2"]}]}
+
+BAD_NAMES = [
+    ("\x1b[31mred", "U+001B"),          # a terminal escape sequence
+    ("two\nlines", "U+000A"),           # breaks tables and CSV rows
+    ("tab\there", "U+0009"),
+    ("nul\x00", "U+0000"),
+    ("sep\u2028x", "U+2028"),           # a Unicode line separator
+    (" padded", "spaces at its ends"),
+    ("padded ", "spaces at its ends"),
+    ("x" * (MAX_NAME_CHARS + 1), "MAX_NAME_CHARS"),
+    ("y" * 1_000_000, "MAX_NAME_CHARS"),
+]
+
+
+def _write(tmp: Path, name: str, doc: dict) -> Path:
+    p = tmp / name
+    p.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return p
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["table", "feature", "workload"])
+@pytest.mark.parametrize("name, needle", BAD_NAMES)
+def test_unprintable_or_huge_names_are_refused_in_workloads(tmp_path, where, name, needle):
+    doc = copy.deepcopy(WORK)
+    if where == "table":
+        doc["tables"][0]["name"] = name
+        path = "tables[0].name"
+    elif where == "feature":
+        doc["tables"][1]["features"][1] = name
+        path = "tables[1].features[1]"
+    else:
+        doc["name"] = name
+        path = "name"
+    p = _write(tmp_path, "w.yaml", doc)
+    with pytest.raises(SpecError, match=needle.replace("+", r"\+")) as ei:
+        load_workload(p)
+    assert ei.value.key_path == path and ei.value.line is not None
+    assert len(str(ei.value)) < 400  # a million-character name is not echoed back
+    line = _one_error_line(runner.invoke(app, ["solve", "cpu-2", "-t", str(p), "-o",
+                                                str(tmp_path / "p.json")]))
+    assert "\x1b" not in line and str(p) in line
+
+
+@pytest.mark.parametrize("field", ["name", "group", "model"])
+@pytest.mark.parametrize("name, needle", BAD_NAMES[:3] + BAD_NAMES[5:8])
+def test_unprintable_or_huge_names_are_refused_in_topologies(tmp_path, field, name, needle):
+    doc = yaml.safe_load((ROOT / "topologies" / "cpu-2.yaml").read_text())
+    doc.pop("workload")
+    if field == "name":
+        doc["name"] = name
+    elif field == "group":
+        doc["host_groups"][0]["name"] = name
+    else:
+        doc["host_groups"][0]["device"]["model"] = name
+    p = _write(tmp_path, "t.yaml", doc)
+    with pytest.raises(SpecError, match=needle.replace("+", r"\+")):
+        load_topology(p)
+    _one_error_line(runner.invoke(app, ["topologies", str(p)]))
+
+
+def test_csv_names_are_checked_like_yaml_names(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("name,num_embeddings,embedding_dim,pooling_factor,features\n"
+                 "ok,10,4,1,f\x1bx\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"U\+001B"):
+        load_workload(p)
+    p.write_text("name,num_embeddings,embedding_dim,pooling_factor\n"
+                 + "z" * (MAX_NAME_CHARS + 1) + ",10,4,1\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="MAX_NAME_CHARS"):
+        load_workload(p)
+
+
+def test_printable_names_of_any_script_still_load(tmp_path):
+    doc = copy.deepcopy(WORK)
+    doc["tables"][0]["name"] = "表格 [/x] <b>&amp;"
+    doc["tables"][1]["features"] = ["特征", "f:2"]
+    work = load_workload(_write(tmp_path, "w.yaml", doc))
+    assert work.tables[0].name == "表格 [/x] <b>&amp;"
+
+
+# --- plans: status and replicas are part of the summary that must agree ----------------------
+
+
+@pytest.fixture(scope="module")
+def plan_doc() -> dict:
+    topo, work = load_problem("cpu-2")
+    return plan_to_dict(make_plan(work, topo, solver="greedy"))
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda d: d["summary"].update(status="infeasible"), "not a solve status"),
+    (lambda d: d["summary"].update(status="time_limit"), "not a solve status"),
+    (lambda d: d["summary"].update(status="Optimal"), "not a solve status"),
+    (lambda d: d["summary"].update(status="optimal", lower_bound_ms=None), "no lower bound"),
+    (lambda d: d["summary"].update(status="optimal",
+                                   lower_bound_ms=d["summary"]["makespan_ms"] / 2), "gap of 50"),
+    (lambda d: d.update(replicas=2), "replicas=2"),
+    (lambda d: d.update(replicas=3), "do not divide"),
+])
+def test_plan_status_and_replicas_must_agree(tmp_path, plan_doc, edit, needle):
+    d = copy.deepcopy(plan_doc)
+    edit(d)
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(PlanError, match=needle):
+        load_plan(p)
+    _one_error_line(runner.invoke(app, ["export", str(p)]))
+
+
+def test_an_optimal_plan_within_its_gap_loads(tmp_path, plan_doc):
+    d = copy.deepcopy(plan_doc)
+    d["summary"]["status"] = "optimal"  # a bound that proves it within 1%
+    d["summary"]["lower_bound_ms"] = round(0.995 * d["summary"]["makespan_ms"], 6)
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(d))
+    assert load_plan(p).summary.status == "optimal"
+
+
+# --- arguments of the Python API --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"time_limit_s": -1}, "time_limit_s"), ({"time_limit_s": 0}, "time_limit_s"),
+    ({"time_limit_s": math.nan}, "time_limit_s"), ({"time_limit_s": math.inf}, "time_limit_s"),
+    ({"time_limit_s": "10"}, "time_limit_s"), ({"time_limit_s": True}, "time_limit_s"),
+    ({"threads": 0}, "threads"), ({"threads": 1.5}, "threads"), ({"seed": -1}, "seed"),
+    ({"seed": "1"}, "seed"), ({"bound_lp_max_vars": -5}, "bound_lp_max_vars"),
+])
+def test_plan_checks_its_arguments(kwargs, needle):
+    topo, work = load_problem("cpu-2")
+    with pytest.raises(SpecError, match=needle) as ei:
+        make_plan(work, topo, solver="greedy", **kwargs)
+    assert ei.value.key_path == needle
+
+
+def test_planner_plan_checks_argument_order_and_types():
+    topo, work = load_problem("cpu-2")
+    with pytest.raises(SpecError, match=r"plan\(work, topo\)"):
+        make_plan(topo, work)
+    with pytest.raises(SpecError, match="needs topology= a Topology"):
+        make_plan(work, "cpu-2")
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda t, w: load_problem(t), "not a Topology object"),
+    (lambda t, w: load_problem("cpu-2", w), "not a Workload object"),
+    (lambda t, w: load_problem("cpu-2", 5), "got int"),
+    (lambda t, w: load_workload(None), "got NoneType"),
+    (lambda t, w: load_topology(""), "a str or Path"),
+])
+def test_loaders_name_a_wrong_argument(call, needle):
+    topo, work = load_problem("cpu-2")
+    with pytest.raises(SpecError, match=needle):
+        call(topo, work)
+
+
+# --- standard output holds only shardplan's output --------------------------------------------
+
+
+def test_native_solver_output_stays_off_stdout(tmp_path):
+    """HiGHS prints a banner from C++ to descriptor 1 the first time it starts; piped into a
+    file or another program, standard output must still be only the table (or CSV)."""
+    out = tmp_path / "p.json"
+    r = subprocess.run([sys.executable, "-m", "shardplan.cli.app", "solve", "cpu-2", "--solver",
+                        "ilp", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=600, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert "HiGHS" not in r.stdout and "THIRD_PARTY" not in r.stdout, r.stdout[:400]
+    assert r.stdout.lstrip().startswith("small-cpu on cpu-2"), r.stdout[:200]
+    r = subprocess.run([sys.executable, "-m", "shardplan.cli.app", "export", str(out),
+                        "--format", "csv"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.startswith("table,shard,rank"), r.stdout[:200]
+
+
+# --- widths FBGEMM cannot run ------------------------------------------------------------------
+
+
+def _odd_plan():
+    topo = load_topology("cpu-2")
+    work = Workload(name="odd", batch_size=8, tables=(
+        TableSpec(name="a", num_embeddings=100, embedding_dim=33, pooling_factor=1.0),
+        TableSpec(name="b", num_embeddings=100, embedding_dim=16, pooling_factor=1.0)))
+    return make_plan(work, topo, solver="greedy")
+
+
+def test_kernel_backend_is_decided_before_running():
+    p = _odd_plan()
+    assert set(fbgemm_unsupported(p)) == {"a"}
+    with pytest.warns(ShardplanWarning, match=r"a \(33 columns\).*torch kernels"):
+        assert kernel_backend(p, "auto") == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernel_backend(p, "torch") == "torch"
+    with pytest.raises(SpecError, match="multiples of 4"):
+        kernel_backend(p, "fbgemm")
+    topo, work = load_problem("cpu-2")
+    even = make_plan(work, topo, solver="greedy")
+    assert fbgemm_unsupported(even) == {} and kernel_backend(even, "auto") == "auto"
+
+
+def test_solve_says_which_kernels_will_run(tmp_path):
+    doc = copy.deepcopy(WORK)
+    doc["tables"][0]["embedding_dim"] = 33
+    p = _write(tmp_path, "w.yaml", doc)
+    r = runner.invoke(app, ["solve", "cpu-2", "-t", str(p), "--solver", "greedy", "-o",
+                            str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.stderr and "a (33 columns)" in r.stderr and "torch" in r.stderr
+    r = runner.invoke(app, ["validate", str(tmp_path / "p.json"), "--backend", "fbgemm"])
+    assert "multiples of 4" in _one_error_line(r)
+
+
+@pytest.mark.slow
+def test_validate_runs_widths_fbgemm_cannot_with_torch(tmp_path):
+    doc = copy.deepcopy(WORK)
+    doc["tables"][0]["embedding_dim"] = 33
+    doc["tables"][1]["embedding_dim"] = 6
+    p = _write(tmp_path, "w.yaml", doc)
+    assert runner.invoke(app, ["solve", "cpu-2", "-t", str(p), "--solver", "greedy", "-o",
+                               str(tmp_path / "p.json")]).exit_code == 0
+    r = runner.invoke(app, ["validate", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    assert "kernels torch" in r.stdout and "ok:" in r.stdout
+    assert "torch kernels" in r.stderr
+
+
+# --- the YAML reader ---------------------------------------------------------------------------
+
+
+def _pyyaml_lines(node: yaml.Node, path: str = "", out: dict | None = None) -> dict:
+    """{key path: 1-based line of its value} from PyYAML's own (pure Python) composer."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _pyyaml_lines(v, f"{path}.{k.value}" if path else k.value, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _pyyaml_lines(v, f"{path}[{i}]", out)
+    return out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "topologies").rglob("*.yaml"))
+                         + sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_yaml_reader_matches_pyyaml(path):
+    """Same values and the same line for every key path as PyYAML's pure-Python reader."""
+    text = path.read_text(encoding="utf-8")
+    value, lines = compose_yaml(text, str(path))
+    assert value == yaml.safe_load(text)
+    assert lines == _pyyaml_lines(yaml.compose(text, Loader=yaml.SafeLoader))
