@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Column
+from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from shardplan.errors import InfeasiblePlanError, ShardplanError, ShardplanWarning, SpecError
@@ -92,6 +92,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 def say(text: str) -> None:
     """Print a line of output: ``text`` is rich markup whose user strings the caller escaped."""
     console.print(text, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table with its title as a line of its own above it: a title longer than
+    the table is neither wrapped over several centred lines nor cut (80 columns, pipes)."""
+    title = table.title
+    if title:
+        table.title = None
+        say(str(title))
+    console.print(table)
 
 
 def handle_errors(fn: F) -> F:

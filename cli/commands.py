@@ -20,10 +20,10 @@ from shardplan.cli.base import (
     app,
     apply_overrides,
     check_time_limit,
-    console,
     cost_model_for,
     handle_errors,
     plan_with_progress,
+    print_table,
     reflow_doc,
     say,
 )
@@ -67,7 +67,7 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
                   f"{row.ddr_bytes / GiB:.2f}/{row.ddr_capacity_bytes / GiB:.1f}",
                   str(row.num_shards), f"{compute:.3f}", f"{comm:.3f}", f"{row.total_ms:.3f}",
                   style="bold" if row.is_slowest else None)
-    console.print(t)
+    print_table(t)
     if len(df) > max_rows:
         say(f"(showing the {max_rows} slowest of {len(df)} ranks; all are in the plan "
             "file and `shardplan report`)")
@@ -196,7 +196,7 @@ def topologies_cmd(
             models = ", ".join(sorted({g.device.model for g in topo.host_groups}))
             t.add_row(n, str(topo.num_hosts), str(topo.world_size), models,
                       Path(topo.workload_path).stem if topo.workload_path else "-")
-        console.print(t)
+        print_table(t)
         say("bundled workloads: " + ", ".join(bundled_workloads()))
         return
     topo, work = load_problem(name, need_workload=False)

@@ -21,9 +21,9 @@ from shardplan.cli.base import (
     app,
     busy,
     check_positive,
-    console,
     describe_profiles,
     handle_errors,
+    print_table,
     reflow_doc,
     say,
 )
@@ -95,7 +95,7 @@ def validate(
                   *(f"{e[k]:.1e}" for k in ("output", "gradient", "weight", "state")),
                   f"{r['measured_bytes'] / MiB:.2f}", f"{r['estimated_bytes'] / MiB:.2f}",
                   str(len(r["mismatches"])), style="red" if r["mismatches"] else None)
-    console.print(t)
+    print_table(t)
     say("err: the largest |sharded - reference| of pooled outputs, gradients, updated weights "
         f"and optimizer state; tolerance {rep.atol:g} + {rep.rtol:g} x |reference|. MiB: "
         "measured memory (local weights + optimizer state + the step's peak buffers) and the "
@@ -167,7 +167,7 @@ def profile(
         t.add_row(str(r.rank), r.stage, f"{r.estimated_ms:.3f}", f"{r.measured_ms:.3f}",
                   f"{r.waited_ms:.3f}", "-" if e is None else f"{e:+.0%}",
                   style="bold" if r.stage == "total" else None)
-    console.print(t)
+    print_table(t)
     path = rep.write_csv(out or plan.with_suffix(".profile.csv"))
     mode = "pipelined" if rep.pipelined else "serial"
     say("ms; error = (estimate - measured) / measured")
@@ -246,7 +246,7 @@ def calibrate(
     t.add_column("value", justify="right")
     for k, v in rep["coefficients"].items():
         t.add_row(escape(k), escape(str(v)))
-    console.print(t)
+    print_table(t)
     say(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} values "
         f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
     for n in rep["notes"]:

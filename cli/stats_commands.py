@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shardplan.cli.base import app, console, handle_errors, reflow_doc
+from shardplan.cli.base import app, console, handle_errors, print_table, reflow_doc
 from shardplan.errors import SpecError
 from shardplan.stats.types import (
     DEFAULT_BATCH_SIZE,
@@ -54,7 +54,7 @@ def _print_summary(result: StatsResult) -> None:
     rows = summary_rows(result)
     for row in rows[:MAX_TABLE_ROWS]:
         t.add_row(*row)
-    console.print(t)
+    print_table(t)
     if len(rows) > MAX_TABLE_ROWS:
         console.print(f"(first {MAX_TABLE_ROWS} of {len(rows)} tables; --report has them all)")
     for name, why in result.skipped:

@@ -106,6 +106,9 @@ def read_text(path: Path, what: str, limits: LoadLimits = DEFAULT_LIMITS,
         raise LimitError(f"the {what} file is larger than max_file_bytes="
                          f"{limits.max_file_bytes:,} bytes (shardplan.parsing.LoadLimits)",
                          source=str(path))
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise error(f"cannot read {what} file: it is UTF-16 text (its byte-order mark says so); "
+                    "save it as UTF-8", source=str(path))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -210,6 +213,10 @@ def compose_yaml(text: str, source: str, limits: LoadLimits = DEFAULT_LIMITS,
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
         context = getattr(exc, "context", None)
+        if "maximum nesting depth" in str(problem):  # libyaml's own depth limit (1,000)
+            raise LimitError(f"nested deeper than max_depth={limits.max_depth} "
+                             "(shardplan.parsing.LoadLimits)", source=source,
+                             line=mark.line + 1 if mark else None) from None
         if context and getattr(exc, "problem", None):
             problem = f"{context}, {problem}"
         line = mark.line + 1 if mark else (text.count("\n", 0, exc.position) + 1
