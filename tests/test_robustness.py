@@ -205,6 +205,23 @@ def test_loaders_name_a_wrong_argument(call, needle):
 # --- standard output holds only shardplan's output --------------------------------------------
 
 
+def test_native_output_goes_to_stderr_python_output_to_stdout():
+    """What native code writes to descriptor 1, raw or through C's buffered stdio, ends on
+    standard error; Python's own prints stay on standard output, in order."""
+    code = ("import ctypes, os\n"
+            "from shardplan.cli.app import native_stdout_to_stderr\n"
+            "with native_stdout_to_stderr():\n"
+            "    print('python 1')\n"
+            "    os.write(1, b'raw native\\n')\n"
+            "    ctypes.CDLL(None).printf(b'buffered native\\n')\n"
+            "    print('python 2')\n"
+            "print('python 3')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "python 1\npython 2\npython 3\n", r.stdout
+    assert "raw native" in r.stderr and "buffered native" in r.stderr, r.stderr
+
+
 def test_native_solver_output_stays_off_stdout(tmp_path):
     """HiGHS prints a banner from C++ to descriptor 1 the first time it starts; piped into a
     file or another program, standard output must still be only the table (or CSV)."""
