@@ -19,6 +19,7 @@ import inspect
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar
@@ -262,38 +263,45 @@ def describe_profiles(cm: EmbeddingCostModel) -> str:
 
 
 class ProgressSink:
-    """Shows a planner's ``ProgressReport``s (best makespan and bound so far, the last phase
-    finished) on a rich task; keeps the best and the bound across reports, since a phase may
-    report only one."""
+    """Shows a planner's ``ProgressReport``s (best makespan and bound so far, and which phase
+    finished when) on a rich task; keeps the best and the bound across reports, since a phase
+    may report only one. The phase reads ``greedy done at 2 s``, so that a long next phase
+    (the ILP) does not look like the last one still running: the elapsed-time column beside
+    it keeps counting."""
 
     def __init__(self, progress: Progress, task: TaskID) -> None:
         self.progress, self.task = progress, task
         self.best: float | None = None
         self.bound: float | None = None
+        self.start = time.perf_counter()
 
     def __call__(self, report: ProgressReport) -> None:
         if report.best_ms is not None:
             self.best = report.best_ms if self.best is None else min(self.best, report.best_ms)
         if report.bound_ms is not None:
             self.bound = report.bound_ms if self.bound is None else max(self.bound, report.bound_ms)
-        parts = []
+        at = time.perf_counter() - self.start
+        # the phase first: at 80 columns the end of the status is what gets cut
+        parts = ["done" if report.phase == "done" else f"{report.phase} done at {at:.0f} s"]
         if self.best is not None:
             parts.append(f"best {self.best:.3f} ms")
         if self.bound is not None:
             parts.append(f"bound {self.bound:.3f} ms")
         if self.best is not None and self.bound:
             parts.append(f"gap {(self.best / self.bound - 1) * 100:.1f}%")
-        parts.append(f"{report.phase} finished")
         self.progress.update(self.task, status=escape(", ".join(parts)))
 
 
 def _progress(transient: bool = True) -> Progress:
-    """A spinner, the elapsed time, a label and a status that is cut first at 80 columns."""
-    return Progress(SpinnerColumn(), TimeElapsedColumn(), TextColumn("[bold]{task.description}"),
+    """A spinner, the elapsed time, a label and a status; at 80 columns the status is cut
+    first (with an ellipsis), never the spinner, the time or the label."""
+    return Progress(SpinnerColumn(table_column=Column(no_wrap=True, min_width=1)),
+                    TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+                    TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
                     TextColumn("{task.fields[status]}", table_column=Column(
-                        ratio=1, no_wrap=True, overflow="ellipsis")),
+                        ratio=1, no_wrap=True, overflow="ellipsis", min_width=0)),
                     console=console, transient=transient, redirect_stdout=False,
-                    redirect_stderr=False, disable=not console.is_terminal)
+                    redirect_stderr=False, expand=True, disable=not console.is_terminal)
 
 
 def plan_with_progress(work: Workload, topo: Topology, *, label: str = "", **kwargs: Any) -> Plan:

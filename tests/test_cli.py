@@ -4,6 +4,7 @@ always one readable line and never a traceback."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -406,5 +407,6 @@ def test_planner_reports_progress_to_the_live_display():
         for r in reports:
             sink(r)
         status = progress.tasks[0].fields["status"]
-    assert status.startswith("best ") and "bound" in status and "gap" in status
-    assert status.endswith("done finished")
+    assert status.startswith("done, best ") and "bound" in status and "gap" in status
+    sink(dataclasses.replace(reports[1], phase="greedy"))  # a phase, then when it finished
+    assert progress.tasks[0].fields["status"].startswith("greedy done at ")
