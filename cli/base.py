@@ -191,6 +191,32 @@ def check_positive(value: int, flag: str) -> int:
     return value
 
 
+#: Most steps (--steps, --warmup, --measure) one local executor run takes: a profile's medians
+#: settle within a few dozen; a typo such as 10**9 would otherwise run for days.
+MAX_STEPS = 10_000
+#: Most ranks the local executor runs (one process each, on this machine); larger plans run
+#: under torchrun across machines, or re-solved for fewer ranks with --world-size N --resolve.
+MAX_LOCAL_RANKS = 256
+
+
+def check_at_most(value: int, flag: str, limit: int, why: str) -> int:
+    """``value`` if at most ``limit``, else SpecError naming ``flag`` and ``why``."""
+    if value > limit:
+        raise SpecError(f"{value:,} is more than {limit:,}; {why}", key_path=flag)
+    return value
+
+
+def check_local_ranks(ranks: int, flag: str = "--world-size",
+                      fix: str = "run the plan under torchrun across machines, or re-solve it "
+                                 "for fewer ranks with --world-size N --resolve") -> int:
+    """``ranks`` if the local executor can run that many processes, else SpecError saying
+    ``fix``."""
+    if ranks > MAX_LOCAL_RANKS:
+        raise SpecError(f"{ranks:,} ranks is more than the {MAX_LOCAL_RANKS} processes the local "
+                        f"executor runs on one machine; {fix}", key_path=flag)
+    return ranks
+
+
 def names_list(text: str, flag: str) -> list[str]:
     """Comma-separated names, at least one, each once."""
     names = [n.strip() for n in text.split(",") if n.strip()]

@@ -19,10 +19,13 @@ from shardplan.cli.base import (
     BatchScopeOpt,
     BatchSizeOpt,
     DTypeOpt,
+    MAX_STEPS,
     ModeOpt,
     ProfileOpt,
     app,
     busy,
+    check_at_most,
+    check_local_ranks,
     check_time_limit,
     handle_errors,
     names_list,
@@ -126,6 +129,9 @@ def compare_cmd(
     external = {"torchrec": _with_spinner(torchrec_planner(), "planning with TorchRec's planner")
                 } if "torchrec" in others else {}
     topo, work = load_cli_problem(topology, tables, batch_size, batch_scope, mode, dtype)
+    check_at_most(measure, "--measure", MAX_STEPS, "medians settle within a few dozen steps")
+    if measure:
+        check_local_ranks(topo.world_size, "--measure", "measure on a smaller CPU topology")
     if measure and any(g.device.model != "CPU" for g in topo.host_groups):
         raise SpecError(f"--measure runs the plans on this machine's executor, so it needs a CPU "
                         f"topology (cpu-2, cpu-4); {topo.name} has "

@@ -17,9 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from shardplan.cli.base import (
+    MAX_STEPS,
     ProfileOpt,
     app,
     busy,
+    check_at_most,
+    check_local_ranks,
     check_positive,
     describe_profiles,
     handle_errors,
@@ -34,6 +37,10 @@ from shardplan.loaders import load_problem, load_topology
 from shardplan.plans import assignment_of, build_plan, kernel_backend, load_plan
 from shardplan.types import Plan
 from shardplan.units import MiB
+
+
+#: Most random plans ``calibrate --plans`` runs (each is a run of the executor).
+MAX_CALIBRATION_PLANS = 1_000
 
 
 def _table(title: str) -> Table:
@@ -69,10 +76,11 @@ def validate(
     """
     from shardplan.executor import resolve_for_world, validate_plan  # torch
 
-    check_positive(steps, "--steps")
+    check_at_most(check_positive(steps, "--steps"), "--steps", MAX_STEPS,
+                  "the comparison needs a few steps")
     p = load_plan(plan)
     if world_size is not None and world_size != p.topology.world_size:
-        check_positive(world_size, "--world-size")
+        check_local_ranks(check_positive(world_size, "--world-size"))
         if not resolve:
             raise SpecError(f"the plan is for {p.topology.world_size} ranks, not {world_size}; "
                             "the executor never remaps shards silently: pass --resolve to "
@@ -81,6 +89,7 @@ def validate(
         say(f"[bold yellow]note:[/] re-solving {escape(p.workload.name)} for {world_size} ranks "
             f"on one host; validating that plan, not the one in {escape(str(plan))}")
         p = resolve_for_world(p, world_size)
+    check_local_ranks(p.topology.world_size)
     backend = kernel_backend(p, backend)
     with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
         rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
@@ -141,9 +150,11 @@ def profile(
     """
     from shardplan.executor import profile_plan  # torch
 
-    check_positive(steps, "--steps")
+    check_at_most(check_positive(steps, "--steps"), "--steps", MAX_STEPS,
+                  "medians settle within a few dozen steps")
     if warmup < 0:
         raise SpecError(f"--warmup must be >= 0, got {warmup}", key_path="--warmup")
+    check_at_most(warmup, "--warmup", MAX_STEPS, "a few warm-up steps are enough")
     if clock not in ("virtual", "wall"):
         raise SpecError(f"unknown clock {clock!r}; choose virtual or wall", key_path="--clock")
     p = load_plan(plan)
@@ -154,6 +165,7 @@ def profile(
                        solver_options=p.provenance.solver_options,
                        lower_bound_ms=None, solve_time_s=p.summary.solve_time_s,
                        status=p.summary.status)
+    check_local_ranks(p.topology.world_size)
     _say_profiles(p)
     backend = kernel_backend(p, backend)
     with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
@@ -229,11 +241,15 @@ def calibrate(
         raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")
     if plans < 0:
         raise SpecError(f"--plans must be >= 0, got {plans}", key_path="--plans")
+    check_at_most(plans, "--plans", MAX_CALIBRATION_PLANS, "a few dozen random plans fit the "
+                  "coefficients")
     work = None
     if plans:
         topo, work = load_problem(topology, tables)
     else:
         topo = load_topology(topology)
+    check_local_ranks(topo.world_size, "--topology", "calibrate on a topology of that many "
+                      "ranks or fewer (cpu-2, cpu-4, cpu-2x2)")
     g = dataclasses.replace(grids[grid], world_size=max(topo.world_size, 1))
     cmd = f"shardplan calibrate --out {out} --topology {topology} --grid {grid}"
     if plans:

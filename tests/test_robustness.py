@@ -313,3 +313,45 @@ def test_yaml_reader_matches_pyyaml(path):
     value, lines = compose_yaml(text, str(path))
     assert value == yaml.safe_load(text)
     assert lines == _pyyaml_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+
+
+# --- command-line values that would run for days or spawn a process per rank ------------------
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sweep", "cpu-2", "--devices", "2-100000000", "--solver", "greedy"], "max_devices"),
+    (["sweep", "cpu-2", "--devices", "16384", "--solver", "greedy"], "max_hosts"),
+    (["gen-workload", "--tables", "5", "--seed", "-1", "-o", "{tmp}/g.yaml"], "seed"),
+    (["validate", "{plan}", "--steps", "1000000000000"], "more than 10,000"),
+    (["profile", "{plan}", "--steps", "100000000"], "more than 10,000"),
+    (["profile", "{plan}", "--warmup", "100000000"], "more than 10,000"),
+    (["compare", "cpu-2", "--solvers", "greedy", "--measure", "1000000000"], "more than 10,000"),
+    (["calibrate", "--out", "{tmp}/c.yaml", "--plans", "1000000000"], "more than 1,000"),
+    (["calibrate", "--out", "{tmp}/c.yaml", "--topology", "h100-128x8"], "256 processes"),
+    (["validate", "{plan}", "--world-size", "1000000", "--resolve"], "256 processes"),
+])
+def test_runaway_command_line_values_stop_at_once(tmp_path, plan_doc, args, needle):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(plan_doc))
+    args = [a.format(tmp=tmp_path, plan=p) for a in args]
+    assert needle in _one_error_line(runner.invoke(app, args))
+
+
+def test_scale_topology_and_generator_check_their_arguments():
+    from shardplan.errors import LimitError
+    from shardplan.generate import synthetic_workload
+    from shardplan.sweep import parse_devices, scale_topology
+
+    topo = load_topology("cpu-2")
+    with pytest.raises(LimitError, match="max_devices"):
+        scale_topology(topo, 10**8)
+    with pytest.raises(SpecError, match="integer >= 1"):
+        scale_topology(topo, 0)
+    with pytest.raises(LimitError, match="max_devices"):
+        parse_devices("8-1000000")
+    assert parse_devices("8-16384")[-1] == 16384
+    for kwargs in ({"seed": -1}, {"batch_size": 0}, {"seed": 1.5}):
+        with pytest.raises(SpecError):
+            synthetic_workload(3, **kwargs)
+    with pytest.raises(SpecError):
+        synthetic_workload(True)
