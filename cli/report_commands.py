@@ -121,7 +121,7 @@ def export_cmd(
 # ---------------------------------------------------------------------------------------------
 
 _STYLE = {Verdict.CHOSEN: "bold green", Verdict.CONSTRAINT: "dim", Verdict.NOT_OFFERED: "dim",
-          Verdict.MEMORY: "red"}
+          Verdict.MEMORY: "red", Verdict.LOWER_COST: "yellow"}
 
 
 def _num(x: float | None, k: float = 1.0) -> str:

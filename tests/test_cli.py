@@ -335,7 +335,9 @@ def test_explain_verdicts_are_consistent(files):
         if v.verdict == "higher cost":
             assert v.makespan_ms > makespan
         elif v.verdict == "not better":
-            assert v.makespan_ms <= makespan + 1e-9
+            assert v.makespan_ms == pytest.approx(makespan, rel=1e-6)
+        elif v.verdict == "lower cost":
+            assert v.makespan_ms < makespan and "missed" in v.reason
         elif v.verdict in ("memory", "constraint"):
             assert v.makespan_ms is None and v.reason
     tw = [v for v in vs if v.option.sharding_type.value == "table_wise"]

@@ -355,3 +355,26 @@ def test_scale_topology_and_generator_check_their_arguments():
             synthetic_workload(3, **kwargs)
     with pytest.raises(SpecError):
         synthetic_workload(True)
+
+
+# --- explain: a lower makespan is not "not better" --------------------------------------------
+
+
+def test_explain_names_lower_cost_options_and_ties_apart():
+    from shardplan.explain import TIE_RTOL, Verdict, explain_table
+
+    topo, work = load_problem("cpu-4")
+    p = make_plan(work, topo, solver="size_greedy")  # a baseline: it misses better options
+    seen = set()
+    for t in p.tables:
+        vs, makespan = explain_table(p, t.name)
+        for v in vs:
+            seen.add(v.verdict)
+            if v.verdict is Verdict.LOWER_COST:
+                assert v.makespan_ms < makespan * (1 - TIE_RTOL) and "missed" in v.reason
+                assert "-" in v.reason.split("makespan")[1][:4]
+            elif v.verdict is Verdict.NOT_BETTER:
+                assert v.makespan_ms == pytest.approx(makespan, rel=2 * TIE_RTOL)
+            elif v.verdict is Verdict.HIGHER_COST:
+                assert v.makespan_ms > makespan * (1 + TIE_RTOL) and "+0.00%" not in v.reason
+    assert Verdict.LOWER_COST in seen
