@@ -102,22 +102,34 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a plan may hold")
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the key {k[:40]!r} appears twice in one object; keep one")
+        out[k] = v
+    return out
+
+
 def plan_from_json(text: str, source: str = "<plan>", *,
                    limits: LoadLimits = DEFAULT_LIMITS) -> Plan:
     """Read a plan written by :func:`plan_to_json`.
 
     Raises:
-        PlanError: not JSON (NaN and Infinity are refused), or a field that is missing, of
+        PlanError: not JSON (NaN and Infinity are refused, and a key given twice in one
+            object), or a field that is missing, of
             the wrong type or out of range (named by key path); nested beyond ``limits``.
     """
     try:
-        d = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
+        d = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant,
+                       object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise PlanError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
     except RecursionError:
         raise LimitError(f"nested deeper than the JSON reader can follow (plans nest under "
                          f"{DEFAULT_LIMITS.max_depth} levels)", source=source) from None
-    except ValueError as exc:  # NaN / Infinity, an integer of thousands of digits
+    except ValueError as exc:  # NaN / Infinity, a doubled key, an integer of thousands of digits
         raise PlanError(f"not a valid plan: {exc}", source=source) from None
     return plan_from_dict(d, source, limits=limits)
 

@@ -378,3 +378,12 @@ def test_explain_names_lower_cost_options_and_ties_apart():
             elif v.verdict is Verdict.HIGHER_COST:
                 assert v.makespan_ms > makespan * (1 + TIE_RTOL) and "+0.00%" not in v.reason
     assert Verdict.LOWER_COST in seen
+
+
+def test_a_key_given_twice_in_a_plan_is_refused(tmp_path, plan_doc):
+    text = json.dumps(plan_doc, indent=1)
+    doubled = text.replace('"makespan_ms":', '"makespan_ms": 0.001, "makespan_ms":', 1)
+    p = tmp_path / "p.json"
+    p.write_text(doubled)
+    with pytest.raises(PlanError, match="'makespan_ms' appears twice"):
+        load_plan(p)
