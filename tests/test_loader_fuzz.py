@@ -280,6 +280,22 @@ def test_cli_workload_fuzz(tmp_path, case):
 
 
 @CLI_FUZZ
+@given(columns=st.lists(st.sampled_from(CSV_COLUMNS + ["bogus", ""]), min_size=1, max_size=9),
+       rows=st.lists(st.lists(CELL, min_size=0, max_size=10), max_size=4), bom=st.booleans())
+def test_cli_csv_fuzz(tmp_path, columns, rows, bom):
+    text = ("\ufeff" if bom else "") + ",".join(columns) + "\n" + "".join(
+        ",".join(r) + "\n" for r in rows)
+    p = tmp_path / "w.csv"
+    p.write_text(text, encoding="utf-8")
+    with time_limit(TIME_LIMIT_S):
+        r = runner.invoke(app, ["solve", "cpu-2", "-t", str(p), "--solver", "greedy",
+                                "--time-limit", "5", "-o", str(tmp_path / "p.json")])
+    assert_clean(r, (0, 1, 2))
+    if len(set(columns)) != len(columns) or "bogus" in columns:
+        assert r.exit_code == EXIT_BAD_INPUT, r.output
+
+
+@CLI_FUZZ
 @given(data=st.data())
 def test_cli_plan_fuzz(tmp_path, plan_doc, data):
     doc, verdict = _plan_case(plan_doc, data)
