@@ -65,10 +65,18 @@ LATENCY = {"s": 1.0, "us": 1e-6}
 # ---------------------------------------------------------------------------------------------
 
 
+#: Most rows a table may have: TorchRec's KeyedJaggedTensor and FBGEMM's kernels index rows
+#: with int64 ids.
+MAX_ROWS = 2**63 - 1
+
+
 def table_from_dict(value: Any, path: str, ctx: Ctx, default_dtype: DType) -> TableSpec:
     r = Reader(value, path, ctx, "a table")
     name = r.name("name")
     rows = r.int("num_embeddings")
+    if rows > MAX_ROWS:
+        raise ctx.fail(r.p("num_embeddings"), f"{rows:,} rows is more than 2^63 - 1: TorchRec "
+                       "and FBGEMM index rows with int64 ids")
     dim = r.int("embedding_dim")
     pf = r.num("pooling_factor", 1.0)
     feats = r.raw("features", None)

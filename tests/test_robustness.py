@@ -387,3 +387,14 @@ def test_a_key_given_twice_in_a_plan_is_refused(tmp_path, plan_doc):
     p.write_text(doubled)
     with pytest.raises(PlanError, match="'makespan_ms' appears twice"):
         load_plan(p)
+
+
+def test_rows_beyond_int64_ids_are_refused_at_load(tmp_path):
+    doc = copy.deepcopy(WORK)
+    for rows in (2**63, 10**30):
+        doc["tables"][0]["num_embeddings"] = rows
+        with pytest.raises(SpecError, match="int64") as ei:
+            load_workload(_write(tmp_path, "w.yaml", doc))
+        assert ei.value.key_path == "tables[0].num_embeddings"
+    doc["tables"][0]["num_embeddings"] = 2**63 - 1  # loads; no cluster holds it (exit 2)
+    assert load_workload(_write(tmp_path, "w.yaml", doc)).tables[0].num_embeddings == 2**63 - 1
