@@ -398,3 +398,22 @@ def test_rows_beyond_int64_ids_are_refused_at_load(tmp_path):
         assert ei.value.key_path == "tables[0].num_embeddings"
     doc["tables"][0]["num_embeddings"] = 2**63 - 1  # loads; no cluster holds it (exit 2)
     assert load_workload(_write(tmp_path, "w.yaml", doc)).tables[0].num_embeddings == 2**63 - 1
+
+
+def test_figures_shorten_long_names_and_keep_their_layout():
+    from shardplan.figures import MAX_LABEL_CHARS, placement_figure, png_bytes, short_name
+
+    assert short_name("abc") == "abc"
+    s = short_name("n" * 20 + "x" * 960 + "end")
+    assert len(s) == MAX_LABEL_CHARS and s.startswith("n" * 20) and s.endswith("end")
+    topo = load_topology("cpu-2")
+    work = Workload(name="w" * 1000, batch_size=8, tables=(
+        TableSpec(name="a" * 1000, num_embeddings=1000, embedding_dim=16),
+        TableSpec(name="b" * 999 + "!", num_embeddings=100, embedding_dim=16)))
+    p = make_plan(work, topo, solver="greedy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib: "constrained_layout not applied ..."
+        fig = placement_figure(p)
+        png_bytes(fig)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels and all(len(lb) < MAX_LABEL_CHARS + 20 for lb in labels), labels
