@@ -354,6 +354,18 @@ class Reader:
             return v
         return as_name(v, self.p(key), self.ctx)
 
+    def text(self, key: str, default: Any = ...) -> Any:
+        """Free text at ``key`` (a description): a string with no control characters other
+        than newlines and tabs (an escape sequence would reach the terminal)."""
+        v = self.str(key, default)
+        if isinstance(v, str):
+            bad = next((c for c in v if unicodedata.category(c) == "Cc" and c not in "\n\t"),
+                       None)
+            if bad is not None:
+                raise self.ctx.fail(self.p(key), f"contains the control character "
+                                                 f"U+{ord(bad):04X}; remove it")
+        return v
+
     def int(self, key: str, default: Any = ..., minimum: int | None = None) -> Any:
         v = self.raw(key, default)
         if v is default and default is not ...:

@@ -184,7 +184,7 @@ def _summary(s: Reader, ctx: Ctx) -> Summary:
     lb = s.raw("lower_bound_ms")
     if lb is not None:
         lb = s.num("lower_bound_ms")
-    solver = s.str("solver")
+    solver = s.name("solver")
     num_tables = s.int("num_tables", minimum=0)
     num_ranks = s.int("num_ranks", minimum=0)
     solve_time = s.num("solve_time_s")
@@ -209,7 +209,7 @@ def _tables(items: list[Any], ctx: Ctx) -> tuple[TablePlan, ...]:
     out = []
     for i, t in enumerate(items):
         tr = Reader(t, f"tables[{i}]", ctx, "a planned table")
-        name = tr.str("name")
+        name = tr.name("name")
         rows = tr.int("num_embeddings", minimum=1)
         dim = tr.int("embedding_dim", minimum=1)
         st = tr.enum("sharding_type", ShardingType)
@@ -277,7 +277,7 @@ def _ranks(items: list[Any], ctx: Ctx, topology: Any) -> tuple[RankPlan, ...]:
         rr = Reader(rk, f"ranks[{i}]", ctx, "a rank")
         rank = rr.int("rank", minimum=0)
         host = rr.int("host", minimum=0)
-        device = rr.str("device")
+        device = rr.name("device")
         ri = topology.rank(i)
         want = topology.group_of(i).device.model
         if (rank, host, device) != (i, ri.host, want):
@@ -303,10 +303,10 @@ def _tiers(r: Reader) -> Memory:
 
 
 def _provenance(p: Reader, ctx: Ctx, limits: LoadLimits) -> Provenance:
-    solver = p.str("solver")
+    solver = p.name("solver")
     options = p.mapping("solver_options", "solver options").d
     check_depth(options, ctx, p.p("solver_options"), limits)
-    version = p.str("shardplan_version")
+    version = p.name("shardplan_version")
     sha = p.str("inputs_sha256")
     cm = p.mapping("cost_model", "the cost-model record").d
     check_depth(cm, ctx, p.p("cost_model"), limits)

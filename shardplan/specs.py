@@ -174,8 +174,8 @@ def workload_from_dict(value: Any, source: str = "<workload>", lines: dict[str, 
     ctx = Ctx(source, lines or {})
     r = Reader(value, path, ctx, "a workload")
     name = r.name("name", Path(source).stem if source and not source.startswith("<") else "workload")
-    r.str("description", "")
-    src = r.str("source", "")
+    r.text("description", "")
+    src = r.text("source", "")
     batch = r.int("batch_size")
     if batch <= 0:
         raise ctx.fail(r.p("batch_size"), f"must be a positive integer, got {batch}")
@@ -350,7 +350,7 @@ def topology_from_dict(value: Any, source: str = "<topology>",
     ctx = Ctx(source, lines or {}, TopologyError)
     r = Reader(value, "", ctx, "a topology")
     name = r.name("name")
-    desc = r.str("description", "")
+    desc = r.text("description", "")
     reserved = r.num("hbm_reserved_fraction", 0.0)
     if reserved >= 1:
         raise ctx.fail("hbm_reserved_fraction", f"must be in [0, 1), got {reserved}")

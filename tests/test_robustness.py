@@ -417,3 +417,29 @@ def test_figures_shorten_long_names_and_keep_their_layout():
         png_bytes(fig)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels and all(len(lb) < MAX_LABEL_CHARS + 20 for lb in labels), labels
+
+
+@pytest.mark.parametrize("where", ["workload description", "workload source",
+                                   "topology description", "plan solver"])
+def test_escape_sequences_in_free_text_are_refused(tmp_path, plan_doc, where):
+    if where == "plan solver":
+        d = copy.deepcopy(plan_doc)
+        d["summary"]["solver"] = d["provenance"]["solver"] = "greedy\x1b[2J"
+        p = tmp_path / "p.json"
+        p.write_text(json.dumps(d))
+        with pytest.raises(PlanError, match=r"U\+001B"):
+            load_plan(p)
+        return
+    if where.startswith("workload"):
+        doc = copy.deepcopy(WORK)
+        doc[where.split()[1]] = "line one\nline two\x1b[2J"
+        p = _write(tmp_path, "w.yaml", doc)
+        with pytest.raises(SpecError, match=r"U\+001B"):
+            load_workload(p)
+        doc[where.split()[1]] = "line one\nline two\twith a tab"  # newlines and tabs are fine
+        load_workload(_write(tmp_path, "w.yaml", doc))
+        return
+    doc = yaml.safe_load((ROOT / "topologies" / "cpu-2.yaml").read_text())
+    doc["description"] = "\x1b]0;title\x07"
+    with pytest.raises(SpecError, match=r"U\+001B"):
+        load_topology(_write(tmp_path, "t.yaml", doc))
