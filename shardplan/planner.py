@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from typing import Any, Callable
 
@@ -72,7 +73,8 @@ def plan(
         >>> p.summary.makespan_ms >= p.summary.lower_bound_ms
         True
     """
-    _check_arguments(workload, topology, time_limit_s, threads, seed, bound_lp_max_vars)
+    time_limit_s, threads, seed, bound_lp_max_vars = _check_arguments(
+        workload, topology, time_limit_s, threads, seed, bound_lp_max_vars)
     if cost_model is None:
         from shardplan.estimators import default_cost_model
 
@@ -104,8 +106,10 @@ def plan(
 
 
 def _check_arguments(workload: Any, topology: Any, time_limit_s: Any, threads: Any, seed: Any,
-                     bound_lp_max_vars: Any) -> None:
-    """SpecError for an argument of :func:`plan` of the wrong type or out of range."""
+                     bound_lp_max_vars: Any) -> tuple[float, int, int, int]:
+    """The numeric arguments of :func:`plan` as plain ``float``/``int`` (numpy scalars
+    accepted; the plan records them as JSON); SpecError for one of the wrong type or out of
+    range."""
     if isinstance(workload, Topology) and isinstance(topology, Workload):
         raise SpecError("plan() takes (workload, topology) but got (topology, workload); "
                         "load_problem returns (topology, workload), so write "
@@ -115,11 +119,12 @@ def _check_arguments(workload: Any, topology: Any, time_limit_s: Any, threads: A
         if not isinstance(value, cls):
             raise SpecError(f"plan() needs {name}= a {cls.__name__} (from load_problem or "
                             f"load_{name}), got {type(value).__name__}", key_path=name)
-    if (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
+    if (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, numbers.Real)
             or not math.isfinite(time_limit_s) or time_limit_s <= 0):
         raise SpecError(f"time_limit_s must be a finite number of seconds > 0, got "
                         f"{time_limit_s!r}", key_path="time_limit_s")
     for name, value, low in (("threads", threads, 1), ("seed", seed, 0),
                              ("bound_lp_max_vars", bound_lp_max_vars, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise SpecError(f"{name} must be an integer >= {low}, got {value!r}", key_path=name)
+    return float(time_limit_s), int(threads), int(seed), int(bound_lp_max_vars)

@@ -443,3 +443,14 @@ def test_escape_sequences_in_free_text_are_refused(tmp_path, plan_doc, where):
     doc["description"] = "\x1b]0;title\x07"
     with pytest.raises(SpecError, match=r"U\+001B"):
         load_topology(_write(tmp_path, "t.yaml", doc))
+
+
+def test_plan_takes_numpy_scalars_and_records_plain_numbers():
+    import numpy as np
+
+    from shardplan.plans import plan_to_json
+
+    topo, work = load_problem("cpu-2")
+    p = make_plan(work, topo, solver="greedy", seed=np.int64(3), threads=np.int32(1),
+                  time_limit_s=np.float32(5))
+    assert json.loads(plan_to_json(p))["provenance"]["solver_options"]["seed"] == 3
