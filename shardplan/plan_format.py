@@ -158,11 +158,6 @@ def plan_from_dict(d: Any, source: str = "<plan>", *,
     replicas = r.int("replicas", 1)
     if replicas < 1:
         raise ctx.fail("replicas", f"must be >= 1 (1: no 2D replication), got {replicas}")
-    for g in topology.host_groups:
-        if g.devices_per_host % replicas:
-            raise ctx.fail("replicas", f"{replicas} replicas do not divide the {g.devices_per_host} "
-                                       f"devices per host of group {g.name!r} (each shard's "
-                                       "replicas share a host); the plan was edited: re-solve it")
     r.done()
     _check_summary(summary, tables, ranks, prov, ctx)
     return Plan(tables=tables, ranks=ranks, summary=summary, provenance=prov,

@@ -143,7 +143,7 @@ def plan_doc() -> dict:
     (lambda d: d["summary"].update(status="optimal",
                                    lower_bound_ms=d["summary"]["makespan_ms"] / 2), "gap of 50"),
     (lambda d: d.update(replicas=2), "replicas=2"),
-    (lambda d: d.update(replicas=3), "do not divide"),
+    (lambda d: d.update(replicas=3), "replicas=3"),
 ])
 def test_plan_status_and_replicas_must_agree(tmp_path, plan_doc, edit, needle):
     d = copy.deepcopy(plan_doc)
