@@ -19,6 +19,7 @@ import inspect
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional, TypeVar
@@ -27,7 +28,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Column
+from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from shardplan.errors import InfeasiblePlanError, ShardplanError, ShardplanWarning, SpecError
@@ -92,6 +93,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 def say(text: str) -> None:
     """Print a line of output: ``text`` is rich markup whose user strings the caller escaped."""
     console.print(text, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """Print a rich table with its title as a line of its own above it: a title longer than
+    the table is neither wrapped over several centred lines nor cut (80 columns, pipes)."""
+    title = table.title
+    if title:
+        table.title = None
+        say(str(title))
+    console.print(table)
 
 
 def handle_errors(fn: F) -> F:
@@ -180,6 +191,32 @@ def check_positive(value: int, flag: str) -> int:
     return value
 
 
+#: Most steps (--steps, --warmup, --measure) one local executor run takes: a profile's medians
+#: settle within a few dozen; a typo such as 10**9 would otherwise run for days.
+MAX_STEPS = 10_000
+#: Most ranks the local executor runs (one process each, on this machine); larger plans run
+#: under torchrun across machines, or re-solved for fewer ranks with --world-size N --resolve.
+MAX_LOCAL_RANKS = 256
+
+
+def check_at_most(value: int, flag: str, limit: int, why: str) -> int:
+    """``value`` if at most ``limit``, else SpecError naming ``flag`` and ``why``."""
+    if value > limit:
+        raise SpecError(f"{value:,} is more than {limit:,}; {why}", key_path=flag)
+    return value
+
+
+def check_local_ranks(ranks: int, flag: str = "--world-size",
+                      fix: str = "run the plan under torchrun across machines, or re-solve it "
+                                 "for fewer ranks with --world-size N --resolve") -> int:
+    """``ranks`` if the local executor can run that many processes, else SpecError saying
+    ``fix``."""
+    if ranks > MAX_LOCAL_RANKS:
+        raise SpecError(f"{ranks:,} ranks is more than the {MAX_LOCAL_RANKS} processes the local "
+                        f"executor runs on one machine; {fix}", key_path=flag)
+    return ranks
+
+
 def names_list(text: str, flag: str) -> list[str]:
     """Comma-separated names, at least one, each once."""
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -252,38 +289,45 @@ def describe_profiles(cm: EmbeddingCostModel) -> str:
 
 
 class ProgressSink:
-    """Shows a planner's ``ProgressReport``s (best makespan and bound so far, the last phase
-    finished) on a rich task; keeps the best and the bound across reports, since a phase may
-    report only one."""
+    """Shows a planner's ``ProgressReport``s (best makespan and bound so far, and which phase
+    finished when) on a rich task; keeps the best and the bound across reports, since a phase
+    may report only one. The phase reads ``greedy done at 2 s``, so that a long next phase
+    (the ILP) does not look like the last one still running: the elapsed-time column beside
+    it keeps counting."""
 
     def __init__(self, progress: Progress, task: TaskID) -> None:
         self.progress, self.task = progress, task
         self.best: float | None = None
         self.bound: float | None = None
+        self.start = time.perf_counter()
 
     def __call__(self, report: ProgressReport) -> None:
         if report.best_ms is not None:
             self.best = report.best_ms if self.best is None else min(self.best, report.best_ms)
         if report.bound_ms is not None:
             self.bound = report.bound_ms if self.bound is None else max(self.bound, report.bound_ms)
-        parts = []
+        at = time.perf_counter() - self.start
+        # the phase first: at 80 columns the end of the status is what gets cut
+        parts = ["done" if report.phase == "done" else f"{report.phase} done at {at:.0f} s"]
         if self.best is not None:
             parts.append(f"best {self.best:.3f} ms")
         if self.bound is not None:
             parts.append(f"bound {self.bound:.3f} ms")
         if self.best is not None and self.bound:
             parts.append(f"gap {(self.best / self.bound - 1) * 100:.1f}%")
-        parts.append(f"{report.phase} finished")
         self.progress.update(self.task, status=escape(", ".join(parts)))
 
 
 def _progress(transient: bool = True) -> Progress:
-    """A spinner, the elapsed time, a label and a status that is cut first at 80 columns."""
-    return Progress(SpinnerColumn(), TimeElapsedColumn(), TextColumn("[bold]{task.description}"),
+    """A spinner, the elapsed time, a label and a status; at 80 columns the status is cut
+    first (with an ellipsis), never the spinner, the time or the label."""
+    return Progress(SpinnerColumn(table_column=Column(no_wrap=True, min_width=1)),
+                    TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+                    TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
                     TextColumn("{task.fields[status]}", table_column=Column(
-                        ratio=1, no_wrap=True, overflow="ellipsis")),
+                        ratio=1, no_wrap=True, overflow="ellipsis", min_width=0)),
                     console=console, transient=transient, redirect_stdout=False,
-                    redirect_stderr=False, disable=not console.is_terminal)
+                    redirect_stderr=False, expand=True, disable=not console.is_terminal)
 
 
 def plan_with_progress(work: Workload, topo: Topology, *, label: str = "", **kwargs: Any) -> Plan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,19 +20,19 @@ from shardplan.cli.base import (
     app,
     apply_overrides,
     check_time_limit,
-    console,
     cost_model_for,
     handle_errors,
     plan_with_progress,
+    print_table,
     reflow_doc,
     say,
 )
 from shardplan.compare import resolve_solver_name
-from shardplan.errors import SpecError
+from shardplan.errors import ShardplanWarning, SpecError
 from shardplan.frames import headroom, nearly_full, rank_frame, sharding_mix, slowest_rank
 from shardplan.loaders import DEFAULT_TOPOLOGY, bundled_topologies, bundled_workloads, load_problem
 from shardplan.generate import synthetic_workload, write_workload
-from shardplan.plans import save_plan
+from shardplan.plans import FBGEMM_WIDTH_MULTIPLE, fbgemm_unsupported, save_plan
 from shardplan.report import write_report
 from shardplan.solvers import DEFAULT_SOLVER, SOLVERS
 from shardplan.types import Plan
@@ -66,7 +67,7 @@ def print_summary(plan: Plan, max_rows: int = 32) -> None:
                   f"{row.ddr_bytes / GiB:.2f}/{row.ddr_capacity_bytes / GiB:.1f}",
                   str(row.num_shards), f"{compute:.3f}", f"{comm:.3f}", f"{row.total_ms:.3f}",
                   style="bold" if row.is_slowest else None)
-    console.print(t)
+    print_table(t)
     if len(df) > max_rows:
         say(f"(showing the {max_rows} slowest of {len(df)} ranks; all are in the plan "
             "file and `shardplan report`)")
@@ -157,6 +158,13 @@ def solve(
         save_plan(p, out)
     except OSError as exc:
         raise SpecError(f"cannot write the plan: {exc.strerror}", source=str(out)) from None
+    bad = fbgemm_unsupported(p)
+    if bad:  # decided here, said once: what the executor will run these tables with
+        shown = ", ".join(f"{n} ({w} columns)" for n, w in list(bad.items())[:4])
+        warnings.warn(f"FBGEMM's kernels need widths that are multiples of "
+                      f"{FBGEMM_WIDTH_MULTIPLE}; {len(bad)} table(s) are not ({shown}"
+                      f"{', ...' if len(bad) > 4 else ''}): `shardplan validate` and `profile` "
+                      "will run this plan with the torch kernels", ShardplanWarning, stacklevel=1)
     files = write_report(p, report) if report is not None else None
     print_summary(p)
     say(f"wrote {escape(str(out))}")
@@ -188,7 +196,7 @@ def topologies_cmd(
             models = ", ".join(sorted({g.device.model for g in topo.host_groups}))
             t.add_row(n, str(topo.num_hosts), str(topo.world_size), models,
                       Path(topo.workload_path).stem if topo.workload_path else "-")
-        console.print(t)
+        print_table(t)
         say("bundled workloads: " + ", ".join(bundled_workloads()))
         return
     topo, work = load_problem(name, need_workload=False)

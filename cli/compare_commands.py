@@ -19,15 +19,18 @@ from shardplan.cli.base import (
     BatchScopeOpt,
     BatchSizeOpt,
     DTypeOpt,
+    MAX_STEPS,
     ModeOpt,
     ProfileOpt,
     app,
     busy,
+    check_at_most,
+    check_local_ranks,
     check_time_limit,
-    console,
     handle_errors,
     names_list,
     plan_with_progress,
+    print_table,
     reflow_doc,
     say,
     write_file,
@@ -126,6 +129,9 @@ def compare_cmd(
     external = {"torchrec": _with_spinner(torchrec_planner(), "planning with TorchRec's planner")
                 } if "torchrec" in others else {}
     topo, work = load_cli_problem(topology, tables, batch_size, batch_scope, mode, dtype)
+    check_at_most(measure, "--measure", MAX_STEPS, "medians settle within a few dozen steps")
+    if measure:
+        check_local_ranks(topo.world_size, "--measure", "measure on a smaller CPU topology")
     if measure and any(g.device.model != "CPU" for g in topo.host_groups):
         raise SpecError(f"--measure runs the plans on this machine's executor, so it needs a CPU "
                         f"topology (cpu-2, cpu-4); {topo.name} has "
@@ -157,7 +163,7 @@ def compare_cmd(
         cells += [_cell(row.lower_bound_ms, ".3f"), _cell(row.gap_percent, ".1f"),
                   _cell(row.solve_time_s, ".2f"), _cell(row.hbm_max_used_fraction * 100, ".1f")]
         t.add_row(*cells, style="bold" if best is not None and r.makespan_ms == best else None)
-    console.print(t)
+    print_table(t)
     say("ms: makespan; bound: lower bound (ms); gap% against the best bound any planner "
         "proved; HBM%: the fullest rank; best in bold"
         + (f"; measured: step time on the executor, median of {measure} steps" if measure else ""))
@@ -236,7 +242,7 @@ def sweep_cmd(
                     f"{r.makespan_ms:.3f}" if r.fits else "-",
                     f"{r.lower_bound_ms:.3f}" if r.lower_bound_ms else "-",
                     f"{r.solve_time_s:.2f}" if r.fits else "-", style="bold" if meets else None)
-    console.print(tbl)
+    print_table(tbl)
     for r in rows:
         if not r.fits:
             say(escape(f"  {r.devices} devices do not fit: {r.note}"))

@@ -17,13 +17,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from shardplan.cli.base import (
+    MAX_STEPS,
     ProfileOpt,
     app,
     busy,
+    check_at_most,
+    check_local_ranks,
     check_positive,
-    console,
     describe_profiles,
     handle_errors,
+    print_table,
     reflow_doc,
     say,
 )
@@ -31,9 +34,13 @@ from shardplan.errors import SpecError
 from shardplan.estimators.cost_model import default_cost_model
 from shardplan.estimators.recorded import cost_model_of
 from shardplan.loaders import load_problem, load_topology
-from shardplan.plans import assignment_of, build_plan, load_plan
+from shardplan.plans import assignment_of, build_plan, kernel_backend, load_plan
 from shardplan.types import Plan
 from shardplan.units import MiB
+
+
+#: Most random plans ``calibrate --plans`` runs (each is a run of the executor).
+MAX_CALIBRATION_PLANS = 1_000
 
 
 def _table(title: str) -> Table:
@@ -69,10 +76,11 @@ def validate(
     """
     from shardplan.executor import resolve_for_world, validate_plan  # torch
 
-    check_positive(steps, "--steps")
+    check_at_most(check_positive(steps, "--steps"), "--steps", MAX_STEPS,
+                  "the comparison needs a few steps")
     p = load_plan(plan)
     if world_size is not None and world_size != p.topology.world_size:
-        check_positive(world_size, "--world-size")
+        check_local_ranks(check_positive(world_size, "--world-size"))
         if not resolve:
             raise SpecError(f"the plan is for {p.topology.world_size} ranks, not {world_size}; "
                             "the executor never remaps shards silently: pass --resolve to "
@@ -81,6 +89,8 @@ def validate(
         say(f"[bold yellow]note:[/] re-solving {escape(p.workload.name)} for {world_size} ranks "
             f"on one host; validating that plan, not the one in {escape(str(plan))}")
         p = resolve_for_world(p, world_size)
+    check_local_ranks(p.topology.world_size)
+    backend = kernel_backend(p, backend)
     with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
         rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
     t = _table(f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, kernels "
@@ -94,7 +104,7 @@ def validate(
                   *(f"{e[k]:.1e}" for k in ("output", "gradient", "weight", "state")),
                   f"{r['measured_bytes'] / MiB:.2f}", f"{r['estimated_bytes'] / MiB:.2f}",
                   str(len(r["mismatches"])), style="red" if r["mismatches"] else None)
-    console.print(t)
+    print_table(t)
     say("err: the largest |sharded - reference| of pooled outputs, gradients, updated weights "
         f"and optimizer state; tolerance {rep.atol:g} + {rep.rtol:g} x |reference|. MiB: "
         "measured memory (local weights + optimizer state + the step's peak buffers) and the "
@@ -140,9 +150,11 @@ def profile(
     """
     from shardplan.executor import profile_plan  # torch
 
-    check_positive(steps, "--steps")
+    check_at_most(check_positive(steps, "--steps"), "--steps", MAX_STEPS,
+                  "medians settle within a few dozen steps")
     if warmup < 0:
         raise SpecError(f"--warmup must be >= 0, got {warmup}", key_path="--warmup")
+    check_at_most(warmup, "--warmup", MAX_STEPS, "a few warm-up steps are enough")
     if clock not in ("virtual", "wall"):
         raise SpecError(f"unknown clock {clock!r}; choose virtual or wall", key_path="--clock")
     p = load_plan(plan)
@@ -153,7 +165,9 @@ def profile(
                        solver_options=p.provenance.solver_options,
                        lower_bound_ms=None, solve_time_s=p.summary.solve_time_s,
                        status=p.summary.status)
+    check_local_ranks(p.topology.world_size)
     _say_profiles(p)
+    backend = kernel_backend(p, backend)
     with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
         rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
                            clock=clock)
@@ -165,7 +179,7 @@ def profile(
         t.add_row(str(r.rank), r.stage, f"{r.estimated_ms:.3f}", f"{r.measured_ms:.3f}",
                   f"{r.waited_ms:.3f}", "-" if e is None else f"{e:+.0%}",
                   style="bold" if r.stage == "total" else None)
-    console.print(t)
+    print_table(t)
     path = rep.write_csv(out or plan.with_suffix(".profile.csv"))
     mode = "pipelined" if rep.pipelined else "serial"
     say("ms; error = (estimate - measured) / measured")
@@ -227,11 +241,15 @@ def calibrate(
         raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")
     if plans < 0:
         raise SpecError(f"--plans must be >= 0, got {plans}", key_path="--plans")
+    check_at_most(plans, "--plans", MAX_CALIBRATION_PLANS, "a few dozen random plans fit the "
+                  "coefficients")
     work = None
     if plans:
         topo, work = load_problem(topology, tables)
     else:
         topo = load_topology(topology)
+    check_local_ranks(topo.world_size, "--topology", "calibrate on a topology of that many "
+                      "ranks or fewer (cpu-2, cpu-4, cpu-2x2)")
     g = dataclasses.replace(grids[grid], world_size=max(topo.world_size, 1))
     cmd = f"shardplan calibrate --out {out} --topology {topology} --grid {grid}"
     if plans:
@@ -244,7 +262,7 @@ def calibrate(
     t.add_column("value", justify="right")
     for k, v in rep["coefficients"].items():
         t.add_row(escape(k), escape(str(v)))
-    console.print(t)
+    print_table(t)
     say(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} values "
         f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
     for n in rep["notes"]:

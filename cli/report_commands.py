@@ -18,9 +18,9 @@ from shardplan.cli.base import (
     app,
     busy,
     check_positive,
-    console,
     describe_profiles,
     handle_errors,
+    print_table,
     reflow_doc,
     say,
     write_file,
@@ -121,7 +121,7 @@ def export_cmd(
 # ---------------------------------------------------------------------------------------------
 
 _STYLE = {Verdict.CHOSEN: "bold green", Verdict.CONSTRAINT: "dim", Verdict.NOT_OFFERED: "dim",
-          Verdict.MEMORY: "red"}
+          Verdict.MEMORY: "red", Verdict.LOWER_COST: "yellow"}
 
 
 def _num(x: float | None, k: float = 1.0) -> str:
@@ -178,7 +178,7 @@ def explain_cmd(
         label = v.option.label + ("*" if v.alternatives > 1 else "")
         t.add_row(str(i), label, _num(v.work_ms), _num(v.hbm_bytes, GiB), _num(v.ddr_bytes, GiB),
                   _num(v.makespan_ms), v.verdict.value, style=_STYLE.get(v.verdict))
-    console.print(t)
+    print_table(t)
     for i, v in enumerate(shown, start=1):
         say(f"{i:>3}. {v.verdict.value}: {escape(v.reason)}")
     say("work: time the option adds, summed over ranks; memory: summed over ranks; makespan: "

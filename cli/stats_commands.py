@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shardplan.cli.base import app, console, handle_errors, reflow_doc
+from shardplan.cli.base import app, console, handle_errors, reflow_doc, say
 from shardplan.errors import SpecError
 from shardplan.stats.types import (
     DEFAULT_BATCH_SIZE,
@@ -57,7 +57,11 @@ def _print_summary(result: StatsResult) -> None:
     rows = summary_rows(result)
     for row in rows[:MAX_TABLE_ROWS]:
         t.add_row(*row)
-    # a terminal folds cells to its width; piped output (a log, a file) keeps rows whole
+    # the title as a line of its own (print_table's rule), then the table: a terminal folds
+    # cells to its width; piped output (a log, a file) keeps rows whole
+    if t.title:
+        say(str(t.title))
+        t.title = None
     if console.is_terminal:
         console.print(t)
     else:

@@ -31,6 +31,7 @@ from shardplan.estimators.cost_model import ProfileArg, default_cost_model
 from shardplan.frames import gap_percent, headroom
 from shardplan.planner import plan as make_plan
 from shardplan.solvers import SOLVERS
+from shardplan.plans import kernel_backend
 from shardplan.types import Plan, ShardingType, Tier, Topology, Workload
 
 #: Another planner: ``(workload, topology) -> (plan, planning seconds)``.
@@ -186,7 +187,9 @@ def measure(rows: Sequence[CompareRow], steps: int) -> list[CompareRow]:
     from shardplan.executor.api import profile_plans
 
     done = [i for i, r in enumerate(rows) if r.plan is not None]
-    reports = profile_plans([rows[i].plan for i in done], steps=steps, warmup=max(2, steps // 5))
+    plans = [rows[i].plan for i in done]
+    reports = profile_plans(plans, steps=steps, warmup=max(2, steps // 5),
+                            backend=kernel_backend(plans))
     out = list(rows)
     for i, rep in zip(done, reports):
         out[i] = dataclasses.replace(rows[i], measured_ms=rep.measured_makespan_ms)

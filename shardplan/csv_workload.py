@@ -11,6 +11,7 @@ optimizer: they are arguments (the CLI's ``--batch-size``, ``--batch-scope``, ``
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,18 @@ def workload_from_csv(text: str, source: str = "<csv>", *, batch_size: int = CSV
                                      f"and {i + 1}); keep one")
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
+        sep = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
+        hint = (f"; the header is one column holding {sep!r}: shardplan reads comma-separated "
+                "values, so save the file with commas" if sep else "")
         raise ctx.fail("header", f"missing column(s) {', '.join(missing)}; the header must "
-                       f"include {','.join(CSV_REQUIRED)}")
-    unknown = [c for c in header if c not in CSV_REQUIRED + CSV_OPTIONAL]
+                       f"include {','.join(CSV_REQUIRED)}{hint}")
+    allowed = CSV_REQUIRED + CSV_OPTIONAL
+    unknown = [c for c in header if c not in allowed]
     if unknown:
-        raise ctx.fail("header", f"unknown column {unknown[0]!r}; allowed: "
-                       f"{', '.join(CSV_REQUIRED + CSV_OPTIONAL)}")
+        close = difflib.get_close_matches(unknown[0].lower().replace(" ", "_"), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ctx.fail("header", f"unknown column {unknown[0]!r}{hint} (allowed: "
+                       f"{', '.join(allowed)})")
     tables = []
     lineno = 1
     try:

@@ -41,13 +41,20 @@ from shardplan.types import (
 from shardplan.units import GiB
 
 
+#: Makespans within this relative difference are a tie (plans record times to 1e-6 ms, and
+#: the weighing adds the option's shards back in another order).
+TIE_RTOL = 1e-6
+
+
 class Verdict(StrEnum):
     """What an option of a table came to, best first (the order :func:`explain_table` sorts
-    by): the plan's choice; fits and would not raise the makespan; fits but would raise it;
-    does not fit in memory; pruned by the enumeration at this instance size; ruled out by the
-    table's constraints."""
+    by): the plan's choice; fits and would lower the makespan (with the rest of the plan
+    fixed: the solver missed it); fits and would leave it as it is (a tie); fits but would
+    raise it; does not fit in memory; pruned by the enumeration at this instance size; ruled
+    out by the table's constraints."""
 
     CHOSEN = "chosen"
+    LOWER_COST = "lower cost"
     NOT_BETTER = "not better"
     HIGHER_COST = "higher cost"
     MEMORY = "memory"
@@ -69,8 +76,8 @@ class OptionVerdict:
         makespan_ms: the plan's makespan if this option replaced the chosen one, its shards
             placed greedily (least-loaded rank with room), the rest of the plan unchanged;
             None when it does not fit or a constraint rules it out.
-        verdict: a :class:`Verdict` (``not better``: fits, no higher makespan, but the solver
-            chose otherwise).
+        verdict: a :class:`Verdict` (``lower cost``: fits and would lower the makespan; ``not
+            better``: fits and would leave it unchanged, within :data:`TIE_RTOL`).
         reason: a sentence.
         alternatives: how many options of the same kind (e.g. one per host) this row stands for.
     """
@@ -267,20 +274,23 @@ def explain_table(plan: Plan, table: str, cost_model: CostModel | None = None
                 "pruned by the enumeration at this instance size (see EnumerationOptions)"))
             continue
         work, hb, db, span, why = w.weigh(o)
+        tie = TIE_RTOL * w.makespan + 1e-9
         chosen = not found_chosen and _matches(o, tp)
         if chosen:
             found_chosen = True
             v, reason = Verdict.CHOSEN, f"the plan's choice, on ranks {format_ranks(tp.ranks)}"
         elif span is None:
             v, reason = Verdict.MEMORY, why
-        elif span > w.makespan + 1e-9:
+        elif span > w.makespan + tie:
             v, reason = Verdict.HIGHER_COST, (f"makespan +{span - w.makespan:.4g} ms "
-                                        f"({(span / w.makespan - 1) * 100:+.2f}%)")
-        elif span >= w.makespan - 1e-9:
-            v, reason = Verdict.NOT_BETTER, "same makespan; lost the solver's tie-break"
+                                              f"({(span / w.makespan - 1) * 100:+.3g}%)")
+        elif span >= w.makespan - tie:
+            v, reason = Verdict.NOT_BETTER, ("same makespan (within "
+                                             f"{TIE_RTOL:.0e}); lost the solver's tie-break")
         else:
-            v, reason = Verdict.NOT_BETTER, (f"makespan {(span / w.makespan - 1) * 100:+.2f}% with the "
-                                       "rest of the plan fixed: the solver missed it")
+            v, reason = Verdict.LOWER_COST, (f"makespan {span - w.makespan:.4g} ms "
+                                             f"({(span / w.makespan - 1) * 100:+.3g}%) with the "
+                                             "rest of the plan fixed: the solver missed it")
         verdicts.append(OptionVerdict(option=o, work_ms=work, hbm_bytes=hb, ddr_bytes=db,
                                       makespan_ms=span, verdict=v, reason=reason))
     if not found_chosen:  # the plan's layout is not one this enumeration makes
@@ -310,4 +320,4 @@ def _fold(vs: list[OptionVerdict]) -> list[OptionVerdict]:
     return out
 
 
-__all__ = ["OptionVerdict", "Verdict", "explain_table", "format_ranks"]
+__all__ = ["TIE_RTOL", "OptionVerdict", "Verdict", "explain_table", "format_ranks"]

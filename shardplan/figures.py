@@ -101,10 +101,23 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+#: Longest name a figure prints whole; a longer one keeps its start and end around an ellipsis
+#: (names may have up to 1,000 characters; a label that long would squeeze the plot to nothing).
+MAX_LABEL_CHARS = 40
+
+
+def short_name(name: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """``name``, or its start and end around ``…`` when longer than ``limit`` characters."""
+    if len(name) <= limit:
+        return name
+    tail = (limit - 1) // 3
+    return name[:limit - 1 - tail] + "…" + name[len(name) - tail:]
+
+
 def _title(plan: Plan) -> str:
     s = plan.summary
-    return f"{plan.workload.name} on {plan.topology.name} ({s.num_tables} tables, " \
-           f"{s.num_ranks} ranks, {s.solver})"
+    return f"{short_name(plan.workload.name)} on {short_name(plan.topology.name)} " \
+           f"({s.num_tables} tables, {s.num_ranks} ranks, {s.solver})"
 
 
 def _per_rank(ax, x: np.ndarray, values: np.ndarray, bottom: np.ndarray, color: str,
@@ -257,7 +270,7 @@ def placement_figure(plan: Plan, top: int = TOP_TABLES) -> Figure:
                        hatch=PLACEMENT_HATCH.get(kind), linewidth=0.4 if kind in
                        PLACEMENT_HATCH else 0)
     ax.set_ylim(len(shown) - 0.5, -0.5)
-    labels = [f"{t.name} {t.sharding_type.short}"
+    labels = [f"{short_name(t.name)} {t.sharding_type.short}"
               + (f" {t.shards[0].placement}" if _placement_of(t) is not PlacementKind.HBM else "")
               + f" ({format_bytes(size[t.name])})" for t in shown]
     fs, every = _label_size(ax, fig, len(shown))
@@ -422,13 +435,13 @@ def compare_figure(rows: Sequence[CompareRow], title: str = "") -> Figure:
         ax.axhline(best, color="black", linestyle="--", linewidth=1.2,
                    label=f"best lower bound {best:.3f} ms")
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_xticks(x, [r.name for r in rows], rotation=20 if len(rows) > 5 else 0, ha="right"
+    ax.set_xticks(x, [short_name(r.name) for r in rows], rotation=20 if len(rows) > 5 else 0, ha="right"
                   if len(rows) > 5 else "center", fontsize=9)
     ax.set_ylabel("makespan (ms)")
     ax.set_ylim(0, top * 1.22)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(("Makespan by planner (label: makespan, planning time; best in green)" +
-                  (f" — {title}" if title else "")), fontsize=10)
+                  (f" — {short_name(title, 2 * MAX_LABEL_CHARS)}" if title else "")), fontsize=10)
     return fig
 
 
@@ -473,7 +486,8 @@ def sweep_figure(rows: Sequence[SweepRow], target_ms: float | None = None,
     ax.set_ylim(0, ymax * 1.2)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Makespan against cluster size" + (f" — {title}" if title else ""), fontsize=10)
+    ax.set_title("Makespan against cluster size"
+                 + (f" — {short_name(title, 2 * MAX_LABEL_CHARS)}" if title else ""), fontsize=10)
     return fig
 
 

@@ -29,9 +29,21 @@ OPT_WEIGHTS = [0.7, 0.1, 0.1, 0.1]
 
 def synthetic_workload(num_tables: int, *, seed: int = 0, batch_size: int = 512,
                        max_rows: int = 10**9, name: str | None = None) -> Workload:
-    """``num_tables`` random tables; the same seed gives the same workload."""
-    if not 1 <= num_tables <= 100_000:
-        raise SpecError(f"num_tables must be in 1..100000, got {num_tables}", key_path="tables")
+    """``num_tables`` random tables; the same seed gives the same workload.
+
+    Raises:
+        SpecError: ``num_tables`` outside 1..100,000, a negative seed, a batch size below 1,
+            ``max_rows`` below 100.
+    """
+    if isinstance(num_tables, bool) or not isinstance(num_tables, int) \
+            or not 1 <= num_tables <= 100_000:
+        raise SpecError(f"num_tables must be an integer in 1..100000, got {num_tables!r}",
+                        key_path="tables")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError(f"the seed must be an integer >= 0, got {seed!r}", key_path="seed")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SpecError(f"the batch size must be an integer >= 1, got {batch_size!r}",
+                        key_path="batch_size")
     rng = np.random.default_rng(seed)
     # rows: log10 uniform on [2, 7] for most, a heavy tail up to max_rows
     if max_rows < 100:

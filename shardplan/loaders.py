@@ -63,7 +63,19 @@ def load_workload(path: str | Path, *, limits: LoadLimits = DEFAULT_LIMITS,
     Raises:
         SpecError: naming the file, key path (or CSV row and column) and line.
     """
-    return _read_workload(Path(path), limits, **csv_options)[0]
+    return _read_workload(Path(_path_arg(path, "workload", "path")), limits, **csv_options)[0]
+
+
+def _path_arg(value: Any, what: str, arg: str) -> str | Path:
+    """``value`` if it can name a file (a ``str`` or path), else SpecError saying what to pass
+    (a ``Topology`` or ``Workload`` object where a name was expected is the usual slip)."""
+    if isinstance(value, (str, Path)) and str(value).strip():
+        return value
+    if isinstance(value, (Topology, Workload)):
+        raise SpecError(f"{arg} takes a {what} file path or bundled name, not a "
+                        f"{type(value).__name__} object (it is loaded already)", key_path=arg)
+    raise SpecError(f"{arg} takes a {what} file path or bundled name (a str or Path), got "
+                    f"{type(value).__name__} {str(value)[:40]!r}", key_path=arg)
 
 
 def bundled_topologies() -> list[str]:
@@ -81,7 +93,7 @@ def bundled_workloads() -> list[str]:
 
 def resolve_topology_path(name_or_path: str | Path) -> Path:
     """A path as given, or a bundled topology's path by name."""
-    p = Path(name_or_path)
+    p = Path(_path_arg(name_or_path, "topology", "topology"))
     if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(name_or_path):
         return p
     cand = resources.files(BUNDLED_PACKAGE).joinpath(f"{name_or_path}.yaml")
@@ -103,7 +115,7 @@ def _bundled_workload(name: str) -> Path | None:
 
 def resolve_workload_path(name_or_path: str | Path) -> Path:
     """A path as given, or a bundled workload's path by name."""
-    p = Path(name_or_path)
+    p = Path(_path_arg(name_or_path, "workload", "tables"))
     if p.suffix or p.exists() or "/" in str(name_or_path):
         return p
     cand = _bundled_workload(str(name_or_path))
@@ -191,8 +203,10 @@ def check_pins(workload: Workload, topology: Topology, ctx: Ctx | None = None,
     for i, t in enumerate(workload.tables):
         bad = sorted(r for r in (t.constraints.pinned_ranks or ()) if r >= world)
         if bad:
+            shown = ", ".join(map(str, bad[:5])) + (f", ... ({len(bad)} in all)"
+                                                     if len(bad) > 5 else "")
             raise ctx.fail(f"{prefix}tables[{i}].constraints.pinned_ranks",
-                           f"table {t.name!r} is pinned to rank(s) {', '.join(map(str, bad))}, "
+                           f"table {t.name!r} is pinned to rank(s) {shown}, "
                            f"but topology {topology.name!r} has ranks 0..{world - 1}")
 
 

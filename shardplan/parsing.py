@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import difflib
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import yaml
+import yaml.composer
+import yaml.constructor
+import yaml.resolver
 
 from shardplan.errors import LimitError, SpecError
 
@@ -68,6 +72,10 @@ class LoadLimits:
 
 DEFAULT_LIMITS = LoadLimits()
 
+#: Longest name (table, feature, workload, topology, host group, device model) the loaders
+#: accept: names are printed in tables, messages and plots; real ones are under 100.
+MAX_NAME_CHARS = 1_000
+
 
 # ---------------------------------------------------------------------------------------------
 # Files
@@ -98,6 +106,9 @@ def read_text(path: Path, what: str, limits: LoadLimits = DEFAULT_LIMITS,
         raise LimitError(f"the {what} file is larger than max_file_bytes="
                          f"{limits.max_file_bytes:,} bytes (shardplan.parsing.LoadLimits)",
                          source=str(path))
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise error(f"cannot read {what} file: it is UTF-16 text (its byte-order mark says so); "
+                    "save it as UTF-8", source=str(path))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -110,13 +121,13 @@ def read_text(path: Path, what: str, limits: LoadLimits = DEFAULT_LIMITS,
 # ---------------------------------------------------------------------------------------------
 
 
-class _LimitedLoader(yaml.SafeLoader):
-    """A SafeLoader that counts, while it composes, the nodes each node stands for with its
+class _Limits:
+    """Counts, while a YAML document is composed, the nodes each node stands for with its
     aliases expanded, the alias references and the nesting depth, and stops at the limits.
-    Nothing is expanded before the counts are known, so an alias bomb costs no memory."""
+    Nothing is expanded before the counts are known, so an alias bomb costs no memory.
+    Mixed into a loader before its composer (:class:`_LimitedLoader`)."""
 
-    def __init__(self, text: str, limits: LoadLimits, source: str) -> None:
-        super().__init__(text)
+    def _setup(self, limits: LoadLimits, source: str) -> None:
         self.limits, self.source = limits, source
         self.depth = 0
         self.aliases = 0
@@ -153,6 +164,34 @@ class _LimitedLoader(yaml.SafeLoader):
         return node
 
 
+try:
+    import yaml.cyaml
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _LIBYAML = False
+else:
+    _LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
+
+if _LIBYAML:
+    class _LimitedLoader(_Limits, yaml.composer.Composer, yaml.cyaml.CParser,  # type: ignore[misc]
+                         yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml's event parser (about 20x faster than PyYAML's, so that a file near the
+        limits is refused in seconds) under PyYAML's composer, which counts."""
+
+        def __init__(self, text: str, limits: LoadLimits, source: str) -> None:
+            yaml.cyaml.CParser.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._setup(limits, source)
+else:  # pragma: no cover - PyYAML built without libyaml
+    class _LimitedLoader(_Limits, yaml.SafeLoader):  # type: ignore[no-redef]
+        """PyYAML's own parser and composer, counting."""
+
+        def __init__(self, text: str, limits: LoadLimits, source: str) -> None:
+            yaml.SafeLoader.__init__(self, text)
+            self._setup(limits, source)
+
+
 def compose_yaml(text: str, source: str, limits: LoadLimits = DEFAULT_LIMITS,
                  ) -> tuple[Any, dict[str, int]]:
     """YAML text -> (python value, {key path: 1-based line}).
@@ -173,6 +212,13 @@ def compose_yaml(text: str, source: str, limits: LoadLimits = DEFAULT_LIMITS,
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        context = getattr(exc, "context", None)
+        if "maximum nesting depth" in str(problem):  # libyaml's own depth limit (1,000)
+            raise LimitError(f"nested deeper than max_depth={limits.max_depth} "
+                             "(shardplan.parsing.LoadLimits)", source=source,
+                             line=mark.line + 1 if mark else None) from None
+        if context and getattr(exc, "problem", None):
+            problem = f"{context}, {problem}"
         line = mark.line + 1 if mark else (text.count("\n", 0, exc.position) + 1
                                            if isinstance(getattr(exc, "position", None), int)
                                            else None)
@@ -300,6 +346,26 @@ class Reader:
             raise self.ctx.fail(self.p(key), f"expected a non-empty string, got {kind(v)}")
         return v
 
+    def name(self, key: str, default: Any = ...) -> Any:
+        """A name at ``key`` (:func:`as_name`: printable, no spaces at its ends, not too
+        long)."""
+        v = self.raw(key, default)
+        if v is default and default is not ...:
+            return v
+        return as_name(v, self.p(key), self.ctx)
+
+    def text(self, key: str, default: Any = ...) -> Any:
+        """Free text at ``key`` (a description): a string with no control characters other
+        than newlines and tabs (an escape sequence would reach the terminal)."""
+        v = self.str(key, default)
+        if isinstance(v, str):
+            bad = next((c for c in v if unicodedata.category(c) == "Cc" and c not in "\n\t"),
+                       None)
+            if bad is not None:
+                raise self.ctx.fail(self.p(key), f"contains the control character "
+                                                 f"U+{ord(bad):04X}; remove it")
+        return v
+
     def int(self, key: str, default: Any = ..., minimum: int | None = None) -> Any:
         v = self.raw(key, default)
         if v is default and default is not ...:
@@ -366,6 +432,25 @@ def kind(v: Any) -> str:
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def as_name(v: Any, path: str, ctx: Ctx, what: str = "a name") -> str:
+    """A name at ``path``: a non-empty string of at most :data:`MAX_NAME_CHARS` characters,
+    with no control characters (a newline or an escape sequence would break tables, CSV and
+    the terminal) and no spaces at its ends (``"a "`` and ``"a"`` would be different tables).
+    """
+    if not isinstance(v, str) or not v:
+        raise ctx.fail(path, f"expected {what} (a non-empty string), got {kind(v)}")
+    if len(v) > MAX_NAME_CHARS:
+        raise ctx.fail(path, f"{what} of {len(v):,} characters is longer than "
+                             f"{MAX_NAME_CHARS:,} (shardplan.parsing.MAX_NAME_CHARS); shorten it")
+    bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ctx.fail(path, f"{what} {_short(v)} contains the control character "
+                             f"U+{ord(bad):04X}; names must be printable")
+    if v != v.strip():
+        raise ctx.fail(path, f"{what} {_short(v)} has spaces at its ends; remove them")
+    return v
 
 
 def as_int(v: Any, path: str, ctx: Ctx, minimum: int | None = None) -> int:
@@ -438,5 +523,6 @@ def build(ctx: Ctx, path: str, make: Callable[[], T]) -> T:
         raise ctx.fail(path, str(exc)) from None
 
 
-__all__ = ["DEFAULT_LIMITS", "Ctx", "LoadLimits", "Reader", "as_enum", "as_int", "as_list",
+__all__ = ["DEFAULT_LIMITS", "MAX_NAME_CHARS", "Ctx", "LoadLimits", "Reader", "as_enum",
+           "as_int", "as_list", "as_name",
            "as_num", "build", "check_depth", "compose_yaml", "kind", "read_text"]

@@ -37,6 +37,11 @@ from shardplan.types import (
 FORMAT_VERSION = 2  # 2: per-lane estimates (send/receive per stage), embedding-v2 cost model
 #: A plan's ``summary.status``: lower-case words (``optimal``, ``feasible``, ``time_limit``).
 STATUS_PATTERN = re.compile(r"[a-z][a-z_]{0,31}")
+#: The statuses a plan can have: the solvers end ``optimal`` (proved within the solver's gap)
+#: or ``feasible``; an infeasible problem has no plan.
+PLAN_STATUSES = ("optimal", "feasible")
+#: The gap an ``optimal`` plan may show when its solver records none (``solver_options.gap``).
+DEFAULT_OPTIMAL_GAP = 0.01
 #: How far a recorded lower bound may lie above the makespan (solver tolerances), relative.
 BOUND_SLACK = 1e-4
 
@@ -97,22 +102,34 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a plan may hold")
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the key {k[:40]!r} appears twice in one object; keep one")
+        out[k] = v
+    return out
+
+
 def plan_from_json(text: str, source: str = "<plan>", *,
                    limits: LoadLimits = DEFAULT_LIMITS) -> Plan:
     """Read a plan written by :func:`plan_to_json`.
 
     Raises:
-        PlanError: not JSON (NaN and Infinity are refused), or a field that is missing, of
+        PlanError: not JSON (NaN and Infinity are refused, and a key given twice in one
+            object), or a field that is missing, of
             the wrong type or out of range (named by key path); nested beyond ``limits``.
     """
     try:
-        d = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
+        d = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant,
+                       object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise PlanError(f"not valid JSON: {exc.msg}", source=source, line=exc.lineno) from None
     except RecursionError:
         raise LimitError(f"nested deeper than the JSON reader can follow (plans nest under "
                          f"{DEFAULT_LIMITS.max_depth} levels)", source=source) from None
-    except ValueError as exc:  # NaN / Infinity, an integer of thousands of digits
+    except ValueError as exc:  # NaN / Infinity, a doubled key, an integer of thousands of digits
         raise PlanError(f"not a valid plan: {exc}", source=source) from None
     return plan_from_dict(d, source, limits=limits)
 
@@ -162,7 +179,7 @@ def _summary(s: Reader, ctx: Ctx) -> Summary:
     lb = s.raw("lower_bound_ms")
     if lb is not None:
         lb = s.num("lower_bound_ms")
-    solver = s.str("solver")
+    solver = s.name("solver")
     num_tables = s.int("num_tables", minimum=0)
     num_ranks = s.int("num_ranks", minimum=0)
     solve_time = s.num("solve_time_s")
@@ -173,9 +190,10 @@ def _summary(s: Reader, ctx: Ctx) -> Summary:
         mix[k] = mix_r.int(k, minimum=1)
     mix_r.done()
     status = s.str("status")
-    if not STATUS_PATTERN.fullmatch(status):
-        raise ctx.fail(s.p("status"), f"{status!r} is not a solve status (lower-case words "
-                                      "such as optimal or feasible)")
+    if status not in PLAN_STATUSES:
+        raise ctx.fail(s.p("status"), f"{status[:40]!r} is not a solve status a plan can have "
+                                      f"({' or '.join(PLAN_STATUSES)}); the plan was edited: "
+                                      "re-solve it")
     s.done()
     return Summary(makespan_ms=makespan, lower_bound_ms=lb, solver=solver, num_tables=num_tables,
                    num_ranks=num_ranks, solve_time_s=solve_time, sharding_mix=mix, status=status)
@@ -186,7 +204,7 @@ def _tables(items: list[Any], ctx: Ctx) -> tuple[TablePlan, ...]:
     out = []
     for i, t in enumerate(items):
         tr = Reader(t, f"tables[{i}]", ctx, "a planned table")
-        name = tr.str("name")
+        name = tr.name("name")
         rows = tr.int("num_embeddings", minimum=1)
         dim = tr.int("embedding_dim", minimum=1)
         st = tr.enum("sharding_type", ShardingType)
@@ -254,7 +272,7 @@ def _ranks(items: list[Any], ctx: Ctx, topology: Any) -> tuple[RankPlan, ...]:
         rr = Reader(rk, f"ranks[{i}]", ctx, "a rank")
         rank = rr.int("rank", minimum=0)
         host = rr.int("host", minimum=0)
-        device = rr.str("device")
+        device = rr.name("device")
         ri = topology.rank(i)
         want = topology.group_of(i).device.model
         if (rank, host, device) != (i, ri.host, want):
@@ -280,10 +298,10 @@ def _tiers(r: Reader) -> Memory:
 
 
 def _provenance(p: Reader, ctx: Ctx, limits: LoadLimits) -> Provenance:
-    solver = p.str("solver")
+    solver = p.name("solver")
     options = p.mapping("solver_options", "solver options").d
     check_depth(options, ctx, p.p("solver_options"), limits)
-    version = p.str("shardplan_version")
+    version = p.name("shardplan_version")
     sha = p.str("inputs_sha256")
     cm = p.mapping("cost_model", "the cost-model record").d
     check_depth(cm, ctx, p.p("cost_model"), limits)
@@ -306,10 +324,24 @@ def _check_summary(s: Summary, tables: tuple[TablePlan, ...], ranks: tuple[RankP
         raise ctx.fail("summary.lower_bound_ms", f"a lower bound of {s.lower_bound_ms:g} ms "
                        f"above the makespan {s.makespan_ms:g} ms is impossible (a negative gap); "
                        "the plan was edited: re-solve it")
+    if s.status == "optimal":
+        gap_option = prov.solver_options.get("gap", DEFAULT_OPTIMAL_GAP)
+        ok = (isinstance(gap_option, (int, float)) and not isinstance(gap_option, bool)
+              and 0 <= gap_option < 1)
+        allowed = max(2 * gap_option if ok else 0.0, DEFAULT_OPTIMAL_GAP)
+        if s.lower_bound_ms is None:
+            raise ctx.fail("summary.status", "says optimal but records no lower bound that "
+                                             "proves it; the plan was edited: re-solve it")
+        if s.makespan_ms > 0 and (s.makespan_ms - s.lower_bound_ms) > allowed * s.makespan_ms:
+            gap = 100 * (1 - s.lower_bound_ms / s.makespan_ms)
+            raise ctx.fail("summary.status", f"says optimal, but its lower bound "
+                           f"{s.lower_bound_ms:g} ms leaves a gap of {gap:.1f}% to its makespan "
+                           f"{s.makespan_ms:g} ms (the solver stops within {100 * allowed:g}%); "
+                           "the plan was edited: re-solve it")
     if prov.solver != s.solver:
         raise ctx.fail("summary.solver", f"says {s.solver!r}, but the provenance says "
                                          f"{prov.solver!r}; the plan was edited: re-solve it")
 
 
-__all__ = ["FORMAT_VERSION", "STATUS_PATTERN", "plan_from_dict", "plan_from_json",
+__all__ = ["FORMAT_VERSION", "PLAN_STATUSES", "STATUS_PATTERN", "plan_from_dict", "plan_from_json",
            "plan_to_dict", "plan_to_json"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from typing import Any, Callable
 
 from shardplan.bounds import DEFAULT_LP_MAX_VARS, DEFAULT_LP_TIME_LIMIT_S, lower_bound
 from shardplan.enumerators import EnumerationOptions, enumerate_options
-from shardplan.errors import SolverError
+from shardplan.errors import SolverError, SpecError
 from shardplan.plans import build_plan
 from shardplan.solvers import DEFAULT_SOLVER, get_solver
 from shardplan.solvers.common import CostTables, TableGroups, check_groups
@@ -60,7 +62,9 @@ def plan(
 
     Raises:
         InfeasiblePlanError: no plan fits; the error says what would make it fit.
-        SpecError: a bad solver name or option, or a pinned rank the topology lacks.
+        SpecError: a bad solver name or option (a time limit that is not a finite number of
+            seconds > 0, threads < 1, a seed that is not an integer, ...), arguments of the
+            wrong type, or a pinned rank the topology lacks.
         SolverError: a solver failed, or broke a co-location/separation constraint.
 
     Example:
@@ -72,6 +76,8 @@ def plan(
         >>> p.summary.makespan_ms >= p.summary.lower_bound_ms
         True
     """
+    time_limit_s, threads, seed, bound_lp_max_vars = _check_arguments(
+        workload, topology, time_limit_s, threads, seed, bound_lp_max_vars)
     if cost_model is None:
         from shardplan.estimators import default_cost_model
 
@@ -102,3 +108,28 @@ def plan(
     return build_plan(workload=workload, topology=topology, cost_model=cost_model,
                       assignment=result.assignment, solver=s.name, solver_options=opts,
                       lower_bound_ms=lb, solve_time_s=elapsed, status=result.status)
+
+
+def _check_arguments(workload: Any, topology: Any, time_limit_s: Any, threads: Any, seed: Any,
+                     bound_lp_max_vars: Any) -> tuple[float, int, int, int]:
+    """The numeric arguments of :func:`plan` as plain ``float``/``int`` (numpy scalars
+    accepted; the plan records them as JSON); SpecError for one of the wrong type or out of
+    range."""
+    if isinstance(workload, Topology) and isinstance(topology, Workload):
+        raise SpecError("plan() takes (workload, topology) but got (topology, workload); "
+                        "load_problem returns (topology, workload), so write "
+                        "`topo, work = load_problem(...)` then `plan(work, topo)`",
+                        key_path="plan")
+    for name, value, cls in (("workload", workload, Workload), ("topology", topology, Topology)):
+        if not isinstance(value, cls):
+            raise SpecError(f"plan() needs {name}= a {cls.__name__} (from load_problem or "
+                            f"load_{name}), got {type(value).__name__}", key_path=name)
+    if (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, numbers.Real)
+            or not math.isfinite(time_limit_s) or time_limit_s <= 0):
+        raise SpecError(f"time_limit_s must be a finite number of seconds > 0, got "
+                        f"{time_limit_s!r}", key_path="time_limit_s")
+    for name, value, low in (("threads", threads, 1), ("seed", seed, 0),
+                             ("bound_lp_max_vars", bound_lp_max_vars, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise SpecError(f"{name} must be an integer >= {low}, got {value!r}", key_path=name)
+    return float(time_limit_s), int(threads), int(seed), int(bound_lp_max_vars)

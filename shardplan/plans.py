@@ -18,7 +18,7 @@ import numpy as np
 
 from shardplan import __version__
 from shardplan.assignments import assignment_of, option_of
-from shardplan.errors import PlanError, ShardplanWarning, UnknownCostModelError
+from shardplan.errors import PlanError, ShardplanWarning, SpecError, UnknownCostModelError
 from shardplan.estimators.recorded import cost_model_of
 from shardplan.parsing import DEFAULT_LIMITS, LoadLimits, read_text
 from shardplan.plan_format import (
@@ -322,6 +322,11 @@ def check_estimates(plan: Plan, cost_model: CostModel | None = None) -> bool:
                                 "re-solve with `shardplan solve`",
                                 key_path=f"ranks[{rp.rank}].capacity_bytes.{tier.value}")
     if rebuilt is not None:
+        model_replicas = getattr(getattr(cost_model, "options", None), "replicas", plan.replicas)
+        if plan.replicas != model_replicas:
+            raise PlanError(f"the plan says replicas={plan.replicas} but its cost model was run "
+                            f"with replicas={model_replicas}: the plan was edited after solving; "
+                            "re-solve with `shardplan solve`", key_path="replicas")
         _compare(plan, rebuilt)
     if plan.provenance.inputs_sha256 != inputs_sha256(plan.workload, topo):
         raise PlanError("the plan's workload or topology differs from what it was solved for "
@@ -360,6 +365,49 @@ def _compare(plan: Plan, rebuilt: Plan) -> None:
 
 def _close(a: float, b: float, atol: float) -> bool:
     return abs(a - b) <= atol + ESTIMATE_RTOL * max(abs(a), abs(b))
+
+
+#: FBGEMM's table-batched embedding kernels (``SplitTableBatchedEmbeddingBagsCodegen``) need
+#: every table's width to be a multiple of 4 (their assertion: "embedding_dim must be a
+#: multiple of 4"); the executor's torch kernels run any width.
+FBGEMM_WIDTH_MULTIPLE = 4
+
+
+def fbgemm_unsupported(plans: Plan | Sequence[Plan]) -> dict[str, int]:
+    """The tables FBGEMM's kernels cannot run, each with a shard width (columns) that is not a
+    multiple of :data:`FBGEMM_WIDTH_MULTIPLE`; empty when FBGEMM runs every shard."""
+    out: dict[str, int] = {}
+    for p in ([plans] if isinstance(plans, Plan) else plans):
+        for t in p.tables:
+            width = next((s.num_cols for s in t.shards
+                          if s.num_cols % FBGEMM_WIDTH_MULTIPLE), None)
+            if width is not None:
+                out.setdefault(t.name, width)
+    return out
+
+
+def kernel_backend(plans: Plan | Sequence[Plan], requested: str | None = "auto") -> str:
+    """The kernel backend to run ``plans`` with, decided before anything runs: ``requested``,
+    except that ``auto`` becomes ``torch`` (with a ``ShardplanWarning`` naming the tables)
+    when FBGEMM cannot run some shard's width.
+
+    Raises:
+        SpecError: ``fbgemm`` was asked for but FBGEMM cannot run some shard's width.
+    """
+    requested = requested or "auto"
+    bad = fbgemm_unsupported(plans)
+    if not bad or requested == "torch":
+        return requested
+    shown = ", ".join(f"{name} ({w} columns)" for name, w in list(bad.items())[:4])
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    why = (f"FBGEMM's kernels need shard widths that are multiples of "
+           f"{FBGEMM_WIDTH_MULTIPLE}, and {len(bad)} table(s) have others: {shown}{more}")
+    if requested == "fbgemm":
+        raise SpecError(f"{why}; pass --backend torch (or auto), or give those tables widths "
+                        f"that are multiples of {FBGEMM_WIDTH_MULTIPLE}", key_path="backend")
+    warnings.warn(f"{why}; running every lookup with the torch kernels", ShardplanWarning,
+                  stacklevel=2)
+    return "torch"
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
@@ -403,6 +451,7 @@ def load_plan(path: str | Path, *, check: bool = True,
     return plan
 
 
-__all__ = ["ESTIMATE_RTOL", "FORMAT_VERSION", "assignment_of", "build_plan", "check_estimates",
-           "check_plan", "inputs_sha256", "load_plan", "option_of", "plan_from_dict",
+__all__ = ["ESTIMATE_RTOL", "FBGEMM_WIDTH_MULTIPLE", "FORMAT_VERSION", "assignment_of",
+           "build_plan", "check_estimates", "check_plan", "fbgemm_unsupported", "inputs_sha256",
+           "kernel_backend", "load_plan", "option_of", "plan_from_dict",
            "plan_from_json", "plan_to_dict", "plan_to_json", "rank_costs", "save_plan"]

@@ -28,6 +28,7 @@ from shardplan.parsing import (
     as_enum,
     as_int,
     as_list,
+    as_name,
     as_num,
     build,
 )
@@ -64,10 +65,18 @@ LATENCY = {"s": 1.0, "us": 1e-6}
 # ---------------------------------------------------------------------------------------------
 
 
+#: Most rows a table may have: TorchRec's KeyedJaggedTensor and FBGEMM's kernels index rows
+#: with int64 ids.
+MAX_ROWS = 2**63 - 1
+
+
 def table_from_dict(value: Any, path: str, ctx: Ctx, default_dtype: DType) -> TableSpec:
     r = Reader(value, path, ctx, "a table")
-    name = r.str("name")
+    name = r.name("name")
     rows = r.int("num_embeddings")
+    if rows > MAX_ROWS:
+        raise ctx.fail(r.p("num_embeddings"), f"{rows:,} rows is more than 2^63 - 1: TorchRec "
+                       "and FBGEMM index rows with int64 ids")
     dim = r.int("embedding_dim")
     pf = r.num("pooling_factor", 1.0)
     feats = r.raw("features", None)
@@ -76,6 +85,7 @@ def table_from_dict(value: Any, path: str, ctx: Ctx, default_dtype: DType) -> Ta
         for i, f in enumerate(items):
             if not isinstance(f, (str, int)) or isinstance(f, bool) or f == "":
                 raise ctx.fail(f"{r.p('features')}[{i}]", f"expected a feature name, got {f!r}")
+            as_name(str(f), f"{r.p('features')}[{i}]", ctx, "a feature name")
         feats = tuple(str(f) for f in items)
     dtype = r.enum("dtype", DType, default_dtype)
     opt = r.enum("optimizer", Optimizer, None)
@@ -163,9 +173,9 @@ def workload_from_dict(value: Any, source: str = "<workload>", lines: dict[str, 
     """
     ctx = Ctx(source, lines or {})
     r = Reader(value, path, ctx, "a workload")
-    name = r.str("name", Path(source).stem if source and not source.startswith("<") else "workload")
-    r.str("description", "")
-    src = r.str("source", "")
+    name = r.name("name", Path(source).stem if source and not source.startswith("<") else "workload")
+    r.text("description", "")
+    src = r.text("source", "")
     batch = r.int("batch_size")
     if batch <= 0:
         raise ctx.fail(r.p("batch_size"), f"must be a positive integer, got {batch}")
@@ -288,7 +298,7 @@ def _link(value: Any, path: str, ctx: Ctx, cls: type[E], network: bool) -> Link:
 
 def _host_group(value: Any, path: str, ctx: Ctx, limits: LoadLimits) -> HostGroup:
     r = Reader(value, path, ctx, "a host group")
-    name = r.str("name")
+    name = r.name("name")
     hosts = r.int("hosts", minimum=1)
     dph = r.int("devices_per_host", minimum=1)
     for key, v, limit, what in (("hosts", hosts, limits.max_hosts, "max_hosts"),
@@ -299,7 +309,7 @@ def _host_group(value: Any, path: str, ctx: Ctx, limits: LoadLimits) -> HostGrou
                              f"than {what}={limit:,} (shardplan.parsing.LoadLimits)",
                              source=ctx.source, key_path=r.p(key), line=ctx.line_of(r.p(key)))
     d = Reader(r.raw("device"), r.p("device"), ctx, "a device")
-    model = d.str("model")
+    model = d.name("model")
     hbm = d.quantity("hbm_capacity", BYTES)
     hbm_bw = d.quantity("hbm_bandwidth", BANDWIDTH)
     d.done()
@@ -339,8 +349,8 @@ def topology_from_dict(value: Any, source: str = "<topology>",
     """
     ctx = Ctx(source, lines or {}, TopologyError)
     r = Reader(value, "", ctx, "a topology")
-    name = r.str("name")
-    desc = r.str("description", "")
+    name = r.name("name")
+    desc = r.text("description", "")
     reserved = r.num("hbm_reserved_fraction", 0.0)
     if reserved >= 1:
         raise ctx.fail("hbm_reserved_fraction", f"must be in [0, 1), got {reserved}")

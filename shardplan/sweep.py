@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from shardplan.errors import InfeasiblePlanError, SpecError
+from shardplan.errors import InfeasiblePlanError, LimitError, SpecError
 from shardplan.estimators.cost_model import ProfileArg, default_cost_model
+from shardplan.parsing import DEFAULT_LIMITS
 from shardplan.planner import plan as make_plan
 from shardplan.solvers import DEFAULT_SOLVER
 from shardplan.types import Plan, Topology, Workload
@@ -68,6 +69,7 @@ def parse_devices(text: str) -> list[int]:
 
     Raises:
         SpecError: anything else, a size below 1, or more than :data:`MAX_SIZES` sizes.
+        LimitError: a size above ``LoadLimits.max_devices``.
     """
     out: list[int] = []
     for part in (p.strip() for p in text.split(",")):
@@ -96,7 +98,15 @@ def parse_devices(text: str) -> list[int]:
     sizes = sorted(set(out))
     if len(sizes) > MAX_SIZES:
         raise _too_many(len(sizes))
+    if sizes[-1] > DEFAULT_LIMITS.max_devices:
+        raise _too_large(sizes[-1])
     return sizes
+
+
+def _too_large(devices: int) -> LimitError:
+    return LimitError(f"{devices:,} devices is more than max_devices="
+                      f"{DEFAULT_LIMITS.max_devices:,} (shardplan.parsing.LoadLimits), the "
+                      "largest cluster shardplan plans for", key_path="--devices")
 
 
 def _too_many(n: int) -> SpecError:
@@ -110,9 +120,14 @@ def scale_topology(topology: Topology, devices: int) -> Topology:
 
     Raises:
         SpecError: ``devices`` is not reachable with whole hosts.
+        LimitError: more devices than ``LoadLimits.max_devices``.
     """
     world = topology.world_size
     groups = topology.host_groups
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise SpecError(f"devices must be an integer >= 1, got {devices!r}", key_path="devices")
+    if devices > DEFAULT_LIMITS.max_devices:
+        raise _too_large(devices)
     if len(groups) == 1:
         g = groups[0]
         if devices % g.devices_per_host:
@@ -130,6 +145,11 @@ def scale_topology(topology: Topology, devices: int) -> Topology:
                             f"use multiples of {world} scaled by whole factors",
                             key_path="devices")
         new = tuple(dataclasses.replace(g, hosts=round(h)) for g, h in zip(groups, hosts))
+    hosts = sum(g.hosts for g in new)
+    if hosts > DEFAULT_LIMITS.max_hosts:
+        raise LimitError(f"{devices:,} devices need {hosts:,} hosts, more than max_hosts="
+                         f"{DEFAULT_LIMITS.max_hosts:,} (shardplan.parsing.LoadLimits)",
+                         key_path="devices")
     return dataclasses.replace(topology, name=f"{topology.name}@{devices}", host_groups=new)
 
 

@@ -195,3 +195,23 @@ def test_console_script_entry_point_exits_with_codes(tmp_path):
     r = subprocess.run([*SHARDPLAN, "solve", "no-such-topology"], capture_output=True,
                        text=True, cwd=ROOT, env=env, timeout=300)
     assert r.returncode == 1 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_progress_line_at_80_columns_cuts_the_status_not_the_clock():
+    """The spinner line keeps its spinner, elapsed time and label at 80 columns; the status
+    (phase first) is what the ellipsis cuts."""
+    import io
+
+    from rich.console import Console
+
+    from shardplan.cli.base import _progress
+
+    progress = _progress()
+    progress.add_task("solving with auto", total=None,
+                      status="baselines done at 4 s, best 1.574 ms, bound 0.802 ms, gap 96.2%, "
+                             "and more than fits")
+    out = Console(width=80, file=io.StringIO(), color_system=None)
+    out.print(progress.make_tasks_table(progress.tasks))
+    line = out.file.getvalue().splitlines()[0]
+    assert len(line) <= 80 and "0:00:00" in line and "solving with auto" in line, line
+    assert "baselines done at 4 s" in line and line.rstrip().endswith("…"), line

@@ -93,7 +93,7 @@ JUNK = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
     st.sampled_from(["[/x]", "[bold]x", "fp7", "-1", "1e400", "nan", "0x10", "", " ", "表格",
-                     "10^12", "1_000"]),
+                     "10^12", "1_000", "\x1b[31mx", "a\nb", " pad ", "x" * 5000]),
     st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
                                                               max_size=2))
 
@@ -277,6 +277,22 @@ def test_cli_workload_fuzz(tmp_path, case):
         r = runner.invoke(app, ["solve", "cpu-2", "-t", str(p), "--solver", "greedy",
                                 "--time-limit", "5", "-o", str(tmp_path / "p.json")])
     assert_clean(r, (EXIT_BAD_INPUT,) if verdict == "bad" else (0, 1, 2))
+
+
+@CLI_FUZZ
+@given(columns=st.lists(st.sampled_from(CSV_COLUMNS + ["bogus", ""]), min_size=1, max_size=9),
+       rows=st.lists(st.lists(CELL, min_size=0, max_size=10), max_size=4), bom=st.booleans())
+def test_cli_csv_fuzz(tmp_path, columns, rows, bom):
+    text = ("\ufeff" if bom else "") + ",".join(columns) + "\n" + "".join(
+        ",".join(r) + "\n" for r in rows)
+    p = tmp_path / "w.csv"
+    p.write_text(text, encoding="utf-8")
+    with time_limit(TIME_LIMIT_S):
+        r = runner.invoke(app, ["solve", "cpu-2", "-t", str(p), "--solver", "greedy",
+                                "--time-limit", "5", "-o", str(tmp_path / "p.json")])
+    assert_clean(r, (0, 1, 2))
+    if len(set(columns)) != len(columns) or "bogus" in columns:
+        assert r.exit_code == EXIT_BAD_INPUT, r.output
 
 
 @CLI_FUZZ
