@@ -23,7 +23,6 @@ from shardplan.types import (
     BatchScope,
     IdOrder,
     ShardingType,
-    TableConstraints,
     TableSpec,
     Topology,
     Workload,

@@ -119,8 +119,8 @@ class InfeasiblePlanError(ShardplanError):
             parts.append(f"tables that fit nowhere: {shown}{more}")
         for s in self.shortfalls:
             parts.append(
-                f"{s.tier}: need {s.needed_bytes / 2**30:.2f} GiB, have "
-                f"{s.available_bytes / 2**30:.2f} GiB (short {s.missing_bytes / 2**30:.2f} GiB)"
+                f"{s.tier}: need {_gib(s.needed_bytes)}, have "
+                f"{_gib(s.available_bytes)} (short {_gib(s.missing_bytes)})"
             )
         if self.suggestions:
             parts.append("would make it feasible: " + "; ".join(self.suggestions))
@@ -147,3 +147,8 @@ class TorchRecMissingError(ShardplanError, ImportError):
 class ShardplanWarning(UserWarning):
     """Something the user should know that does not stop the command: a device model without
     a calibration profile, a plan whose estimates could not be re-checked, a rank nearly full."""
+
+
+def _gib(n: float) -> str:
+    """Bytes as GiB for messages, in at most 4 significant digits (1e300 bytes stays short)."""
+    return f"{n / 2**30:.4g} GiB" if abs(n) < 2**30 * 1e6 else f"{n / 2**30:.3e} GiB"

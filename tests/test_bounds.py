@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_topology, make_workload
+from shardplan.estimators import default_cost_model
+
 from shardplan.bounds import lower_bound, pair_bound, unit_bound, work_bound
 from shardplan.enumerators import enumerate_options
-from shardplan.estimators import default_cost_model
 from shardplan.solvers.common import CostTables
 from shardplan.solvers.ilp import ILPSolver
 from shardplan.types import PlanningContext, TableSpec, Workload
@@ -71,7 +71,6 @@ def test_lp_skipped_when_too_large(dozen, topo16):
 def _random_choices(ct, rng, n):
     """``n`` random points of the option space: a random option per table, a random allowed
     rank per shard (memory ignored: the bounds below do not use it)."""
-    import numpy as np
 
     out = []
     for _ in range(n):

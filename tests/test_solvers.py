@@ -4,8 +4,8 @@ makespan >= lower bound, determinism), infeasibility, co-location / separation /
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_topology, make_workload
+
 from shardplan.errors import InfeasiblePlanError, SpecError
 from shardplan.loaders import load_topology
 from shardplan.planner import plan
@@ -161,8 +161,9 @@ def test_colocate_and_separate_conflict_is_infeasible(topo16):
 
 
 def test_ilp_details_and_bound(dozen):
-    from shardplan.enumerators import enumerate_options
     from shardplan.estimators import default_cost_model
+
+    from shardplan.enumerators import enumerate_options
     from shardplan.solvers.ilp import ILPSolver
     from shardplan.types import PlanningContext
 
@@ -190,8 +191,9 @@ def test_ilp_cbc_backend(cpu4):
 
 
 def test_ilp_model_names_constraints(dozen):
-    from shardplan.enumerators import enumerate_options
     from shardplan.estimators import default_cost_model
+
+    from shardplan.enumerators import enumerate_options
     from shardplan.solvers.common import CostTables, TableGroups
     from shardplan.solvers.ilp import build_model
     from shardplan.types import PlanningContext
@@ -223,9 +225,8 @@ def test_heterogeneous_topology():
 
 
 def test_cli_infeasible_exit_code_2(tmp_path):
-    from typer.testing import CliRunner
-
     from shardplan.cli.app import app
+    from typer.testing import CliRunner
 
     csv = tmp_path / "huge.csv"
     csv.write_text("name,num_embeddings,embedding_dim,pooling_factor\n"

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardplan.errors import InfeasiblePlanError
-from shardplan.solvers import SOLVERS as REGISTRY
 from shardplan.planner import plan
 from shardplan.plans import check_plan
+from shardplan.solvers import SOLVERS as REGISTRY
 from shardplan.types import (
     DeviceModel,
     DType,
@@ -21,8 +21,8 @@ from shardplan.types import (
     Optimizer,
     PlacementKind,
     TableConstraints,
-    Topology,
     TableSpec,
+    Topology,
     Workload,
 )
 

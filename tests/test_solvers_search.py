@@ -6,13 +6,18 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from conftest import make_topology, make_workload
-from shardplan.enumerators import enumerate_options
 from shardplan.estimators import default_cost_model
+
+from shardplan.enumerators import enumerate_options
 from shardplan.planner import plan
 from shardplan.solvers.common import CostTables, TableGroups, evaluate
-from shardplan.solvers.greedy import best_greedy, greedy_choice, target_ladder, tie_round
+from shardplan.solvers.greedy import (
+    best_greedy,
+    greedy_choice,
+    target_ladder,
+    tie_round,
+)
 from shardplan.solvers.group_moves import apply_group_move, candidate_moves
 from shardplan.solvers.portfolio import types_used, without_type
 from shardplan.types import (

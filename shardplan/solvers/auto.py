@@ -24,12 +24,17 @@ import time
 from shardplan.errors import InfeasiblePlanError
 from shardplan.solvers.baselines import BASELINES, list_schedule
 from shardplan.solvers.bounds import cheap_bound
-from shardplan.solvers.common import CostTables, TableGroups, diagnose_infeasible, evaluate
+from shardplan.solvers.common import (
+    CostTables,
+    TableGroups,
+    diagnose_infeasible,
+    evaluate,
+)
 from shardplan.solvers.greedy import DEFAULT_SHORTLIST, best_greedy
 from shardplan.solvers.ilp import ILPSolver, ilp_options, model_rows, model_size
 from shardplan.solvers.local_search import DEFAULT_MAX_EVALS, improve
 from shardplan.solvers.portfolio import restricted_searches
-from shardplan.types import PlanningContext, SolveResult, SolveStatus, Solver
+from shardplan.types import PlanningContext, Solver, SolveResult, SolveStatus
 
 
 class AutoSolver(Solver):

@@ -30,9 +30,9 @@ from shardplan.solvers.common import CostTables, LoadState, TableGroups, evaluat
 from shardplan.types import (
     PlacementKind,
     PlanningContext,
+    Solver,
     SolveResult,
     SolveStatus,
-    Solver,
     TableSpec,
 )
 

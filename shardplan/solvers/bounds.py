@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardplan.solvers.common import CostTables, least_work_lanes
+from shardplan.solvers.common import CostTables, least_work_lanes, silence_highs_banner
 
 #: Tables whose pairs the pair bound tries (the heaviest by their single-table bound).
 PAIR_TABLES = 20
@@ -339,6 +339,7 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
     lp.a_matrix_.start_ = np.searchsorted(J, np.arange(ncol + 1)).astype(np.int32)
     lp.a_matrix_.index_ = I.astype(np.int32)
     lp.a_matrix_.value_ = V
+    silence_highs_banner()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)

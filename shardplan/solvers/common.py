@@ -10,6 +10,9 @@ group; per-rank arrays are built only for memory and for the load state.
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -411,6 +414,26 @@ def _cost_arrays(cm, o: ShardingOption, groups: list[int], ng: int, n: int) -> t
         ev_l[g] = e.perf.as_tuple()
         ev_h[g], ev_d[g] = e.memory.hbm, e.memory.ddr
     return lg, hg, dg, ev_l, ev_h, ev_d
+
+
+@functools.cache
+def silence_highs_banner() -> None:
+    """HiGHS prints a copyright banner to the process's stdout (C level) the first time a
+    solver is made, even with output off; make that first one with stdout pointed at
+    /dev/null so it never lands in the CLI's output or a piped plan summary."""
+    try:
+        import highspy
+    except ImportError:
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 # ---------------------------------------------------------------------------------------------

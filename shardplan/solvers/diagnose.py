@@ -26,6 +26,7 @@ import numpy as np
 
 from shardplan.enumerators import enumerate_table
 from shardplan.errors import InfeasiblePlanError, Shortfall, SpecError
+from shardplan.parsing import LoadLimits
 from shardplan.solvers.common import CostTables
 from shardplan.types import (
     PlacementKind,
@@ -109,8 +110,14 @@ def diagnose_infeasible(ctx: PlanningContext, failed: list[str],
             per_dev = total_cap[s.tier] / world
             if per_dev > 0:
                 devs = max(devs, math.ceil(need[s.tier] / per_dev))
-        if devs > world:
-            suggestions.append(f"at least {devs} devices of this kind (have {world}), for the "
+        cap = LoadLimits().max_devices
+        if devs > cap:
+            suggestions.append(f"more than {cap:,} devices of this kind (the most a topology "
+                               "may have), for the " + " and ".join(
+                                   s.tier.value.upper() for s in shortfalls)
+                               + " the tables need: make the tables smaller")
+        elif devs > world:
+            suggestions.append(f"at least {devs:,} devices of this kind (have {world}), for the "
                                + " and ".join(s.tier.value.upper() for s in shortfalls)
                                + " the tables need")
     suggestions += _relaxations(ctx, ct, [n for n in nowhere if n not in hopeless][:MAX_RELAXED])

@@ -30,7 +30,13 @@ from shardplan.solvers.common import (
     least_work_lanes,
     scalar_time,
 )
-from shardplan.types import Assignment, PlanningContext, SolveResult, SolveStatus, Solver
+from shardplan.types import (
+    Assignment,
+    PlanningContext,
+    Solver,
+    SolveResult,
+    SolveStatus,
+)
 
 Choice = list[tuple[int, tuple[int, ...]]]
 

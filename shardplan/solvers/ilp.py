@@ -29,10 +29,7 @@ Objective: minimise ``makespan``.
 
 from __future__ import annotations
 
-import functools
 import math
-import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,17 +45,24 @@ from shardplan.solvers.common import (
     TableGroups,
     diagnose_infeasible,
     evaluate,
+    silence_highs_banner,
 )
-from shardplan.solvers.greedy import Choice, best_greedy, shard_budget, shortlist, work_target
+from shardplan.solvers.greedy import (
+    Choice,
+    best_greedy,
+    shard_budget,
+    shortlist,
+    work_target,
+)
 from shardplan.types import (
     LANES,
     STAGE_LANE_INDEX,
     Composition,
     MipStatus,
     PlanningContext,
+    Solver,
     SolveResult,
     SolveStatus,
-    Solver,
     Stage,
 )
 
@@ -407,26 +411,6 @@ class MipOutcome:
     nodes: int | None = None
 
 
-@functools.cache
-def _silence_highs_banner() -> None:
-    """HiGHS prints a copyright banner to the process's stdout (C level) the first time a
-    solver is made, even with output off; make that first one with stdout pointed at
-    /dev/null so it never lands in the CLI's output or a piped plan summary."""
-    try:
-        import highspy
-    except ImportError:
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: float,
                 threads: int, gap: float, warm: Choice | None, relax: bool = False,
                 max_nodes: int | None = None) -> MipOutcome:
@@ -437,7 +421,7 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     if warm is not None and not relax:
         set_start(model, ct, warm)
     if backend == "highs":
-        _silence_highs_banner()
+        silence_highs_banner()
         extra = {} if max_nodes is None or relax else {"mip_max_nodes": int(max_nodes)}
         solver = _WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.1), threads=threads,
                             gapRel=gap, mip=not relax, **extra)

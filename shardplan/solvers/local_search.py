@@ -35,7 +35,6 @@ from shardplan.solvers.common import (
     diagnose_infeasible,
     scalar_time,
 )
-from shardplan.solvers.group_moves import apply_group_move, candidate_moves
 from shardplan.solvers.greedy import (
     DEFAULT_SHORTLIST,
     Choice,
@@ -46,13 +45,14 @@ from shardplan.solvers.greedy import (
     shortlist,
     work_target,
 )
+from shardplan.solvers.group_moves import apply_group_move, candidate_moves
 from shardplan.types import (
     STAGE_LANE_INDEX,
     Composition,
     PlanningContext,
+    Solver,
     SolveResult,
     SolveStatus,
-    Solver,
 )
 
 #: Least relative drop of the step time a step must bring (or the same step time with fewer
@@ -64,6 +64,8 @@ SWAP_RANKS = 8
 SWAP_SHARDS = 16
 #: Critical ranks tried per round.
 CRITICAL_RANKS = 4
+#: Group moves are tried by default on instances up to this many tables x ranks.
+GROUP_MOVES_MAX_CELLS = 2_000_000
 #: Candidate evaluations (a rank for a move, a pair for a swap, an option for a re-option)
 #: local search may spend: its work limit.
 DEFAULT_MAX_EVALS = 2_000_000
@@ -153,11 +155,15 @@ def moved_makespans(ct: CostTables, load: np.ndarray, r_from: int, a: np.ndarray
 
 def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: float,
             k: int = DEFAULT_SHORTLIST, max_evals: int = DEFAULT_MAX_EVALS,
-            group_moves: bool = True) -> tuple[Choice, LoadState, SearchStats]:
+            group_moves: bool | None = None) -> tuple[Choice, LoadState, SearchStats]:
     """Local search from ``choice`` until a local optimum, ``max_evals`` evaluations, or the
     ``deadline`` (perf_counter; a safety net). ``group_moves``: at a local optimum of the
     single-table steps, try re-optioning groups of tables together
-    (:mod:`shardplan.solvers.group_moves`)."""
+    (:mod:`shardplan.solvers.group_moves`); None: on instances up to
+    ``GROUP_MOVES_MAX_CELLS`` tables x ranks (past that each group move re-places thousands of
+    tables on thousands of ranks, and single moves are what balance many small tables)."""
+    if group_moves is None:
+        group_moves = len(ct.tables) * ct.world <= GROUP_MOVES_MAX_CELLS
     choice = list(choice)
     st = LoadState(ct)
     for ti, (oi, rs) in enumerate(choice):
