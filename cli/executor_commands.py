@@ -32,7 +32,12 @@ from shardplan.estimators.cost_model import default_cost_model
 from shardplan.estimators.recorded import cost_model_of
 from shardplan.loaders import load_problem, load_topology
 from shardplan.plans import assignment_of, build_plan, load_plan
-from shardplan.types import Plan
+from shardplan.types import Mode, Plan, Stage
+
+ModeOpt = Annotated[Optional[Mode], typer.Option(
+    "--mode", help="The mode the plan must be in (training or inference); an error names both "
+                   "if it is not.", case_sensitive=False)]
+_TRAINING_STAGES = (Stage.BWD_COMM.value, Stage.BWD_COMPUTE.value, Stage.DP_SYNC.value)
 from shardplan.units import MiB
 
 
@@ -57,13 +62,18 @@ def validate(
     pipeline: Annotated[bool, typer.Option(
         help="Run each next batch's input dist during the current step, as TorchRec's "
              "TrainPipelineSparseDist does (default), or every stage in turn.")] = True,
+    mode: ModeOpt = None,
 ) -> None:
-    """Run PLAN on local gloo processes and compare pooled outputs, gradients and updated
-    weights with the unsharded model. Exit 1 on a mismatch, naming table, shard and rank.
+    """Run PLAN on local gloo processes and compare with the unsharded model: for a training
+    plan, pooled outputs, gradients and updated weights; for an inference plan, pooled outputs
+    against the unsharded quantised model (tolerance per dtype). Exit 1 on a mismatch, naming
+    table, shard and rank.
 
     Examples:
 
       shardplan solve cpu-4 --out plan.json && shardplan validate plan.json
+
+      shardplan solve cpu-4 --mode inference --dtype int8 --out q.json && shardplan validate q.json
 
       shardplan validate big-plan.json --world-size 4 --resolve
     """
@@ -82,7 +92,11 @@ def validate(
             f"on one host; validating that plan, not the one in {escape(str(plan))}")
         p = resolve_for_world(p, world_size)
     with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
-        rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
+        rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline,
+                            mode=mode)
+    if rep.mode is Mode.INFERENCE:
+        _say_inference_validation(plan, p, rep, steps)
+        return
     t = _table(f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, kernels "
                f"{rep.backend}")
     for col in ("rank", "shards", "DP", "err out", "err grad", "err w", "err st", "MiB",
@@ -106,6 +120,29 @@ def validate(
     say("[bold green]ok:[/] the sharded run equals the unsharded reference")
 
 
+def _say_inference_validation(path: Path, p: Plan, rep, steps: int) -> None:
+    t = _table(f"validate {path.name} (inference): {p.topology.world_size} ranks, {steps} "
+               f"steps, kernels {rep.backend}")
+    for col in ("rank", "shards", "DP", "err out", "MiB weights", "MiB", "MiB est", "bad"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rep.ranks:
+        t.add_row(str(r["rank"]), str(r["num_slots"]), str(r["num_dp_tables"]),
+                  f"{r['max_abs_error']['output']:.1e}", f"{r['weight_bytes'] / MiB:.3f}",
+                  f"{r['measured_bytes'] / MiB:.2f}", f"{r['estimated_bytes'] / MiB:.2f}",
+                  str(len(r["mismatches"])), style="red" if r["mismatches"] else None)
+    console.print(t)
+    tol = "; ".join(f"{d} {a:g} + {rt:g} x |reference|" for d, (rt, a) in rep.tolerances.items())
+    say("err out: the largest |sharded - reference| of pooled outputs, the reference being the "
+        f"unsharded quantised model; tolerance {tol}. MiB weights: the local tables' values "
+        "and row-wise scales/biases; MiB: what the kernels allocated plus the step's peak "
+        "buffers, beside the estimate; bad: mismatches.")
+    if not rep.estimates_checked:
+        say("note: the plan was made by a cost model shardplan cannot rebuild; its estimates "
+            "were not re-derived (structural and capacity checks ran)")
+    rep.raise_on_mismatch()
+    say("[bold green]ok:[/] the sharded run equals the unsharded quantised reference")
+
+
 @app.command()
 @handle_errors
 @reflow_doc
@@ -124,6 +161,7 @@ def profile(
              "start when their last participant arrives; for machines with fewer cores than "
              "ranks); wall: real time.")] = "virtual",
     cost_profile: ProfileOpt = None,
+    mode: ModeOpt = None,
 ) -> None:
     """Median per-rank forward/backward compute and communication times of PLAN beside its
     estimate, with the error per rank and stage; written as CSV.
@@ -156,20 +194,24 @@ def profile(
     _say_profiles(p)
     with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
         rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
-                           clock=clock)
-    t = _table(f"profile {plan.name}: medians of {steps} steps, kernels {rep.backend}")
+                           clock=clock, mode=mode)
+    t = _table(f"profile {plan.name}{' (inference)' if p.workload.mode is Mode.INFERENCE else ''}"
+               f": medians of {steps} steps, kernels {rep.backend}")
     for col in ("rank", "stage", "estimated", "busy", "waited", "error"):
         t.add_column(col, justify="right", no_wrap=True)
+    infer = p.workload.mode is Mode.INFERENCE
     for r in rep.rows:
+        if infer and r.stage in _TRAINING_STAGES:
+            continue  # inference steps have no backward and no gradient sync
         e = r.rel_error
         t.add_row(str(r.rank), r.stage, f"{r.estimated_ms:.3f}", f"{r.measured_ms:.3f}",
                   f"{r.waited_ms:.3f}", "-" if e is None else f"{e:+.0%}",
                   style="bold" if r.stage == "total" else None)
     console.print(t)
     path = rep.write_csv(out or plan.with_suffix(".profile.csv"))
-    mode = "pipelined" if rep.pipelined else "serial"
+    loop = "pipelined" if rep.pipelined else "serial"
     say("ms; error = (estimate - measured) / measured")
-    say(f"step ({mode}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} ms, "
+    say(f"step ({loop}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} ms, "
         f"measured {rep.measured_makespan_ms:.3f} ms; median |error| of the ranks' busy time "
         f"{rep.median_abs_rel_error():.0%}; wrote {escape(str(path))}")
 
