@@ -249,6 +249,14 @@ def calibrate(
     tables: Annotated[Optional[Path], typer.Option(
         "--tables", "-t", help="Workload for --plans (default: the topology's).")] = None,
     plan_seed: Annotated[int, typer.Option(help="Seed of the --plans plans.")] = 1000,
+    mode: Annotated[Mode, typer.Option(
+        "--mode", help="training: the training kernels (and with --plans the collectives); "
+                       "inference: FBGEMM's forward-only inference kernels in fp32/fp16/int8/"
+                       "int4, written as the `inference` section of the base profile.",
+        case_sensitive=False)] = Mode.TRAINING,
+    base_profile: Annotated[Optional[Path], typer.Option(
+        "--base", help="--mode inference: the profile whose other coefficients are kept "
+                       "(default: the bundled profile of the topology's device model).")] = None,
 ) -> None:
     """Microbenchmark the lookup kernels (and run random plans on the executor), fit the cost
     model's coefficients through its own terms, and write a profile that `solve`, `compare`,
@@ -260,7 +268,16 @@ def calibrate(
       shardplan calibrate --out my-cpu.yaml --topology cpu-4
 
       shardplan calibrate --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2 --plans 16
+
+      shardplan calibrate --mode inference --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2
     """
+    if mode is Mode.INFERENCE:
+        _calibrate_inference(out, topology, grid, backend, plans, tables, base_profile)
+        return
+    if base_profile is not None:
+        raise SpecError("--base is an inference-mode option (the profile the inference section "
+                        "is added to); this calibration is in training mode: drop it or pass "
+                        "--mode inference", key_path="--base")
     from shardplan.executor.calibrate import CPU_GRID, TINY_GRID  # torch
     from shardplan.executor.calibrate import calibrate as run_calibration
 
@@ -291,4 +308,38 @@ def calibrate(
         f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
     for n in rep["notes"]:
         say(f"note: {escape(str(n))}")
+    say(f"wrote {escape(str(rep['path']))}")
+
+
+def _calibrate_inference(out: Path, topology: str, grid: str, backend: str, plans: int,
+                         tables: Optional[Path], base_profile: Optional[Path]) -> None:
+    from shardplan.estimators.profiles import load_profile, profile_for_device
+    from shardplan.executor.calibrate_inference import (  # torch
+        INFERENCE_GRID,
+        TINY_INFERENCE_GRID,
+        calibrate_inference,
+    )
+
+    if plans or tables is not None:
+        raise SpecError("--plans/--tables are training-mode options (whole plans fit the "
+                        "collectives, which inference shares with training); this calibration "
+                        "is in inference mode: drop them", key_path="--plans")
+    grids = {"cpu": INFERENCE_GRID, "tiny": TINY_INFERENCE_GRID}
+    if grid not in grids:
+        raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")
+    topo = load_topology(topology)
+    model = topo.host_groups[0].device.model
+    base = load_profile(base_profile) if base_profile is not None else profile_for_device(model)
+    cmd = f"shardplan calibrate --mode inference --out {out} --topology {topology} --grid {grid}"
+    with busy(f"calibrating the inference kernels (grid {grid})"):
+        rep = calibrate_inference(out, topo, base, grid=grids[grid], backend=backend,
+                                  command=cmd)
+    t = _table(f"inference calibration ({rep['backend']} kernels) for {model}, base "
+               f"{base.name}")
+    t.add_column("coefficients.inference")
+    t.add_column("value", justify="right")
+    for k, v in rep["inference"].items():
+        t.add_row(escape(k), escape(str(v)))
+    console.print(t)
+    say(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} forward points")
     say(f"wrote {escape(str(rep['path']))}")
