@@ -373,3 +373,70 @@ def test_cli_solve_validate_profile_export(tmp_path, dtype):
     assert res.exit_code == 0, res.output
     kernels = {e["compute_kernel"] for e in json.loads(exp.read_text())["plan"][""].values()}
     assert kernels == {"quant"}
+
+
+# ------------------------------------------------------------------------------------------
+# cost model: inference coefficients
+# ------------------------------------------------------------------------------------------
+
+
+def _cpu_profile_pair():
+    from shardplan.estimators.profiles import profile_for_device
+
+    prof = profile_for_device("CPU")
+    assert prof.coefficients.inference, "the shipped CPU profile carries an inference section"
+    bare = dataclasses.replace(prof, coefficients=dataclasses.replace(prof.coefficients,
+                                                                      inference={}))
+    return prof, bare
+
+
+def test_inference_section_leaves_training_pricing_alone():
+    prof, bare = _cpu_profile_pair()
+    topo = load_topology("cpu-4")
+    w = dataclasses.replace(forced([S.TABLE_WISE, S.ROW_WISE], DType.FP16), mode=Mode.TRAINING)
+    a = assignment_of(plan(w, topo))
+    from shardplan.plans import rank_costs
+
+    with_, without = (rank_costs(a, topo, default_cost_model(w, topo, profile=p))
+                      for p in (prof, bare))
+    assert [c.perf.as_tuple() for c in with_] == [c.perf.as_tuple() for c in without]
+    assert [c.memory for c in with_] == [c.memory for c in without]
+
+
+def test_inference_is_priced_with_its_coefficients_and_dequantisation():
+    from shardplan.estimators.cost_options import Component
+
+    prof, bare = _cpu_profile_pair()
+    topo = load_topology("cpu-4")
+    w = forced([S.TABLE_WISE], DType.INT8)
+    p = plan(w, topo)
+    o = p.table(w.tables[0].name)
+    opt = assignment_of(p).options[0]
+    items = dict(default_cost_model(w, topo, profile=prof).shard_items(opt, 0, 0))
+    items_bare = dict(default_cost_model(w, topo, profile=bare).shard_items(opt, 0, 0))
+    ids = w.global_batch(topo.world_size) * w.tables[0].pooling_factor
+    want_ms = ids * o.embedding_dim * prof.coefficients.dequant_s_per_value * 1e3
+    assert items[Component.DEQUANTIZE].perf.fwd_compute == pytest.approx(want_ms)
+    assert want_ms > 0 and items_bare[Component.DEQUANTIZE].perf.fwd_compute == 0
+    assert items[Component.LOOKUP].perf.fwd_compute != items_bare[Component.LOOKUP].perf.fwd_compute
+
+
+def test_inference_fit_recovers_known_coefficients():
+    """Points the model itself predicts under known inference coefficients come back."""
+    from shardplan.executor.calibrate import LookupPoint
+    from shardplan.executor.calibrate_inference import _with_theta, fit_inference, predict_fwd_ms
+
+    _, bare = _cpu_profile_pair()
+    topo = load_topology("cpu-4")
+    pts = [LookupPoint(rows=r, dim=d, pooling_factor=pf, batch=b, dtype=dt, tables=t,
+                       fwd_ms=0.0, bwd_ms=0.0)
+           for r in (1000, 50000) for d in (16, 64) for pf in (1.0, 8.0) for b in (256, 2048)
+           for dt in QUANT_DTYPES for t in (1, 3)]
+    truth = _with_theta(bare, [2.5, 40.0, 3.0, 0.2])
+    y = predict_fwd_ms(pts, topo, truth)
+    pts = [dataclasses.replace(p, fwd_ms=float(v)) for p, v in zip(pts, y)]
+    section, err = fit_inference(pts, topo, bare)
+    assert err < 1e-6
+    assert section == pytest.approx({"lookup_bandwidth_efficiency": 0.4,
+                                     "kernel_overhead_us": 40.0, "per_table_overhead_us": 3.0,
+                                     "dequant_ns_per_value": 0.2}, rel=1e-3)
