@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich import box
@@ -27,7 +28,7 @@ from shardplan.cli.base import (
     reflow_doc,
     say,
 )
-from shardplan.errors import SpecError
+from shardplan.errors import PlanError, SpecError
 from shardplan.estimators.cost_model import default_cost_model
 from shardplan.estimators.recorded import cost_model_of
 from shardplan.loaders import load_problem, load_topology
@@ -91,7 +92,8 @@ def validate(
         say(f"[bold yellow]note:[/] re-solving {escape(p.workload.name)} for {world_size} ranks "
             f"on one host; validating that plan, not the one in {escape(str(plan))}")
         p = resolve_for_world(p, world_size)
-    with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
+    with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"), \
+            _naming(plan):
         rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline,
                             mode=mode)
     if rep.mode is Mode.INFERENCE:
@@ -118,6 +120,17 @@ def validate(
             "were not re-derived (structural and capacity checks ran)")
     rep.raise_on_mismatch()
     say("[bold green]ok:[/] the sharded run equals the unsharded reference")
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Plan errors raised while checking PLAN before it runs name the plan file."""
+    try:
+        yield
+    except PlanError as exc:
+        if exc.source or type(exc) is not PlanError:
+            raise
+        raise PlanError(exc.message, source=str(path), key_path=exc.key_path) from None
 
 
 def _say_inference_validation(path: Path, p: Plan, rep, steps: int) -> None:
@@ -193,8 +206,9 @@ def profile(
                        status=p.summary.status)
     _say_profiles(p)
     with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
-        rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
-                           clock=clock, mode=mode)
+        with _naming(plan):
+            rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend,
+                               pipelined=pipeline, clock=clock, mode=mode)
     t = _table(f"profile {plan.name}{' (inference)' if p.workload.mode is Mode.INFERENCE else ''}"
                f": medians of {steps} steps, kernels {rep.backend}")
     for col in ("rank", "stage", "estimated", "busy", "waited", "error"):
