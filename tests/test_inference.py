@@ -206,6 +206,7 @@ def test_cli_validate_with_the_wrong_mode_exits_1_before_running(tmp_path):
     res = runner.invoke(app, ["validate", str(path), "--mode", "training"])
     assert res.exit_code == 1, res.output
     assert "inference mode, not training" in res.output
+    assert "q.json" in res.output  # names the file
 
 
 # ------------------------------------------------------------------------------------------
