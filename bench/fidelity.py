@@ -3,6 +3,7 @@ laid out as 2 hosts x 2 (gloo), serial and pipelined, before and after calibrati
 
     python bench/fidelity.py                          # 24 plans, small-cpu on cpu-2x2
     python bench/fidelity.py --plans 30 --steps 10 --rounds 3 --repeat
+    python bench/fidelity.py --mode inference --plans 16   # inference plans (fidelity_inference.py)
 
 Plans: the planner's own plan plus random ones (each table a random HBM sharding option of the
 enumerator, each shard a random allowed rank; seeded); the first third use row-wise, data-
@@ -114,7 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved rounds over the plans; the median over rounds is kept")
     ap.add_argument("--repeat", action="store_true",
                     help="measure every evaluation plan a second time: the noise ceiling")
+    ap.add_argument("--mode", choices=("training", "inference"), default="training",
+                    help="inference: forward-only plans in int8/int4/fp16/fp32 (see "
+                         "bench/fidelity_inference.py; writes fidelity-inference.*)")
     a = ap.parse_args(argv)
+    if a.mode == "inference":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fidelity_inference import main_inference
+
+        return main_inference(a, argv)
 
     load_start = _load()
     topo, work = load_problem(a.topology, a.tables)

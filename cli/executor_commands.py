@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich import box
@@ -30,12 +31,17 @@ from shardplan.cli.base import (
     reflow_doc,
     say,
 )
-from shardplan.errors import SpecError
+from shardplan.errors import PlanError, SpecError
 from shardplan.estimators.cost_model import default_cost_model
 from shardplan.estimators.recorded import cost_model_of
 from shardplan.loaders import load_problem, load_topology
 from shardplan.plans import assignment_of, build_plan, kernel_backend, load_plan
-from shardplan.types import Plan
+from shardplan.types import Mode, Plan, Stage
+
+ModeOpt = Annotated[Optional[Mode], typer.Option(
+    "--mode", help="The mode the plan must be in (training or inference); an error names both "
+                   "if it is not.", case_sensitive=False)]
+_TRAINING_STAGES = (Stage.BWD_COMM.value, Stage.BWD_COMPUTE.value, Stage.DP_SYNC.value)
 from shardplan.units import MiB
 
 
@@ -64,13 +70,18 @@ def validate(
     pipeline: Annotated[bool, typer.Option(
         help="Run each next batch's input dist during the current step, as TorchRec's "
              "TrainPipelineSparseDist does (default), or every stage in turn.")] = True,
+    mode: ModeOpt = None,
 ) -> None:
-    """Run PLAN on local gloo processes and compare pooled outputs, gradients and updated
-    weights with the unsharded model. Exit 1 on a mismatch, naming table, shard and rank.
+    """Run PLAN on local gloo processes and compare with the unsharded model: for a training
+    plan, pooled outputs, gradients and updated weights; for an inference plan, pooled outputs
+    against the unsharded quantised model (tolerance per dtype). Exit 1 on a mismatch, naming
+    table, shard and rank.
 
     Examples:
 
       shardplan solve cpu-4 --out plan.json && shardplan validate plan.json
+
+      shardplan solve cpu-4 --mode inference --dtype int8 --out q.json && shardplan validate q.json
 
       shardplan validate big-plan.json --world-size 4 --resolve
     """
@@ -91,8 +102,13 @@ def validate(
         p = resolve_for_world(p, world_size)
     check_local_ranks(p.topology.world_size)
     backend = kernel_backend(p, backend)
-    with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"):
-        rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline)
+    with busy(f"validating on {p.topology.world_size} gloo processes, {steps} steps"), \
+            _naming(plan):
+        rep = validate_plan(p, steps=steps, seed=seed, backend=backend, pipelined=pipeline,
+                            mode=mode)
+    if rep.mode is Mode.INFERENCE:
+        _say_inference_validation(plan, p, rep, steps)
+        return
     t = _table(f"validate {plan.name}: {p.topology.world_size} ranks, {steps} steps, kernels "
                f"{rep.backend}")
     for col in ("rank", "shards", "DP", "err out", "err grad", "err w", "err st", "MiB",
@@ -116,6 +132,40 @@ def validate(
     say("[bold green]ok:[/] the sharded run equals the unsharded reference")
 
 
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Plan errors raised while checking PLAN before it runs name the plan file."""
+    try:
+        yield
+    except PlanError as exc:
+        if exc.source or type(exc) is not PlanError:
+            raise
+        raise PlanError(exc.message, source=str(path), key_path=exc.key_path) from None
+
+
+def _say_inference_validation(path: Path, p: Plan, rep, steps: int) -> None:
+    t = _table(f"validate {path.name} (inference): {p.topology.world_size} ranks, {steps} "
+               f"steps, kernels {rep.backend}")
+    for col in ("rank", "shards", "DP", "err out", "MiB weights", "MiB", "MiB est", "bad"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rep.ranks:
+        t.add_row(str(r["rank"]), str(r["num_slots"]), str(r["num_dp_tables"]),
+                  f"{r['max_abs_error']['output']:.1e}", f"{r['weight_bytes'] / MiB:.3f}",
+                  f"{r['measured_bytes'] / MiB:.2f}", f"{r['estimated_bytes'] / MiB:.2f}",
+                  str(len(r["mismatches"])), style="red" if r["mismatches"] else None)
+    console.print(t)
+    tol = "; ".join(f"{d} {a:g} + {rt:g} x |reference|" for d, (rt, a) in rep.tolerances.items())
+    say("err out: the largest |sharded - reference| of pooled outputs, the reference being the "
+        f"unsharded quantised model; tolerance {tol}. MiB weights: the local tables' values "
+        "and row-wise scales/biases; MiB: what the kernels allocated plus the step's peak "
+        "buffers, beside the estimate; bad: mismatches.")
+    if not rep.estimates_checked:
+        say("note: the plan was made by a cost model shardplan cannot rebuild; its estimates "
+            "were not re-derived (structural and capacity checks ran)")
+    rep.raise_on_mismatch()
+    say("[bold green]ok:[/] the sharded run equals the unsharded quantised reference")
+
+
 @app.command()
 @handle_errors
 @reflow_doc
@@ -134,6 +184,7 @@ def profile(
              "start when their last participant arrives; for machines with fewer cores than "
              "ranks); wall: real time.")] = "virtual",
     cost_profile: ProfileOpt = None,
+    mode: ModeOpt = None,
 ) -> None:
     """Median per-rank forward/backward compute and communication times of PLAN beside its
     estimate, with the error per rank and stage; written as CSV.
@@ -169,21 +220,26 @@ def profile(
     _say_profiles(p)
     backend = kernel_backend(p, backend)
     with busy(f"profiling on {p.topology.world_size} gloo processes, {warmup}+{steps} steps"):
-        rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend, pipelined=pipeline,
-                           clock=clock)
-    t = _table(f"profile {plan.name}: medians of {steps} steps, kernels {rep.backend}")
+        with _naming(plan):
+            rep = profile_plan(p, steps=steps, warmup=warmup, backend=backend,
+                               pipelined=pipeline, clock=clock, mode=mode)
+    t = _table(f"profile {plan.name}{' (inference)' if p.workload.mode is Mode.INFERENCE else ''}"
+               f": medians of {steps} steps, kernels {rep.backend}")
     for col in ("rank", "stage", "estimated", "busy", "waited", "error"):
         t.add_column(col, justify="right", no_wrap=True)
+    infer = p.workload.mode is Mode.INFERENCE
     for r in rep.rows:
+        if infer and r.stage in _TRAINING_STAGES:
+            continue  # inference steps have no backward and no gradient sync
         e = r.rel_error
         t.add_row(str(r.rank), r.stage, f"{r.estimated_ms:.3f}", f"{r.measured_ms:.3f}",
                   f"{r.waited_ms:.3f}", "-" if e is None else f"{e:+.0%}",
                   style="bold" if r.stage == "total" else None)
     print_table(t)
     path = rep.write_csv(out or plan.with_suffix(".profile.csv"))
-    mode = "pipelined" if rep.pipelined else "serial"
+    loop = "pipelined" if rep.pipelined else "serial"
     say("ms; error = (estimate - measured) / measured")
-    say(f"step ({mode}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} ms, "
+    say(f"step ({loop}, {rep.clock} clock): estimated {rep.estimated_makespan_ms:.3f} ms, "
         f"measured {rep.measured_makespan_ms:.3f} ms; median |error| of the ranks' busy time "
         f"{rep.median_abs_rel_error():.0%}; wrote {escape(str(path))}")
 
@@ -221,6 +277,14 @@ def calibrate(
     tables: Annotated[Optional[Path], typer.Option(
         "--tables", "-t", help="Workload for --plans (default: the topology's).")] = None,
     plan_seed: Annotated[int, typer.Option(help="Seed of the --plans plans.")] = 1000,
+    mode: Annotated[Mode, typer.Option(
+        "--mode", help="training: the training kernels (and with --plans the collectives); "
+                       "inference: FBGEMM's forward-only inference kernels in fp32/fp16/int8/"
+                       "int4, written as the `inference` section of the base profile.",
+        case_sensitive=False)] = Mode.TRAINING,
+    base_profile: Annotated[Optional[Path], typer.Option(
+        "--base", help="--mode inference: the profile whose other coefficients are kept "
+                       "(default: the bundled profile of the topology's device model).")] = None,
 ) -> None:
     """Microbenchmark the lookup kernels (and run random plans on the executor), fit the cost
     model's coefficients through its own terms, and write a profile that `solve`, `compare`,
@@ -232,7 +296,16 @@ def calibrate(
       shardplan calibrate --out my-cpu.yaml --topology cpu-4
 
       shardplan calibrate --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2 --plans 16
+
+      shardplan calibrate --mode inference --out estimators/profiles/cpu-gloo.yaml --topology cpu-2x2
     """
+    if mode is Mode.INFERENCE:
+        _calibrate_inference(out, topology, grid, backend, plans, tables, base_profile)
+        return
+    if base_profile is not None:
+        raise SpecError("--base is an inference-mode option (the profile the inference section "
+                        "is added to); this calibration is in training mode: drop it or pass "
+                        "--mode inference", key_path="--base")
     from shardplan.executor.calibrate import CPU_GRID, TINY_GRID  # torch
     from shardplan.executor.calibrate import calibrate as run_calibration
 
@@ -267,4 +340,38 @@ def calibrate(
         f"({rep['lookup_points']} kernel points, {rep['plans']} plans)")
     for n in rep["notes"]:
         say(f"note: {escape(str(n))}")
+    say(f"wrote {escape(str(rep['path']))}")
+
+
+def _calibrate_inference(out: Path, topology: str, grid: str, backend: str, plans: int,
+                         tables: Optional[Path], base_profile: Optional[Path]) -> None:
+    from shardplan.estimators.profiles import load_profile, profile_for_device
+    from shardplan.executor.calibrate_inference import (  # torch
+        INFERENCE_GRID,
+        TINY_INFERENCE_GRID,
+        calibrate_inference,
+    )
+
+    if plans or tables is not None:
+        raise SpecError("--plans/--tables are training-mode options (whole plans fit the "
+                        "collectives, which inference shares with training); this calibration "
+                        "is in inference mode: drop them", key_path="--plans")
+    grids = {"cpu": INFERENCE_GRID, "tiny": TINY_INFERENCE_GRID}
+    if grid not in grids:
+        raise SpecError(f"unknown grid {grid!r}; choose one of {', '.join(grids)}", key_path="--grid")
+    topo = load_topology(topology)
+    model = topo.host_groups[0].device.model
+    base = load_profile(base_profile) if base_profile is not None else profile_for_device(model)
+    cmd = f"shardplan calibrate --mode inference --out {out} --topology {topology} --grid {grid}"
+    with busy(f"calibrating the inference kernels (grid {grid})"):
+        rep = calibrate_inference(out, topo, base, grid=grids[grid], backend=backend,
+                                  command=cmd)
+    t = _table(f"inference calibration ({rep['backend']} kernels) for {model}, base "
+               f"{base.name}")
+    t.add_column("coefficients.inference")
+    t.add_column("value", justify="right")
+    for k, v in rep["inference"].items():
+        t.add_row(escape(k), escape(str(v)))
+    console.print(t)
+    say(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} forward points")
     say(f"wrote {escape(str(rep['path']))}")

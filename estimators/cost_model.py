@@ -17,6 +17,8 @@ what each sharding type costs is priced in :mod:`.pricing`, the modelling choice
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -108,6 +110,8 @@ class EmbeddingCostModel(CostModel, ShardPricing):
                     for t in workload.tables) / self.world
         self._groups = []
         for hg, prof, ln in zip(topology.host_groups, self.profiles, links):
+            if not self.training:  # inference kernels' own coefficients, where the profile has them
+                prof = replace(prof, coefficients=prof.coefficients.for_inference())
             co = prof.coefficients
             bw = compute.Bandwidths(
                 hbm_fwd=hg.device.hbm_bandwidth_bytes_per_s * co.lookup_bandwidth_efficiency,

@@ -33,6 +33,7 @@ class Component(StrEnum):
     LOOKUP = "lookup"
     UPDATE = "update"
     TABLE_OVERHEAD = "table_overhead"
+    DEQUANTIZE = "dequantize"  # inference: int8/int4 values to fp32
     INPUT_DIST = "input_dist"
     OUTPUT_DIST = "output_dist"
     GRAD_DIST = "grad_dist"

@@ -30,6 +30,7 @@ import numpy as np
 from shardplan.errors import SpecError
 from shardplan.estimators.profiles import (
     Coefficients,
+    Collective,
     DeviceProfile,
     ProfileProvenance,
     ProvenanceKind,
@@ -39,10 +40,12 @@ from shardplan.types import LANES, STAGE_LANE_INDEX, Assignment, Lane, Stage, To
 __all__ = ["THETA_KEYS", "KINDS", "PlanMeasurement", "FitReport", "profile_at",
            "coefficients_of", "predict", "fit_plans"]
 
-KINDS = ("all_to_all", "reduce_scatter", "all_reduce")
+#: The collective kinds fitted (each an inverse efficiency ``inv_<kind>`` and a per-call
+#: latency ``lat_<kind>``; all-gather uses reduce-scatter's): the profile's ``Collective`` enum.
+KINDS: tuple[Collective, ...] = tuple(Collective)
 THETA_KEYS: tuple[str, ...] = (
     "inv_lookup", "inv_backward", "kernel_overhead_us", "per_table_overhead_us",
-    *(f"inv_{k}" for k in KINDS), *(f"lat_{k}" for k in KINDS))
+    *(f"inv_{k.value}" for k in KINDS), *(f"lat_{k.value}" for k in KINDS))
 _LOWER = {k: (1.0 if k.startswith("inv_") else 0.0) for k in THETA_KEYS}
 _COMPUTE = (Stage.FWD_COMPUTE, Stage.BWD_COMPUTE)
 _COMM = tuple(s for s in Stage if s.is_comm)
@@ -81,7 +84,7 @@ def coefficients_of(theta: dict[str, float], link: str, base: Coefficients | Non
                     ) -> Coefficients:
     """The profile coefficients ``theta`` stands for: the best collective kind's efficiency
     becomes the link's, the others a factor on it (``collective_kind_efficiency``)."""
-    best = min(theta[f"inv_{k}"] for k in KINDS)
+    best = min(theta[f"inv_{k.value}"] for k in KINDS)
     base = base or Coefficients()
     eff = dict(base.collective_bandwidth_efficiency)
     eff[link] = min(1.0, 1.0 / best)
@@ -94,8 +97,9 @@ def coefficients_of(theta: dict[str, float], link: str, base: Coefficients | Non
         pcie_bandwidth_efficiency=base.pcie_bandwidth_efficiency,
         all_to_all_peer_concurrency=base.all_to_all_peer_concurrency,
         collective_bandwidth_efficiency=eff,
-        collective_kind_efficiency={k: min(1.0, best / theta[f"inv_{k}"]) for k in KINDS},
-        collective_latency_us={k: max(0.0, theta[f"lat_{k}"]) for k in KINDS})
+        collective_kind_efficiency={k.value: min(1.0, best / theta[f"inv_{k.value}"])
+                                    for k in KINDS},
+        collective_latency_us={k.value: max(0.0, theta[f"lat_{k.value}"]) for k in KINDS})
 
 
 def profile_at(theta: dict[str, float], link: str, device_model: str) -> DeviceProfile:

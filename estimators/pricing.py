@@ -182,6 +182,9 @@ class ShardPricing:
                                                        Lane.BWD_COMPUTE: per_table_s}))
         else:
             items.append(_t(Component.TABLE_OVERHEAD, {Lane.FWD_COMPUTE: per_table_s}))
+            if dtype.is_quantized:  # inference: every value looked up is q * scale + bias
+                items.append(_t(Component.DEQUANTIZE, {
+                    Lane.FWD_COMPUTE: ids * cols * co.dequant_s_per_value}))
 
         # 2D: the shard's weights and optimizer state averaged among its replicas
         reps = self.options.replicas

@@ -88,6 +88,30 @@ DEFAULT_COLLECTIVE_KIND_EFFICIENCY: Mapping[str, float] = MappingProxyType({
 })
 
 
+#: Inference-mode coefficients a profile may give under ``coefficients.inference`` (format
+#: version 1, optional): FBGEMM's inference kernel (``IntNBitTableBatchedEmbeddingBagsCodegen``)
+#: is another kernel than the training TBE, so its efficiency and overheads are its own; and
+#: int8/int4 rows are dequantised (``q * scale + bias``) per value looked up. Each key missing
+#: falls back to the training coefficient of the same name (``dequant_ns_per_value``: 0), so
+#: profiles without the section price inference as before.
+INFERENCE_KEYS: tuple[str, ...] = ("lookup_bandwidth_efficiency", "kernel_overhead_us",
+                                   "per_table_overhead_us", "dequant_ns_per_value")
+
+
+def _inference(given: Mapping[str, Any]) -> Mapping[str, float]:
+    out = {}
+    for k, v in given.items():
+        if k not in INFERENCE_KEYS:
+            raise SpecError(f"inference: unknown coefficient {k!r}; expected one of "
+                            f"{', '.join(INFERENCE_KEYS)}")
+        eff = k.endswith("efficiency")
+        ok = isinstance(v, (int, float)) and (0.0 < v <= 1.0 if eff else v >= 0.0)
+        if not ok:
+            raise SpecError(f"inference.{k}={v!r}: must be {'in (0, 1]' if eff else '>= 0'}")
+        out[k] = float(v)
+    return MappingProxyType(dict(sorted(out.items())))
+
+
 def _keyed(name: str, given: Mapping[str, Any], defaults: Mapping[str, float],
            keys: tuple[str, ...], what: str, efficiency: bool) -> Mapping[str, float]:
     """``defaults`` overridden by ``given``, each key one of ``keys`` and each value in (0, 1]
@@ -123,6 +147,9 @@ class Coefficients:
             ``reduce_scatter``), a factor in (0, 1] on the link efficiency: a collective of
             kind ``c`` over a link of type ``l`` runs at nominal x
             ``collective_bandwidth_efficiency[l] x collective_kind_efficiency[c]``. Default 1.
+        inference: inference-mode coefficients (:data:`INFERENCE_KEYS`), each replacing the
+            training one of its name in inference plans; empty: inference uses the training
+            coefficients and no dequantisation time (``for_inference``).
     """
 
     lookup_bandwidth_efficiency: float = DEFAULT_LOOKUP_EFFICIENCY
@@ -138,8 +165,10 @@ class Coefficients:
         default_factory=lambda: dict(DEFAULT_COLLECTIVE_LATENCY_US))
     collective_kind_efficiency: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_COLLECTIVE_KIND_EFFICIENCY))
+    inference: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "inference", _inference(self.inference))
         for name in _EFFICIENCIES:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0.0 < v <= 1.0):
@@ -163,6 +192,17 @@ class Coefficients:
             object.__setattr__(self, name, _keyed(name, getattr(self, name), defaults, keys, what,
                                                   efficiency))
 
+    def for_inference(self) -> Coefficients:
+        """The coefficients inference plans are priced with: the ``inference`` values in place
+        of the training ones of the same names (the section itself kept)."""
+        over = {k: v for k, v in self.inference.items() if k != "dequant_ns_per_value"}
+        return replace(self, **over) if over else self
+
+    @property
+    def dequant_s_per_value(self) -> float:
+        """Seconds to dequantise one int8/int4 value looked up (inference; 0 if not given)."""
+        return self.inference.get("dequant_ns_per_value", 0.0) * 1e-9
+
     def link_efficiency(self, link_type: str) -> float:
         return self.collective_bandwidth_efficiency[str(link_type)]
 
@@ -177,6 +217,8 @@ class Coefficients:
         out["collective_bandwidth_efficiency"] = dict(self.collective_bandwidth_efficiency)
         out["collective_latency_us"] = dict(self.collective_latency_us)
         out["collective_kind_efficiency"] = dict(self.collective_kind_efficiency)
+        if self.inference:  # only when given: profiles without it describe as before
+            out["inference"] = dict(self.inference)
         return out
 
 
@@ -279,6 +321,10 @@ def profile_from_dict(value: Any, source: str = "<profile>",
                     vals[kk] = sub.num(kk)
             sub.done()
             kwargs[k] = vals
+    if cr.has("inference"):
+        sub = Reader(cr.raw("inference"), "coefficients.inference", ctx, "inference coefficients")
+        kwargs["inference"] = {k: sub.num(k) for k in INFERENCE_KEYS if sub.has(k)}
+        sub.done()
     cr.done()
     r.done()
     try:

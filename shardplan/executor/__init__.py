@@ -16,6 +16,7 @@ from shardplan.executor.api import (
     ProfileRow,
     ValidationMismatch,
     ValidationReport,
+    check_mode_options,
     prepare,
     profile_plan,
     profile_plans,
@@ -23,5 +24,6 @@ from shardplan.executor.api import (
     validate_plan,
 )
 
-__all__ = ["ProfileReport", "ProfileRow", "ValidationMismatch", "ValidationReport", "prepare",
+__all__ = ["ProfileReport", "ProfileRow", "ValidationMismatch", "ValidationReport",
+           "check_mode_options", "prepare",
            "profile_plan", "profile_plans", "resolve_for_world", "validate_plan"]

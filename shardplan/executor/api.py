@@ -9,21 +9,65 @@ import csv
 import dataclasses
 import io
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from shardplan.errors import PlanError, ValidationMismatch
 from shardplan.executor.clock import ClockKind
 from shardplan.executor.layout import build_layout, check_estimates_match
 from shardplan.plans import plan_to_json
-from shardplan.types import Plan, Stage, Topology
+from shardplan.types import DType, Mode, Plan, Stage, Topology
 
 __all__ = ["ValidationMismatch", "ValidationReport", "ProfileRow", "ProfileReport",
-           "prepare", "validate_plan", "profile_plan", "profile_plans", "resolve_for_world"]
+           "prepare", "validate_plan", "profile_plan", "profile_plans", "resolve_for_world",
+           "check_mode_options"]
+
+#: Executor options that only training steps have (DDP buckets of data-parallel gradients).
+TRAINING_ONLY_OPTIONS = ("bucket_bytes",)
 
 
-def prepare(plan: Plan, world_size: int | None = None) -> bool:
+def check_mode_options(plan: Plan, *, bucket_bytes: int | None = None,
+                       mode: Mode | None = None) -> None:
+    """Refuse options of the other mode, naming the plan's mode and the fix.
+
+    Args:
+        plan: the plan to run.
+        bucket_bytes: a DDP bucket size (training only).
+        mode: the mode the caller expects the plan to be in (``--mode``), if any.
+
+    Raises:
+        PlanError: ``mode`` differs from the plan's; an inference plan given a training-only
+            option (``bucket_bytes``, a table's own optimizer); a training plan with int8/int4
+            tables (the executor trains fp32 weights; quantised tables are served by
+            inference plans).
+    """
+    work = plan.workload
+    if mode is not None and mode is not work.mode:
+        raise PlanError(f"the plan is in {work.mode.value} mode, not {mode.value}: re-solve it "
+                        f"with --mode {mode.value}, or drop --mode", key_path="workload.mode")
+    if work.mode is Mode.INFERENCE:
+        if bucket_bytes is not None:
+            raise PlanError("bucket_bytes (the DDP buckets of data-parallel gradients) is a "
+                            "training-only option; this plan is in inference mode (no "
+                            "gradients): drop it", key_path="bucket_bytes")
+        for t in work.tables:
+            if t.optimizer is not None:
+                raise PlanError(f"table {t.name!r} names optimizer {t.optimizer.value}, a "
+                                "training-only option; this plan is in inference mode: remove "
+                                "the table's optimizer or solve with --mode training",
+                                key_path=f"tables[{t.name}].optimizer")
+        return
+    for t in work.tables:
+        if t.dtype in (DType.INT8, DType.INT4):
+            raise PlanError(f"table {t.name!r} is {t.dtype.value}, which the executor runs in "
+                            "inference mode only (it trains fp32 weights); this plan is in "
+                            "training mode: solve with --mode inference, or use fp32/fp16",
+                            key_path=f"tables[{t.name}].dtype")
+
+
+def prepare(plan: Plan, world_size: int | None = None, *, mode: Mode | None = None,
+            bucket_bytes: int | None = None) -> bool:
     """Reject a bad or tampered plan before anything runs.
 
     Returns:
@@ -34,6 +78,7 @@ def prepare(plan: Plan, world_size: int | None = None) -> bool:
     Raises:
         PlanError: naming the table/shard/rank at fault and the fix.
     """
+    check_mode_options(plan, mode=mode, bucket_bytes=bucket_bytes)
     build_layout(plan, world_size)
     return check_estimates_match(plan)
 
@@ -64,9 +109,13 @@ class ValidationReport:
 
     Attributes:
         ranks: per rank: backend, mismatches, worst errors, measured and estimated bytes.
-        rtol / atol: the tolerance of every comparison.
-        steps: training steps compared.
+        rtol / atol: the tolerance of every comparison (training plans).
+        steps: steps compared.
         estimates_checked: whether the plan's recorded memory was re-derived and matched.
+        mode: the plan's mode: training (outputs, gradients, weights and optimizer state
+            compared) or inference (pooled outputs against the unsharded quantised model).
+        tolerances: inference: (rtol, atol) per dtype of the plan's tables
+            (``runner.INFERENCE_TOLERANCE``).
     """
 
     ranks: tuple[dict[str, Any], ...]
@@ -74,6 +123,8 @@ class ValidationReport:
     atol: float
     steps: int
     estimates_checked: bool
+    mode: Mode = Mode.TRAINING
+    tolerances: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def mismatches(self) -> list[dict[str, Any]]:
@@ -98,15 +149,18 @@ class ValidationReport:
             return
         m = ms[0]
         step = "after the last step" if m["step"] is None else f"at step {m['step']}"
+        rtol, atol = self.tolerances.get(m.get("dtype", ""), (self.rtol, self.atol))
+        ref = "unsharded quantised" if self.mode is Mode.INFERENCE else "unsharded"
         raise ValidationMismatch(
-            f"{m['what']} of table {m['table']!r}, shard {m['shard']}, differs from the unsharded "
+            f"{m['what']} of table {m['table']!r}, shard {m['shard']}, differs from the {ref} "
             f"reference on rank {m['rank']} {step} (max abs error {m['max_abs_error']:.3g}; "
-            f"tolerance atol {self.atol:g} + rtol {self.rtol:g}); {len(ms)} mismatch(es) in all")
+            f"tolerance atol {atol:g} + rtol {rtol:g}); {len(ms)} mismatch(es) in all")
 
 
 def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, seed: int = 0,
                   backend: str = "auto", pipelined: bool = True,
-                  corrupt: tuple[str, int] | None = None) -> ValidationReport:
+                  corrupt: tuple[str, int] | None = None, mode: Mode | None = None,
+                  bucket_bytes: int | None = None) -> ValidationReport:
     """Run ``plan`` on local gloo processes and compare with the unsharded reference.
 
     Args:
@@ -120,6 +174,8 @@ def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, 
             process group (TorchRec's ``TrainPipelineSparseDist``); ``False``: serially.
         corrupt: (table, rank): perturb that rank's copy of the table after loading; for
             testing that mismatches are caught and named.
+        mode: the mode the plan must be in (a clear error otherwise), or None for any.
+        bucket_bytes: DDP bucket size of data-parallel gradients (training plans only).
 
     Returns:
         The report (``passed``, per-rank details).
@@ -129,14 +185,19 @@ def validate_plan(plan: Plan, *, world_size: int | None = None, steps: int = 2, 
         ExecutionError: a rank crashed.
     """
     from shardplan.executor.launch import run_local
-    from shardplan.executor.runner import ATOL, RTOL, Job, JobKind
+    from shardplan.executor.runner import ATOL, RTOL, Job, JobKind, inference_tolerance
 
-    checked = prepare(plan, world_size)
+    checked = prepare(plan, world_size, mode=mode, bucket_bytes=bucket_bytes)
     job = Job(kind=JobKind.VALIDATE, plan_json=plan_to_json(plan), steps=steps, seed=seed,
-              backend=backend, pipelined=pipelined, clock=ClockKind.WALL, corrupt=corrupt)
+              backend=backend, pipelined=pipelined, clock=ClockKind.WALL, corrupt=corrupt,
+              **({} if bucket_bytes is None else {"bucket_bytes": bucket_bytes}))
     res = run_local([job], plan.topology.world_size * plan.replicas)[0]
+    mode = plan.workload.mode
+    tol = ({t.dtype.value: inference_tolerance(t.dtype) for t in plan.workload.tables}
+           if mode is Mode.INFERENCE else {})
     return ValidationReport(ranks=tuple(res), rtol=RTOL, atol=ATOL, steps=steps,
-                            estimates_checked=checked)
+                            estimates_checked=checked, mode=mode,
+                            tolerances=dict(sorted(tol.items())))
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +300,8 @@ def _report(res: Sequence[dict[str, Any]]) -> ProfileReport:
 
 def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, seed: int = 0,
                   backend: str = "auto", pipelined: bool = True,
-                  clock: ClockKind | str = ClockKind.VIRTUAL, measure_waits: bool = False
+                  clock: ClockKind | str = ClockKind.VIRTUAL, measure_waits: bool = False,
+                  mode: Mode | None = None, bucket_bytes: int | None = None
                   ) -> list[ProfileReport]:
     """Profile several plans of one world size in one launch of the processes.
 
@@ -254,9 +316,12 @@ def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, se
         clock: ``virtual`` (default: one emulated device per rank, for machines with fewer
             cores than ranks) or ``wall`` (real time); see :mod:`shardplan.executor.clock`.
         measure_waits: with the wall clock, a barrier before each collective times the waits.
+        mode: the mode every plan must be in, or None for any.
+        bucket_bytes: DDP bucket size of data-parallel gradients (training plans only).
 
     Raises:
-        PlanError: a plan is malformed or tampered with, or plans differ in world size.
+        PlanError: a plan is malformed or tampered with, plans differ in world size, or an
+            option belongs to the other mode (:func:`check_mode_options`).
     """
     from shardplan.executor.launch import run_local
     from shardplan.executor.runner import Job, JobKind
@@ -267,10 +332,12 @@ def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, se
     if len(worlds) != 1:
         raise PlanError(f"plans of different world sizes {sorted(worlds)} cannot share a launch")
     for p in plans:
+        check_mode_options(p, mode=mode, bucket_bytes=bucket_bytes)
         build_layout(p)
+    extra = {} if bucket_bytes is None else {"bucket_bytes": bucket_bytes}
     jobs = [Job(kind=JobKind.PROFILE, plan_json=plan_to_json(p), steps=steps, warmup=warmup,
                 seed=seed, backend=backend, pipelined=pipelined, clock=ClockKind(clock),
-                measure_waits=measure_waits) for p in plans]
+                measure_waits=measure_waits, **extra) for p in plans]
     res = run_local(jobs, worlds.pop())
     return [_report(r) for r in res]
 
@@ -278,13 +345,15 @@ def profile_plans(plans: Sequence[Plan], *, steps: int = 10, warmup: int = 3, se
 def profile_plan(plan: Plan, *, steps: int = 10, warmup: int = 3, seed: int = 0,
                  backend: str = "auto", pipelined: bool = True,
                  clock: ClockKind | str = ClockKind.VIRTUAL,
-                 measure_waits: bool = False) -> ProfileReport:
+                 measure_waits: bool = False, mode: Mode | None = None,
+                 bucket_bytes: int | None = None) -> ProfileReport:
     """Median per-rank, per-stage busy and wait times of ``plan`` beside its estimates (one
     row per rank and stage, plus a ``total`` row per rank), and its step time.
 
     Raises:
         PlanError: the plan is malformed or tampered with (nothing was started).
     """
-    prepare(plan)
+    prepare(plan, mode=mode, bucket_bytes=bucket_bytes)
     return profile_plans([plan], steps=steps, warmup=warmup, seed=seed, backend=backend,
-                         pipelined=pipelined, clock=clock, measure_waits=measure_waits)[0]
+                         pipelined=pipelined, clock=clock, measure_waits=measure_waits,
+                         mode=mode, bucket_bytes=bucket_bytes)[0]

@@ -26,12 +26,15 @@ from typing import Mapping
 
 from shardplan.errors import PlanError
 from shardplan.plans import check_estimates, check_plan
-from shardplan.types import GroupKey, Mode, Optimizer, Plan, ShardingType, row_span
+from shardplan.types import DType, GroupKey, Mode, Optimizer, Plan, ShardingType, row_span
 
 __all__ = ["GROUP_ORDER", "OutputKind", "Slot", "DPTable", "Layout", "build_layout",
-           "SUPPORTED_OPTIMIZERS"]
+           "SUPPORTED_OPTIMIZERS", "INFERENCE_DTYPES"]
 
 SUPPORTED_OPTIMIZERS = (Optimizer.SGD, Optimizer.ROWWISE_ADAGRAD)
+#: The weight dtypes inference plans run in (FBGEMM's ``IntNBitTableBatchedEmbeddingBagsCodegen``
+#: weight types; bf16 is not one of them).
+INFERENCE_DTYPES = (DType.FP32, DType.FP16, DType.INT8, DType.INT4)
 #: The order sharding groups run their collectives in, on every rank.
 GROUP_ORDER = (ShardingType.TABLE_WISE, ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE,
                ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.GRID_SHARD)
@@ -92,7 +95,8 @@ class Layout:
         dp_tables: data-parallel tables (a full replica on every rank), workload order.
         dims: embedding dim per table, workload order.
         table_names: workload order.
-        optimizer: the one optimizer of every table (SGD or row-wise Adagrad).
+        optimizer: the one optimizer of every table (SGD or row-wise Adagrad; ``none`` for
+            inference).
         rows_tables: row-wise tables, workload order; their partial sums share one tensor.
         host_entries: per host-rows type (TWRW, GRID), per host, the (table, first column,
             columns) blocks it reduces inside the host, workload order (TWRW: whole tables;
@@ -102,6 +106,9 @@ class Layout:
         groups: the sharding groups of the plan's non-data-parallel tables (one input dist,
             one output dist and one lookup kernel each, as TorchRec runs them), in a fixed order.
         span_tables: per row-wise subset (a group's ``ranks``), its tables, workload order.
+        mode: training steps (forward, backward, update) or inference steps (forward only).
+        dtypes: weight dtype per table, workload order (inference runs them; training runs
+            fp32 weights whatever the plan says).
     """
 
     world_size: int
@@ -117,6 +124,12 @@ class Layout:
     col_blocks: tuple[tuple[tuple[int, int], ...], ...]
     groups: tuple[GroupKey, ...] = ()
     span_tables: Mapping[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict)
+    mode: Mode = Mode.TRAINING
+    dtypes: tuple[DType, ...] = ()
+
+    @property
+    def inference(self) -> bool:
+        return self.mode is Mode.INFERENCE
 
     @property
     def batch_global(self) -> int:
@@ -193,7 +206,9 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
     Raises:
         PlanError: the plan is inconsistent (shards moved, dropped or overlapping; a rank
             outside the topology), a shard shape the sharding type cannot have, an optimizer
-            the executor does not implement, or a world size other than the plan's.
+            the executor does not implement, a world size other than the plan's; for an
+            inference plan: a dtype FBGEMM's inference kernels do not run (bf16), an int4
+            table or column shard of odd width, or 2D replicas.
     """
     check_plan(plan, check_memory=False)
     topo, work = plan.topology, plan.workload
@@ -206,11 +221,11 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
             f"the plan was made for {made} but {world_size} were asked for; the executor never "
             f"remaps shards: re-solve for a {world_size}-rank topology (e.g. `shardplan solve "
             f"cpu-{world_size} --out plan.json`)", key_path="topology")
-    if work.mode is not Mode.TRAINING:
-        raise PlanError("the executor runs training steps; this workload is in inference mode",
-                        key_path="workload.mode")
+    if work.mode is Mode.INFERENCE:
+        _check_inference(plan)
     opts = {work.optimizer_of(t) for t in work.tables}
-    if len(opts) != 1 or next(iter(opts)) not in SUPPORTED_OPTIMIZERS:
+    if work.mode is Mode.TRAINING and (len(opts) != 1
+                                       or next(iter(opts)) not in SUPPORTED_OPTIMIZERS):
         raise PlanError(f"the executor runs one optimizer for all tables, one of "
                         f"{', '.join(o.value for o in SUPPORTED_OPTIMIZERS)}; this workload uses "
                         f"{', '.join(sorted(o.value for o in opts))}",
@@ -296,7 +311,36 @@ def build_layout(plan: Plan, world_size: int | None = None) -> Layout:
         host_entries={st: tuple(tuple(h) for h in per) for st, per in host_rows.items()
                       if any(per)},
         host_ranks=host_ranks, col_blocks=tuple(col_blocks),
-        groups=_groups(per_rank), span_tables={k: tuple(v) for k, v in sorted(spans.items())})
+        groups=_groups(per_rank), span_tables={k: tuple(v) for k, v in sorted(spans.items())},
+        mode=work.mode, dtypes=tuple(t.dtype for t in work.tables))
+
+
+def _check_inference(plan: Plan) -> None:
+    """What an inference plan must satisfy for the executor (``docs/executor.md``)."""
+    if plan.replicas > 1:
+        raise PlanError(f"inference plans run without 2D replicas; this plan has "
+                        f"{plan.replicas} (re-solve it with replicas 1)", key_path="replicas")
+    for tp in plan.tables:
+        spec = plan.workload.table(tp.name)
+        where = f"tables[{spec.name}]"
+        if spec.dtype not in INFERENCE_DTYPES:
+            raise PlanError(f"inference table {spec.name!r} has dtype {spec.dtype.value}; "
+                            f"FBGEMM's inference kernels run "
+                            f"{', '.join(d.value for d in INFERENCE_DTYPES)}: set its dtype to "
+                            "one of those", key_path=f"{where}.dtype")
+        if spec.dtype is not DType.INT4:
+            continue
+        if spec.embedding_dim % 2:
+            raise PlanError(f"int4 table {spec.name!r} has an odd embedding_dim "
+                            f"{spec.embedding_dim}; int4 packs two values per byte: use an even "
+                            "dimension (e.g. pad it to the next even number) or int8",
+                            key_path=f"{where}.embedding_dim")
+        for i, s in enumerate(tp.shards):
+            if s.col_offset % 2 or s.num_cols % 2:
+                raise PlanError(f"int4 table {spec.name!r}: shard {i} holds columns "
+                                f"{s.col_offset}+{s.num_cols}; int4 column shards must start "
+                                "and end on an even column (two values per byte): re-solve "
+                                "with even column blocks", key_path=f"{where}.shards[{i}]")
 
 
 def _groups(per_rank: list[list[Slot]]) -> tuple[GroupKey, ...]:

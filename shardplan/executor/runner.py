@@ -17,16 +17,37 @@ from shardplan.executor.batches import make_batch
 from shardplan.executor.clock import ClockKind, make_clock
 from shardplan.executor.kernels import Backend, OptimizerConfig, choose_backend
 from shardplan.executor.layout import Layout, OutputKind, build_layout
+from shardplan.executor.inference import InferenceEmbeddings, quantized_tables
+from shardplan.executor.quant import dequantize
 from shardplan.executor.reference import Reference
 from shardplan.executor.sharded import DEFAULT_BUCKET_BYTES, ShardedEmbeddings, make_comm
 from shardplan.plans import plan_from_json
-from shardplan.types import Plan, Stage
+from shardplan.types import DType, Plan, Stage
 
-__all__ = ["JobKind", "Job", "RTOL", "ATOL", "run_job"]
+__all__ = ["JobKind", "Job", "RTOL", "ATOL", "INFERENCE_TOLERANCE", "inference_tolerance",
+           "run_job"]
 
 # Tolerance of the comparison with the reference (fp32; sums in a different order).
 RTOL = 1e-4
 ATOL = 1e-5
+#: Inference: (rtol, atol) per weight dtype of the comparison of pooled outputs with the
+#: unsharded *quantised* model. Both hold the same stored values (``quant``), so what differs
+#: is the order of the fp32 sums, and for int8/int4 FBGEMM's kernel evaluating
+#: ``q * scale + bias`` with fused multiply-adds: measured below 2e-7 on pooled sums of about
+#: 1 (tests/test_inference.py); the bounds leave 50x margin. (The quantisation error itself,
+#: against the fp32 table, is up to half a step per value: scale / 2, about 4e-4 for int8 and
+#: 7e-3 for int4 on tables in +-0.1; validation does not compare against that.)
+INFERENCE_TOLERANCE: dict[DType, tuple[float, float]] = {
+    DType.FP32: (1e-4, 1e-5),
+    DType.FP16: (1e-4, 1e-5),
+    DType.INT8: (1e-4, 1e-5),
+    DType.INT4: (1e-4, 1e-5),
+}
+
+
+def inference_tolerance(dtype: DType) -> tuple[float, float]:
+    """(rtol, atol) of an inference table of ``dtype`` (see ``INFERENCE_TOLERANCE``)."""
+    return INFERENCE_TOLERANCE[dtype]
 
 
 class JobKind(StrEnum):
@@ -70,14 +91,15 @@ class Job:
     corrupt: tuple[str, int] | None = None
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> tuple[bool, float]:
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL, atol: float = ATOL
+           ) -> tuple[bool, float]:
     a, b = a.detach().float().cpu(), b.detach().float().cpu()
     if a.shape != b.shape:
         return False, float("inf")
     if a.numel() == 0:
         return True, 0.0
     err = (a - b).abs()
-    return bool((err <= ATOL + RTOL * b.abs()).all()), float(err.max())
+    return bool((err <= atol + rtol * b.abs()).all()), float(err.max())
 
 
 def _producers(layout: Layout, table_index: int, col: int) -> list[tuple[int, int]]:
@@ -101,8 +123,9 @@ def _corrupt(model: ShardedEmbeddings, table: str) -> None:
 
 
 def _sharded_model(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
-                   pg_backend: str) -> tuple[OptimizerConfig, Backend, ShardedEmbeddings]:
-    """This rank's sharded tables, on the chosen lookup backend, with their communicator."""
+                   pg_backend: str) -> tuple[OptimizerConfig, Backend, Any]:
+    """This rank's sharded tables, on the chosen lookup backend, with their communicator
+    (an :class:`InferenceEmbeddings` for inference plans)."""
     backend = choose_backend(job.backend, dev)
     cfg = OptimizerConfig(optimizer=layout.optimizer)
     comm = make_comm(layout, rank, dev, pg_backend, pipelined=job.pipelined,
@@ -110,6 +133,11 @@ def _sharded_model(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.d
     rows = [t.num_embeddings for t in plan.workload.tables]
     procs = layout.world_size * plan.replicas
     clock = make_clock(job.clock, rank, procs, dev, measure_waits=job.measure_waits)
+    if layout.inference:
+        corrupt = job.corrupt[0] if job.corrupt is not None and job.corrupt[1] == rank else None
+        return cfg, backend, InferenceEmbeddings(layout, comm, backend, job.seed, rows,
+                                                 clock=clock, pipelined=job.pipelined,
+                                                 corrupt=corrupt)
     sync = _sync_steps(plan)
     return cfg, backend, ShardedEmbeddings(layout, comm, backend, cfg, job.seed, rows,
                                            clock=clock, pipelined=job.pipelined,
@@ -128,8 +156,56 @@ def group_batch(plan: Plan, layout: Layout, seed: int, step: int, replica: int) 
     return make_batch(plan.workload, seed + 7919 * replica, step, layout.batch_global)
 
 
+def _validate_inference(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
+                        pg_backend: str) -> dict[str, Any]:
+    """Pooled outputs of every step against the unsharded quantised model, per dtype's
+    tolerance; the local tables' bytes against the estimate."""
+    _, backend, model = _sharded_model(plan, layout, job, rank, dev, pg_backend)
+    rows = [t.num_embeddings for t in plan.workload.tables]
+    ref = {ti: dequantize(q) for ti, q in quantized_tables(layout, job.seed, rows).items()}
+    B = layout.batch_per_rank
+    mismatches: list[dict[str, Any]] = []
+    worst = {"output": 0.0}
+    batches = [group_batch(plan, layout, job.seed, step, 0) for step in range(job.steps)]
+    for step in range(job.steps):
+        batch = batches[step]
+        got = model.step(batch, batches[step + 1] if step + 1 < job.steps else None)
+        for ti, name in enumerate(layout.table_names):
+            tb = batch[ti]
+            want = torch.nn.functional.embedding_bag(tb.ids, ref[ti], tb.offsets[:-1], mode="sum")
+            exp = want[rank * B:(rank + 1) * B]
+            rtol, atol = inference_tolerance(layout.dtypes[ti])
+            ok, err = _close(got.pooled[ti], exp, rtol, atol)
+            worst["output"] = max(worst["output"], err)
+            if not ok:
+                diff = (got.pooled[ti].cpu() - exp).abs()
+                col = int(diff.max(0).values.argmax()) if diff.numel() else 0
+                prod = _producers(layout, ti, col)
+                shard = (", ".join(f"{i} (rank {q})" for i, q in prod) if prod
+                         else "data-parallel replica")
+                mismatches.append({"what": "output", "step": step, "table": name,
+                                   "shard": shard, "rank": rank, "max_abs_error": err,
+                                   "dtype": layout.dtypes[ti].value})
+    model.finish()
+    est = plan.ranks[rank].memory_bytes
+    return {
+        "rank": rank, "backend": backend.value, "steps": job.steps, "mode": "inference",
+        "pipelined": job.pipelined, "groups": [_group_name(g) for g in layout.groups],
+        "dp_buckets": 0, "mismatches": mismatches, "max_abs_error": worst,
+        "num_slots": len(model.slots), "num_dp_tables": len(layout.dp_tables),
+        "kinds": sorted({s.kind.value for s in model.slots}),
+        "weight_bytes": model.weight_bytes, "param_bytes": model.param_bytes,
+        "peak_buffer_bytes": model.peak_buffer_bytes,
+        "measured_bytes": model.param_bytes + model.peak_buffer_bytes,
+        "estimated_bytes": est.hbm + est.ddr,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
 def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
               pg_backend: str) -> dict[str, Any]:
+    if layout.inference:
+        return _validate_inference(plan, layout, job, rank, dev, pg_backend)
     cfg, backend, model = _sharded_model(plan, layout, job, rank, dev, pg_backend)
     ref = Reference(plan.workload, layout, cfg, job.seed)
     if job.corrupt is not None and job.corrupt[1] == rank:
@@ -226,7 +302,7 @@ def _profile(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device,
     est = plan.ranks[local].estimated_ms
     return {
         "rank": rank, "backend": backend.value, "steps": job.steps, "warmup": job.warmup,
-        "pipelined": job.pipelined, "clock": ClockKind(job.clock).value,
+        "mode": layout.mode.value, "pipelined": job.pipelined, "clock": ClockKind(job.clock).value,
         "measured_ms": med_busy, "measured_total_ms": sum(med_busy.values()),
         "waited_ms": med_wait, "step_ms": statistics.median(steps_ms),
         "estimated_ms": est.as_dict(), "estimated_total_ms": plan.ranks[local].total_ms,

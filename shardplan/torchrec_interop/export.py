@@ -15,7 +15,7 @@ from shardplan.torchrec_interop.common import (
     KERNEL_OF_PLACEMENT,
     _torchrec,
 )
-from shardplan.types import Placement, Plan, ShardingType, TablePlan, Topology
+from shardplan.types import Mode, Placement, PlacementKind, Plan, ShardingType, TablePlan, Topology
 
 if TYPE_CHECKING:  # pragma: no cover
     from torchrec.distributed.types import ShardingPlan
@@ -40,6 +40,25 @@ def local_world_size(topology: Topology) -> int:
                         "host groups all have the same devices_per_host",
                         key_path="topology.host_groups")
     return sizes[0]
+
+
+#: Inference plans: TorchRec's quantised sharders (``QuantEmbeddingBagCollectionSharder``, from
+#: ``BaseQuantEmbeddingSharder`` in torchrec/distributed/embedding_types.py) take these sharding
+#: types; table-column-wise shards are column shards, exported as column-wise.
+INFERENCE_SHARDING_TYPES = {
+    ShardingType.TABLE_WISE: ShardingType.TABLE_WISE,
+    ShardingType.ROW_WISE: ShardingType.ROW_WISE,
+    ShardingType.COLUMN_WISE: ShardingType.COLUMN_WISE,
+    ShardingType.TABLE_COLUMN_WISE: ShardingType.COLUMN_WISE,
+}
+#: ... and these compute kernels (``EmbeddingComputeKernel``): ``quant`` on CPU and GPU,
+#: ``quant_uvm`` and ``quant_uvm_caching`` on GPU only.
+KERNEL_QUANT = "quant"
+QUANT_KERNEL_OF_PLACEMENT = {
+    PlacementKind.HBM: KERNEL_QUANT,
+    PlacementKind.UVM_CACHING: "quant_uvm_caching",
+    PlacementKind.UVM: "quant_uvm",
+}
 
 
 def _placement_string(device: str, rank: int, local_size: int) -> str:
@@ -78,9 +97,15 @@ def export_torchrec(plan: Plan, *, module_path: str = "", compute_device: str | 
         "shards": [{"rank", "shard_offsets", "shard_sizes", "placement"}] | None,
         "cache_load_factor"?}}}}``, tables in plan order.
 
+    An inference plan (``workload.mode`` inference) exports for TorchRec's quantised path
+    (``QuantEmbeddingBagCollection`` sharded by ``QuantEmbeddingBagCollectionSharder``):
+    sharding types table-wise, row-wise and column-wise (table-column-wise as column-wise),
+    kernel ``quant`` (GPU: ``quant_uvm``/``quant_uvm_caching`` for UVM placements).
+
     Raises:
         PlanError: the plan uses something TorchRec cannot run (a DDR placement on a GPU,
-            row-wise shards off TorchRec's rank order, unequal hosts).
+            row-wise shards off TorchRec's rank order, unequal hosts; for inference: a sharding
+            type TorchRec's quantised sharders do not take).
     """
     topo = plan.topology
     device = compute_device or infer_compute_device(topo)
@@ -99,7 +124,17 @@ def export_torchrec(plan: Plan, *, module_path: str = "", compute_device: str | 
     }
 
 
-def _kernel(sharding_type: ShardingType, placement: Placement, device: str, where: str) -> str:
+def _kernel(sharding_type: ShardingType, placement: Placement, device: str, where: str,
+            inference: bool = False) -> str:
+    if inference:
+        if device == "cpu":
+            return KERNEL_QUANT
+        try:
+            return QUANT_KERNEL_OF_PLACEMENT[placement.kind]
+        except KeyError:
+            raise PlanError(f"placement {placement} has no TorchRec quantised kernel on GPUs; "
+                            "re-plan with placements hbm, uvm_caching or uvm",
+                            key_path=where) from None
     if sharding_type is ShardingType.DATA_PARALLEL:
         return KERNEL_DENSE
     if device == "cpu":
@@ -121,8 +156,16 @@ def _export_table(t: TablePlan, plan: Plan, device: str, local: int) -> dict[str
                         f"({sorted(map(str, placements))}); TorchRec takes one kernel per table",
                         key_path=where)
     pl = next(iter(placements))
-    kernel = _kernel(st, pl, device, where)
-    entry: dict[str, Any] = {"sharding_type": st.value, "compute_kernel": kernel}
+    inference = plan.workload.mode is Mode.INFERENCE
+    if inference and st not in INFERENCE_SHARDING_TYPES:
+        raise PlanError(f"inference table {t.name!r} is {st.value}; TorchRec's quantised sharders "
+                        "(QuantEmbeddingBagCollectionSharder) take table_wise, row_wise and "
+                        "column_wise (table_column_wise exports as column_wise): re-solve with "
+                        "those sharding types (table constraints: sharding_types)",
+                        key_path=f"{where}.sharding_type")
+    kernel = _kernel(st, pl, device, where, inference)
+    exported = INFERENCE_SHARDING_TYPES[st] if inference else st
+    entry: dict[str, Any] = {"sharding_type": exported.value, "compute_kernel": kernel}
     if st is ShardingType.DATA_PARALLEL:
         entry["ranks"] = sorted(s.rank for s in t.shards)
         entry["shards"] = None
@@ -151,7 +194,7 @@ def _export_table(t: TablePlan, plan: Plan, device: str, local: int) -> dict[str
     entry["shards"] = [{"rank": r, "shard_offsets": [ro, co], "shard_sizes": [nr, nc],
                         "placement": _placement_string(device, r, local)}
                        for ro, co, nr, nc, r in boxes]
-    if kernel == "fused_uvm_caching" and pl.cache_ratio is not None:
+    if kernel in ("fused_uvm_caching", "quant_uvm_caching") and pl.cache_ratio is not None:
         entry["cache_load_factor"] = pl.cache_ratio
     return entry
 
