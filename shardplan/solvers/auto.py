@@ -11,10 +11,10 @@ the best plan any of them found, so it is never worse than greedy or any baselin
    types better, and single-table steps cannot drop a type);
 4. the ILP, warm-started from the best plan so far, when its model has at most
    ``ilp_max_vars`` variables and about ``ilp_max_rows`` constraints (the model's size, not
-   tables x ranks, decides what HiGHS can do), enough of the budget is left, and the best
-   plan is more than ``2 x gap`` above the cheap lower bound; it stops at ``gap``, after
-   ``ilp_max_nodes`` nodes (the work limit), or after ``ilp_share`` of the budget (at most
-   ``ilp_max_s``: a safety net, reported in the details when it trips).
+   tables x ranks, decides what HiGHS can do) and the best plan is more than ``2 x gap``
+   above the cheap lower bound; it stops at ``gap``, after ``ilp_max_nodes`` nodes (the work
+   limit), or after ``ilp_share`` of the budget (at most ``ilp_max_s``, at least
+   ``ilp_min_s``: a safety net, reported in the details as ``mip_status: time_limit``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class AutoSolver(Solver):
             (a time limit would cut HiGHS's root heuristics at a machine-dependent point);
             only when this safety net trips may the plan vary.
         ilp_max_nodes: branch-and-bound nodes the ILP may explore.
-        ilp_min_s: the ILP is skipped when less than this is left.
+        ilp_min_s: the ILP's safety-net time limit is at least this.
         gap: the ILP's stopping gap.
         max_evals: local search's work limit (candidate evaluations) per run.
         portfolio_max_cells: on instances up to this many tables x ranks, also search
@@ -77,7 +77,6 @@ class AutoSolver(Solver):
 
     def solve(self, ctx: PlanningContext) -> SolveResult:
         start = time.perf_counter()
-        deadline = start + ctx.time_limit_s
         ct = CostTables.of(ctx)
         groups = TableGroups.of(ctx, ct)
         g = best_greedy(ct, groups, k=DEFAULT_SHORTLIST)
@@ -128,17 +127,18 @@ class AutoSolver(Solver):
         ilp = ILPSolver(gap=self.gap, max_nodes=self.ilp_max_nodes)
         kept = ilp_options(ct, ilp.max_options, best[2])
         size, rows = model_size(ct, kept), model_rows(ct, kept)
-        left = deadline - time.perf_counter()
         details["ilp_vars_estimate"] = size
         details["ilp_rows_estimate"] = rows
         quick_bound = cheap_bound(ct)
         details["quick_bound_ms"] = quick_bound
         close = best[0] <= quick_bound * (1 + 2 * self.gap)  # nothing much left to prove
-        if (size <= self.ilp_max_vars and rows <= self.ilp_max_rows
-                and left >= self.ilp_min_s and not close):
+        if size <= self.ilp_max_vars and rows <= self.ilp_max_rows and not close:
+            # the node limit is the ILP's real limit; its clock is a safety net that does
+            # not depend on how long the phases before it took (so a busy machine does not
+            # skip the ILP), at least ilp_min_s
             res = ilp.solve_tables(ctx, ct, groups, best[2], start=time.perf_counter(),
-                                   time_limit_s=min(left, ctx.time_limit_s * self.ilp_share,
-                                                    self.ilp_max_s))
+                                   time_limit_s=max(self.ilp_min_s, min(
+                                       ctx.time_limit_s * self.ilp_share, self.ilp_max_s)))
             c = ct.choice_of(res.assignment)
             ms = evaluate(ct, c).makespan
             tried["ilp"] = ms
