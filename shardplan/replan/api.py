@@ -40,6 +40,8 @@ from shardplan.units import format_bytes
 
 #: Solvers ``replan`` accepts.
 REPLAN_SOLVERS = ("auto", "greedy", "local_search", "ilp")
+#: The ILP's safety-net time limit, seconds (its real limit is a node count).
+ILP_MAX_S = 20.0
 _FIXED = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.DATA_PARALLEL,
           ShardingType.GRID_SHARD)
 
@@ -338,7 +340,8 @@ def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: st
         from shardplan.replan.ilp import solve_keep_ilp
 
         warm = min(found, key=lambda f: (objective_of(mt, obj, f[0]), f[1]))[2] if found else None
-        res = solve_keep_ilp(mt, groups, obj, keep, warm, time_limit_s=ctx.time_limit_s)
+        res = solve_keep_ilp(mt, groups, obj, keep, warm,
+                             time_limit_s=min(ctx.time_limit_s, ILP_MAX_S))
         details["ilp"] = res.details
         if res.choice is not None:
             s = evaluate_moves(mt, res.choice)

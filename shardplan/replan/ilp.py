@@ -38,7 +38,7 @@ from shardplan.solvers.ilp import build_model, ilp_options, set_start, solve_mod
 #: Options per table in the model (the ILP's shortlist), plus the kept and the warm one.
 MAX_OPTIONS = 8
 #: HiGHS branch-and-bound nodes (a work limit; the time limit is a safety net).
-MAX_NODES = 200
+MAX_NODES = 50
 
 
 @dataclass(slots=True)
