@@ -246,3 +246,42 @@ def test_cli_exit_codes(tmp_path: Path, old) -> None:
     r = runner.invoke(app, ["replan", str(tmp_path / "old.json"), "h100-16x8",
                             "--move-weight", "1", "--move-budget-gib", "1"])
     assert r.exit_code == 1 and "not both" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# TorchRec: the argument of DistributedModelParallel.reshard
+# ---------------------------------------------------------------------------------------------
+
+
+def _moved(plan, table: str, ranks: tuple[int, ...]):
+    from shardplan.assignments import assignment_of
+    from shardplan.estimators import default_cost_model
+    from shardplan.plans import build_plan
+    from shardplan.types import Assignment
+
+    a = assignment_of(plan)
+    ranks_all = tuple(ranks if o.table == table else rs for o, rs in zip(a.options, a.ranks))
+    return build_plan(workload=plan.workload, topology=plan.topology,
+                      cost_model=default_cost_model(plan.workload, plan.topology),
+                      assignment=Assignment(options=a.options, ranks=ranks_all), solver="test")
+
+
+def test_reshard_delta_holds_only_changed_tw_cw_tables() -> None:
+    pytest.importorskip("torchrec")
+    from shardplan.errors import PlanError
+    from shardplan.replan.torchrec import reshard_delta
+
+    topo, work = shardplan.load_problem("cpu-2")
+    old = shardplan.plan(work, topo, solver="greedy")
+    tw = next(t for t in old.tables if t.sharding_type.value == "table_wise")
+    new = _moved(old, tw.name, (1 - tw.shards[0].rank,))
+    d = reshard_delta(old, new)
+    volume, delta = d[""]
+    assert list(delta.keys()) == [tw.name]
+    assert delta[tw.name].ranks == [1 - tw.shards[0].rank]
+    assert volume * 2**20 == pytest.approx(diff_plans(old, new).total_bytes)
+    rw = next((t for t in old.tables if t.sharding_type.value == "row_wise"), None)
+    if rw is not None:
+        swapped = _moved(old, rw.name, tuple(reversed([s.rank for s in rw.shards])))
+        with pytest.raises(PlanError, match=rw.name):
+            reshard_delta(old, swapped)

@@ -249,7 +249,7 @@ def replan(old_plan: Plan, topology: Topology, workload: Workload | None = None,
     """Re-plan ``old_plan`` for a changed topology or workload, moving few bytes.
 
     The objective is ``makespan_ms + move_weight x migration_ms`` (default weight
-    ``DEFAULT_MOVE_WEIGHT``: the migration amortised over 1,000 steps), or, with
+    ``DEFAULT_MOVE_WEIGHT`` = 0.01: the migration amortised over 100 steps), or, with
     ``move_budget_bytes``, the makespan with at most that many bytes moved. A shard that keeps
     its table, rows, columns and device costs nothing; see ``docs/replan.md`` for how ranks of
     a changed topology map (:func:`shardplan.replan.map_ranks`) and how bytes and time are
