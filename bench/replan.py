@@ -1,4 +1,4 @@
-"""Re-plan benchmark: bytes moved and makespan of ``shardplan.replan`` against a plan made from
+"""Re-plan benchmark: bytes moved and makespan of ``shardplan.replanning`` against a plan made from
 scratch, when a 16-host H100 cluster loses a host, gains two, or the model gains 10% more
 tables; and the unchanged cluster (nothing may move).
 
@@ -11,7 +11,7 @@ Workload: ``shardplan.generate.synthetic_workload(N, seed)`` (production-like sp
 1,024 per rank. Topology: ``h100-16x8`` and the same hosts 15 (host ``--lost-host`` gone,
 so later hosts renumber) or 18 of them. The old plan: ``shardplan.plan(..., solver="auto")``
 on 16 hosts. From scratch: ``shardplan.plan(..., solver="auto")`` on the new problem; its bytes
-are what moving the old plan to it would send (:func:`shardplan.replan.diff_plans`). Replan:
+are what moving the old plan to it would send (:func:`shardplan.replanning.diff_plans`). Replan:
 ``replan(..., solver="auto")`` with the default move weight 0.01 (migration amortised over
 100 steps), with 0.001 (over 1,000 steps), and with a budget of half the from-scratch bytes. Targets: replan at most half the
 bytes of from-scratch at a makespan within 10% of it; zero bytes when nothing changed.
@@ -31,7 +31,7 @@ from pathlib import Path
 from shardplan.generate import synthetic_workload
 from shardplan.loaders import load_topology
 from shardplan.planner import plan
-from shardplan.replan import diff_plans, replan_full
+from shardplan.replanning import diff_plans, replan_full
 from shardplan.types import Topology, Workload
 
 RESULTS = Path(__file__).resolve().parent / "results"

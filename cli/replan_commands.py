@@ -27,10 +27,12 @@ from shardplan.cli.base import (
 from shardplan.errors import SpecError
 from shardplan.loaders import load_topology, load_workload, resolve_workload_path
 from shardplan.plans import load_plan, save_plan
-from shardplan.replan import REPLAN_SOLVERS, Migration, diff_plans, replan_full
+from shardplan.replanning import REPLAN_SOLVERS, Migration, diff_plans, replan_full
 from shardplan.types import Plan
 from shardplan.units import GiB, format_bytes
 
+FigureOpt = Annotated[Optional[Path], typer.Option(
+    "--figure", help="Also draw the migration (GiB received and sent per rank) as a PNG.")]
 LostHostOpt = Annotated[Optional[list[int]], typer.Option(
     "--lost-host", help="An old host id that is gone (repeat for several); default: a host "
     "group that shrank loses its last hosts.")]
@@ -82,6 +84,13 @@ def _write_migration(path: Path, mig: Migration) -> None:
     write_file(path, json.dumps(d, indent=1, sort_keys=True) + "\n")
 
 
+def _write_figure(path: Path, mig: Migration, new: Plan) -> None:
+    from shardplan.figures import png_bytes
+    from shardplan.replanning.figures import migration_figure
+
+    write_file(path, png_bytes(migration_figure(mig, new)))
+
+
 @app.command("replan")
 @handle_errors
 @reflow_doc
@@ -97,8 +106,8 @@ def replan_cmd(
         "--move-budget-gib", help="Minimise the step time moving at most this many GiB "
         "(weights and optimizer state).")] = None,
     move_weight: Annotated[Optional[float], typer.Option(
-        "--move-weight", help="Minimise step time + W x migration time (default 0.001: the "
-        "migration amortised over 1,000 steps).")] = None,
+        "--move-weight", help="Minimise step time + W x migration time (default 0.01: the "
+        "migration amortised over 100 steps).")] = None,
     lost_host: LostHostOpt = None,
     solver: Annotated[str, typer.Option(help="auto, greedy, local_search or ilp.")] = "auto",
     time_limit: Annotated[float, typer.Option(help="Time budget of the ILP, seconds (the "
@@ -107,6 +116,7 @@ def replan_cmd(
                    ] = Path("replan.json"),
     migration: Annotated[Optional[Path], typer.Option(
         "--migration", help="Also write the migration (bytes per link, flows) as JSON.")] = None,
+    figure: FigureOpt = None,
 ) -> None:
     """Re-plan for a changed cluster or workload, moving as few bytes as the step time allows.
 
@@ -153,14 +163,16 @@ def replan_cmd(
     save_plan(res.plan, out)
     if migration is not None:
         _write_migration(migration, res.migration)
+    if figure is not None:
+        _write_figure(figure, res.migration, res.plan)
     print_migration(old, res.plan, res.migration)
     tried = res.details.get("tried", {})
     say("tried: " + "; ".join(
         f"{escape(k)} {v['makespan_ms']:.3f} ms / {v['moved_bytes'] / GiB:.2f} GiB"
         for k, v in tried.items() if "makespan_ms" in v) + f"; picked {res.details['picked']}")
-    say(f"wrote {escape(str(out))}")
-    if migration is not None:
-        say(f"wrote {escape(str(migration))}")
+    for path in (out, migration, figure):
+        if path is not None:
+            say(f"wrote {escape(str(path))}")
 
 
 @app.command("diff")
@@ -173,6 +185,7 @@ def diff_cmd(
     top: Annotated[int, typer.Option(help="Links and transfers listed.")] = 10,
     json_out: Annotated[Optional[Path], typer.Option(
         "--json", help="Also write the migration (bytes per link, flows) as JSON.")] = None,
+    figure: FigureOpt = None,
 ) -> None:
     """What moving from plan A to plan B sends where: shards kept and moved, from which rank
     to which, bytes per link, the estimated migration time, and the makespan of each plan.
@@ -191,6 +204,9 @@ def diff_cmd(
     mig = diff_plans(pa, pb, lost_hosts=None if lost_host is None else tuple(lost_host))
     if json_out is not None:
         _write_migration(json_out, mig)
+    if figure is not None:
+        _write_figure(figure, mig, pb)
     print_migration(pa, pb, mig, top=top)
-    if json_out is not None:
-        say(f"wrote {escape(str(json_out))}")
+    for path in (json_out, figure):
+        if path is not None:
+            say(f"wrote {escape(str(path))}")

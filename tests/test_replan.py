@@ -14,8 +14,8 @@ from shardplan.cli.app import app
 from shardplan.errors import InfeasiblePlanError, SpecError
 from shardplan.plans import check_plan, save_plan
 from shardplan.plan_format import plan_to_json
-from shardplan.replan import diff_plans, map_ranks, replan, replan_full
-from shardplan.replan.migration import block_bytes
+from shardplan.replanning import diff_plans, map_ranks, replan, replan_full
+from shardplan.replanning.migration import block_bytes
 from shardplan.specs import topology_to_dict
 from shardplan.types import TableSpec, Workload
 from tests.conftest import make_topology, make_workload
@@ -216,9 +216,17 @@ def test_cli_replan_and_diff(tmp_path: Path, old) -> None:
     assert "restored from a checkpoint" in r.output and "migration:" in r.output
     mig = json.loads((tmp_path / "m.json").read_text())
     assert mig["restored_bytes"] > 0 and mig["rank_map"]["lost_hosts"] == [0]
-    d = runner.invoke(app, ["diff", str(tmp_path / "old.json"), str(out)])
+    d = runner.invoke(app, ["diff", str(tmp_path / "old.json"), str(out), "--figure",
+                            str(tmp_path / "m.png")])
     assert d.exit_code == 0, d.output
     assert "makespan: old" in d.output and "largest transfers" in d.output
+    from PIL import Image
+
+    from shardplan.figures import DPI
+    from shardplan.replanning.figures import FIGSIZE_IN
+
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.size == (round(FIGSIZE_IN[0] * DPI), round(FIGSIZE_IN[1] * DPI))
     same = runner.invoke(app, ["diff", str(tmp_path / "old.json"), str(tmp_path / "old.json")])
     assert same.exit_code == 0 and "nothing moves" in same.output
 
@@ -269,7 +277,7 @@ def _moved(plan, table: str, ranks: tuple[int, ...]):
 def test_reshard_delta_holds_only_changed_tw_cw_tables() -> None:
     pytest.importorskip("torchrec")
     from shardplan.errors import PlanError
-    from shardplan.replan.torchrec import reshard_delta
+    from shardplan.replanning.torchrec import reshard_delta
 
     topo, work = shardplan.load_problem("cpu-2")
     old = shardplan.plan(work, topo, solver="greedy")

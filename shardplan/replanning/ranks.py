@@ -13,7 +13,7 @@ describe other devices. :func:`map_ranks` matches the devices that survive:
 
 A surviving device keeps its data: a shard that stays on it moves nothing. Ranks of a lost
 host disappear with their data (it is restored from a checkpoint, see
-:mod:`shardplan.replan.migration`).
+:mod:`shardplan.replanning.migration`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from shardplan.replan.migration import Migration, estimate_migration
-from shardplan.replan.ranks import map_ranks
+from shardplan.replanning.migration import Migration, estimate_migration
+from shardplan.replanning.ranks import map_ranks
 from shardplan.types import Plan
 
 
@@ -25,7 +25,7 @@ def diff_plans(a: Plan, b: Plan, lost_hosts: Sequence[int] | None = None) -> Mig
         b: the new plan (its topology carries the transfers).
         lost_hosts: hosts of ``a``'s topology that are gone; default: what ``b`` recorded if
             it is a re-plan, else a shrunk host group's last hosts
-            (:func:`shardplan.replan.map_ranks`).
+            (:func:`shardplan.replanning.map_ranks`).
 
     Returns:
         The migration: transfers, bytes per rank and link, the time estimate.

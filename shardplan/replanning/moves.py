@@ -4,7 +4,7 @@ time.
 
 Built beside the planner's cost tables (``shardplan.solvers.common.CostTables``), which give
 the step time and memory; this module adds, per (table, option, shard), the old blocks it
-overlaps (:func:`shardplan.replan.migration.overlaps`) and, for any set of candidate ranks,
+overlaps (:func:`shardplan.replanning.migration.overlaps`) and, for any set of candidate ranks,
 the bytes that would move and the load they put on each link direction.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shardplan.errors import SpecError
-from shardplan.replan.migration import CHECKPOINT, Block, Links, OldData, block_bytes, overlaps, \
+from shardplan.replanning.migration import CHECKPOINT, Block, Links, OldData, block_bytes, overlaps, \
     source_of
 from shardplan.solvers.common import CostTables
 from shardplan.types import Workload

@@ -18,7 +18,7 @@ Bytes moved are ``sum over chosen options of their old state's bytes - sum of ke
 exact; link loads are exact for options whose shards have fixed ranks (row-wise, table-row-wise,
 data-parallel, grid) and, for the others, conservative: every byte not kept is counted on the
 destination's link and host network link and on the source's (as if it crossed hosts). The
-plan is then re-costed exactly (:mod:`shardplan.replan.migration`).
+plan is then re-costed exactly (:mod:`shardplan.replanning.migration`).
 
 Objective: ``makespan + move_weight x 1000 x move_time`` (or ``makespan`` under the budget).
 """
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
-from shardplan.replan.moves import MoveTables, Objective
-from shardplan.replan.search import Choice, evaluate_moves
+from shardplan.replanning.moves import MoveTables, Objective
+from shardplan.replanning.search import Choice, evaluate_moves
 from shardplan.solvers.common import TableGroups
 from shardplan.solvers.ilp import build_model, ilp_options, set_start, solve_model
 

@@ -17,11 +17,11 @@ from typing import Sequence
 from shardplan.enumerators import EnumerationOptions, enumerate_options
 from shardplan.errors import InfeasiblePlanError, SolverError, SpecError
 from shardplan.plans import build_plan
-from shardplan.replan.migration import Links, Migration, OldData, block_bytes, \
+from shardplan.replanning.migration import Links, Migration, OldData, block_bytes, \
     estimate_migration
-from shardplan.replan.moves import DEFAULT_MOVE_WEIGHT, MoveTables, Objective
-from shardplan.replan.ranks import RankMap, map_ranks
-from shardplan.replan.search import DEFAULT_MAX_EVALS, evaluate_moves, improve_moves, \
+from shardplan.replanning.moves import DEFAULT_MOVE_WEIGHT, MoveTables, Objective
+from shardplan.replanning.ranks import RankMap, map_ranks
+from shardplan.replanning.search import DEFAULT_MAX_EVALS, evaluate_moves, improve_moves, \
     objective_of, warm_start
 from shardplan.solvers.common import CostTables, TableGroups, check_groups, diagnose_infeasible
 from shardplan.solvers.greedy import greedy_choice
@@ -252,8 +252,8 @@ def replan(old_plan: Plan, topology: Topology, workload: Workload | None = None,
     ``DEFAULT_MOVE_WEIGHT`` = 0.01: the migration amortised over 100 steps), or, with
     ``move_budget_bytes``, the makespan with at most that many bytes moved. A shard that keeps
     its table, rows, columns and device costs nothing; see ``docs/replan.md`` for how ranks of
-    a changed topology map (:func:`shardplan.replan.map_ranks`) and how bytes and time are
-    counted (:mod:`shardplan.replan.migration`). With the topology and workload unchanged the
+    a changed topology map (:func:`shardplan.replanning.map_ranks`) and how bytes and time are
+    counted (:mod:`shardplan.replanning.migration`). With the topology and workload unchanged the
     old plan comes back and nothing moves.
 
     Args:
@@ -337,7 +337,7 @@ def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: st
         elif not found:
             raise _infeasible(ctx, g.failed, ct)
     if solver == "ilp" or (solver == "auto" and len(ct.tables) * ct.world <= ilp_max_cells):
-        from shardplan.replan.ilp import solve_keep_ilp
+        from shardplan.replanning.ilp import solve_keep_ilp
 
         warm = min(found, key=lambda f: (objective_of(mt, obj, f[0]), f[1]))[2] if found else None
         res = solve_keep_ilp(mt, groups, obj, keep, warm,

@@ -6,7 +6,7 @@ dtype) + optimizer state per row)``, the memory estimators' own formulas
 (``shardplan.estimators.memory``). Each new shard is filled from the old shards that overlap
 it (same table, intersecting rows and columns):
 
-* the part already on the shard's rank (the same device, see :mod:`shardplan.replan.ranks`)
+* the part already on the shard's rank (the same device, see :mod:`shardplan.replanning.ranks`)
   stays: it costs nothing; a shard kept whole (same table, rows, columns and rank) is free;
 * the rest is sent from the rank that holds it (a replicated, data-parallel table: from a
   replica on the destination's host if there is one, else from replica ``dest mod count``);
@@ -36,7 +36,7 @@ from typing import Mapping
 import numpy as np
 
 from shardplan.estimators.memory import optimizer_state_bytes_per_row, row_bytes
-from shardplan.replan.ranks import RankMap
+from shardplan.replanning.ranks import RankMap
 from shardplan.topology import build_graph
 from shardplan.types import Plan, TableSpec, Topology, Workload
 
@@ -262,7 +262,7 @@ def estimate_migration(old_plan: Plan, new_plan: Plan, rank_map: RankMap) -> Mig
     Args:
         old_plan: the plan the job runs now.
         new_plan: the plan to move to (its topology is where the transfers run).
-        rank_map: old ranks to ``new_plan``'s ranks (:func:`shardplan.replan.map_ranks`).
+        rank_map: old ranks to ``new_plan``'s ranks (:func:`shardplan.replanning.map_ranks`).
 
     Returns:
         The migration (see :class:`Migration`).

@@ -10,11 +10,11 @@ a new plan that moves as few bytes as the step time allows (``docs/replan.md``).
 
 from __future__ import annotations
 
-from shardplan.replan.api import REPLAN_SOLVERS, ReplanResult, check_tables, replan, replan_full
-from shardplan.replan.diff import diff_plans
-from shardplan.replan.migration import Links, Migration, Transfer, estimate_migration
-from shardplan.replan.moves import DEFAULT_MOVE_WEIGHT, Objective
-from shardplan.replan.ranks import RankMap, map_ranks
+from shardplan.replanning.api import REPLAN_SOLVERS, ReplanResult, check_tables, replan, replan_full
+from shardplan.replanning.diff import diff_plans
+from shardplan.replanning.migration import Links, Migration, Transfer, estimate_migration
+from shardplan.replanning.moves import DEFAULT_MOVE_WEIGHT, Objective
+from shardplan.replanning.ranks import RankMap, map_ranks
 
 __all__ = ["DEFAULT_MOVE_WEIGHT", "REPLAN_SOLVERS", "Links", "Migration", "Objective",
            "RankMap", "ReplanResult", "Transfer", "check_tables", "diff_plans",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardplan.errors import PlanError
-from shardplan.replan.diff import diff_plans
+from shardplan.replanning.diff import diff_plans
 from shardplan.types import Plan, ShardingType
 
 #: The sharding types torchrec 1.8's ``reshard`` moves (``dynamic_sharding.update_state_dict``).

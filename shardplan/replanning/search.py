@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shardplan.replan.moves import MoveTables, Objective
+from shardplan.replanning.moves import MoveTables, Objective
 from shardplan.solvers.common import CostTables, LoadState, OptionCosts, TableGroups, scalar_time
 from shardplan.solvers.greedy import shortlist, work_target
 from shardplan.solvers.local_search import moved_makespans
