@@ -293,3 +293,57 @@ def test_reshard_delta_holds_only_changed_tw_cw_tables() -> None:
         swapped = _moved(old, rw.name, tuple(reversed([s.rank for s in rw.shards])))
         with pytest.raises(PlanError, match=rw.name):
             reshard_delta(old, swapped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Executor: train, move the shards as the diff says, continue; compare with the reference
+# ---------------------------------------------------------------------------------------------
+
+
+def _rotated(plan):
+    """``plan`` with every table-wise and column-wise shard one rank further on."""
+    from shardplan.assignments import assignment_of
+    from shardplan.estimators import default_cost_model
+    from shardplan.plans import build_plan
+    from shardplan.types import Assignment
+
+    a = assignment_of(plan)
+    w = plan.topology.world_size
+    ranks = tuple(tuple((r + 1) % w for r in rs)
+                  if o.sharding_type.value in ("table_wise", "column_wise") else rs
+                  for o, rs in zip(a.options, a.ranks))
+    return build_plan(workload=plan.workload, topology=plan.topology,
+                      cost_model=default_cost_model(plan.workload, plan.topology),
+                      assignment=Assignment(options=a.options, ranks=ranks), solver="test")
+
+
+@pytest.fixture(scope="module")
+def cpu_plans():
+    pytest.importorskip("torch")
+    topo, work = shardplan.load_problem("cpu-2x2")
+    old = shardplan.plan(work, topo, solver="greedy")
+    return old, _rotated(old)
+
+
+def test_executor_migration_keeps_weights_and_state(cpu_plans) -> None:
+    from shardplan.executor.migrate import check_migration
+
+    old, new = cpu_plans
+    mig = diff_plans(old, new)
+    assert mig.transfers and mig.restored_bytes == 0
+    res = check_migration(old, new, steps_before=2, steps_after=2)
+    assert res.passed, res.mismatches[:5]
+    assert res.transfers == len(mig.transfers)
+    assert all(r["unfilled"] == 0 and r["twice"] == 0 for r in res.ranks)
+    # what moved is what the migration estimate counts (fp32 weights + row-wise state)
+    assert sum(r["sent_bytes"] for r in res.ranks) == pytest.approx(mig.moved_bytes)
+    assert sum(r["received_bytes"] for r in res.ranks) == pytest.approx(mig.moved_bytes)
+
+
+def test_executor_migration_catches_lost_state(cpu_plans) -> None:
+    from shardplan.executor.migrate import check_migration
+
+    old, new = cpu_plans
+    res = check_migration(old, new, steps_before=1, steps_after=1, drop_transfers=1)
+    assert not res.passed
+    assert any(m["what"] == "coverage" for m in res.mismatches)
