@@ -10,6 +10,7 @@ objective wins).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -224,7 +225,8 @@ def replan_full(
         choice = [(oi, rs) for oi, rs in keep]
         best = (evaluate_moves(mt, choice), "kept", choice)
     else:
-        best = _solve(mt, groups, obj, keep, solver, details, max_evals, ilp_max_cells, ctx)
+        best = _solve(mt, groups, obj, keep, solver, details, max_evals, ilp_max_cells, ctx,
+                      old_plan.topology.num_hosts)
     s, picked, choice = best
     problem = check_groups(ct, groups, choice)
     if problem:
@@ -303,7 +305,8 @@ def _check_budget(obj: Objective, data: OldData, work: Workload) -> None:
 
 
 def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: str,
-           details: dict, max_evals: int, ilp_max_cells: int, ctx: PlanningContext):
+           details: dict, max_evals: int, ilp_max_cells: int, ctx: PlanningContext,
+           old_hosts: int):
     ct = mt.ct
     tried = details["tried"]
     found = []
@@ -335,7 +338,7 @@ def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: st
             else:
                 tried["local_search(from scratch)"] = {"over_budget_bytes": round(s.moved)}
         elif not found:
-            raise _infeasible(ctx, g.failed, ct)
+            raise _infeasible(ctx, g.failed, ct, old_hosts)
     if solver == "ilp" or (solver == "auto" and len(ct.tables) * ct.world <= ilp_max_cells):
         from shardplan.replanning.ilp import solve_keep_ilp
 
@@ -349,18 +352,56 @@ def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: st
                 note("ilp", s)
                 found.append((s, "ilp", res.choice))
     if not found:
-        raise _infeasible(ctx, w.failed, ct)
+        raise _infeasible(ctx, w.failed, ct, old_hosts)
     return min(found, key=lambda f: (round(objective_of(mt, obj, f[0]), 9), f[0].moved,
                                      f[1]))
 
 
-def _infeasible(ctx: PlanningContext, failed: list[str], ct: CostTables) -> InfeasiblePlanError:
+def _infeasible(ctx: PlanningContext, failed: list[str], ct: CostTables,
+                old_hosts: int = 0) -> InfeasiblePlanError:
+    """Why the new topology cannot hold the tables (the planner's diagnosis), and how many
+    hosts of it would (for one host group: the fewest for which the planner's greedy places
+    every table, found by bisection)."""
     err = diagnose_infeasible(ctx, failed, ct)
-    return InfeasiblePlanError(f"the new topology {ctx.topology.name!r} "
-                               f"({ctx.topology.num_hosts} hosts, {ctx.topology.world_size} "
-                               f"ranks) cannot hold the tables: {err.message}",
+    topo = ctx.topology
+    suggestions = list(err.suggestions)
+    need = _hosts_needed(ctx, max(old_hosts, topo.num_hosts))
+    if need is not None:
+        g = topo.host_groups[0]
+        suggestions.insert(0, f"{need} hosts of {g.devices_per_host} x {g.device.model} "
+                              f"({need * g.devices_per_host} ranks) hold them")
+    return InfeasiblePlanError(f"the new topology {topo.name!r} ({topo.num_hosts} host(s), "
+                               f"{topo.world_size} ranks) cannot hold the tables: {err.message}",
                                tables=err.tables, shortfalls=err.shortfalls,
-                               suggestions=err.suggestions)
+                               suggestions=tuple(suggestions))
+
+
+def _fits(ctx: PlanningContext, hosts: int) -> bool:
+    g = ctx.topology.host_groups[0]
+    topo = dataclasses.replace(ctx.topology, host_groups=(dataclasses.replace(g, hosts=hosts),))
+    from shardplan.estimators import default_cost_model
+
+    c2 = PlanningContext(workload=ctx.workload, topology=topo,
+                         cost_model=default_cost_model(ctx.workload, topo),
+                         options=enumerate_options(ctx.workload, topo))
+    ct2 = CostTables.of(c2)
+    return greedy_choice(ct2, TableGroups.of(c2, ct2)).choice is not None
+
+
+def _hosts_needed(ctx: PlanningContext, old_hosts: int) -> int | None:
+    """The fewest hosts (one host group only) for which greedy places every table, up to
+    four times the larger of the old and new host counts; None if none or several groups."""
+    if len(ctx.topology.host_groups) != 1:
+        return None
+    lo, hi = ctx.topology.num_hosts, max(old_hosts, ctx.topology.num_hosts + 1)
+    while not _fits(ctx, hi):
+        lo, hi = hi, hi * 2
+        if hi > 4 * max(old_hosts, ctx.topology.num_hosts):
+            return None
+    while hi - lo > 1:  # lo does not fit, hi does
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _fits(ctx, mid) else (mid, hi)
+    return hi
 
 
 __all__ = ["REPLAN_SOLVERS", "ReplanResult", "check_tables", "keep_option", "replan",

@@ -221,7 +221,11 @@ def warm_start(mt: MoveTables, groups: TableGroups, obj: Objective,
         if not len(over):
             break
         r = int(over[0])
-        on = [ti for ti in kept if r in s.choice[ti][1]]
+        # the largest table on the rank; if none is (the fixed costs alone overflow it), the
+        # largest kept table anywhere: the re-placement then finds what fits, or says why not
+        on = [ti for ti in kept if r in s.choice[ti][1]] or list(kept)
+        if not on:
+            break
         ti = max(on, key=lambda t: (ct.options[t][s.choice[t][0]].hbm_bytes, -t))
         grp = groups.coloc_of.get(ti, (ti,))
         for tj in grp:
