@@ -41,6 +41,10 @@ from shardplan.units import format_bytes
 
 #: Solvers ``replan`` accepts.
 REPLAN_SOLVERS = ("auto", "greedy", "local_search", "ilp")
+#: ``auto`` also runs local search from the old plan under these move weights and keeps what
+#: it finds if it is better under the asked objective (within the budget): another path out
+#: of the same start, which local search alone may miss.
+ALT_WEIGHTS = (1e-2, 1e-3)
 #: The ILP's safety-net time limit, seconds (its real limit is a node count).
 ILP_MAX_S = 20.0
 _FIXED = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE, ShardingType.DATA_PARALLEL,
@@ -326,6 +330,15 @@ def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: st
             tried["local_search"]["moves"] = stats.moves
             tried["local_search"]["reoptions"] = stats.reoptions
             found.append((s, "local_search", c))
+        if solver == "auto":  # the same search steered by other weights: another path
+            for alt in ALT_WEIGHTS:
+                if obj.move_weight == alt:
+                    continue
+                c, s, _ = improve_moves(mt, groups, Objective(move_weight=alt), w.choice,
+                                        max_evals=max_evals)
+                if obj.within(s.moved):
+                    note(f"local_search(weight {alt:g})", s)
+                    found.append((s, f"local_search(weight {alt:g})", c))
     else:
         tried["greedy"] = {"failed": w.failed[:10]}
     if solver == "auto" or (w.choice is None and solver != "ilp"):

@@ -12,9 +12,10 @@ counting as equal (as greedy does), then the fewest bytes.
 **Local search** (:func:`improve_moves`). From any start, on the critical ranks (those at a
 stage's maximum), busiest first: move one of its shards to the rank where the objective ends
 lowest, or re-place a table with a shard on it with another option (including the option it
-had), while that lowers the objective by at least ``MIN_GAIN`` relative. It stops at a local
-optimum or after ``max_evals`` candidate evaluations (a work limit: the same plan on any
-machine).
+had), while that lowers the objective by at least ``MIN_GAIN`` relative, or keeps it and lowers
+the (rank, stage) cells at their stage's maximum (a plateau step, as the planner's local search
+takes), or keeps both and moves fewer bytes. It stops at a local optimum or after
+``max_evals`` candidate evaluations (a work limit: the same plan on any machine).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ MIN_GAIN = 1e-6
 #: Critical ranks tried per round, and largest shards per rank a move tries.
 CRITICAL_RANKS = 4
 MOVE_SHARDS = 16
+#: A stage whose maximum more than this share of ranks reach is flat (see _critical_ranks).
+FLAT_SHARE = 0.25
 #: Options per table the greedy and the re-option steps evaluate (plus the old one).
 SHORTLIST = 6
 #: Candidate evaluations local search may spend.
@@ -318,10 +321,15 @@ def _place_unit(s: State, mt: MoveTables, obj: Objective, groups: TableGroups,
 
 
 def _critical_ranks(ct: CostTables, load: np.ndarray) -> list[int]:
-    """Ranks at the maximum of a stage that counts, busiest first."""
+    """Ranks at the maximum of a stage that counts, busiest first. A stage whose maximum more
+    than ``FLAT_SHARE`` of the ranks share (a cost every rank pays alike, such as the output
+    all-to-all of the rank's own samples) is passed over while another stage has a few
+    ranks at its maximum: moving shards off those ranks is what can lower the step time."""
     stages = ct.step.stage_times(load)
     top = stages.max(0)
-    crit = np.flatnonzero(((stages >= top * (1 - 1e-9)) & (top > 0)).any(1))
+    at = (stages >= top * (1 - 1e-9)) & (top > 0)
+    sharp = at[:, at.sum(0) <= FLAT_SHARE * len(load)]
+    crit = np.flatnonzero((sharp if sharp.shape[1] and sharp.any() else at).any(1))
     busy = scalar_time(load)
     return sorted(crit.tolist(), key=lambda r: (-busy[r], r))[:CRITICAL_RANKS]
 
@@ -335,22 +343,52 @@ class SearchStats:
     stopped_by: str = "local optimum"
 
 
+def critical_cells(ct: CostTables, load: np.ndarray) -> int:
+    """(rank, stage) cells at their stage's maximum: fewer means nearer to a lower step time
+    (the planner's local search uses the same tie-breaker to leave plateaus)."""
+    stages = ct.step.stage_times(load)
+    top = stages.max(0)
+    return int(((stages >= top * (1 - 1e-9)) & (top > 0)).sum())
+
+
 def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: Choice, *,
                   max_evals: int = DEFAULT_MAX_EVALS) -> tuple[Choice, State, SearchStats]:
-    """Local search from ``choice`` (see the module docstring)."""
+    """Local search from ``choice`` (see the module docstring). A step must lower the
+    objective by ``MIN_GAIN`` relative, or keep it and lower the critical cells (a plateau
+    step), or keep both and move fewer bytes."""
     ct = mt.ct
     s = evaluate_moves(mt, choice)
     stats = SearchStats()
     target = work_target(ct)
     g_of = ct.group_of
 
-    def score(x: State) -> tuple[float, float]:
-        return objective_of(mt, obj, x), x.moved
+    def score(x: State) -> tuple[float, int, float]:
+        return objective_of(mt, obj, x), critical_cells(ct, x.st.load), x.moved
 
-    def better(new: tuple[float, float], old: tuple[float, float]) -> bool:
-        return new[0] < old[0] * (1 - MIN_GAIN) or (new[0] <= old[0] and new[1] < old[1] - 1.0)
+    def better(new: tuple[float, int, float], old: tuple[float, int, float]) -> bool:
+        if new[0] < old[0] * (1 - MIN_GAIN):
+            return True
+        if new[0] > old[0] * (1 + 1e-12):
+            return False
+        return new[1] < old[1] or (new[1] == old[1] and new[2] < old[2] - 1.0)
 
-    def try_move(rstar: int, cur: tuple[float, float]) -> bool:
+    def shift(ti: int, si: int, r_old: int, r_new: int) -> None:
+        """Move one shard (load, memory, links, bytes, choice)."""
+        oi, rs = s.choice[ti]
+        oc = ct.options[ti][oi]
+        for r, sign in ((r_old, -1.0), (r_new, 1.0)):
+            g = g_of[r]
+            s.st.load[r] += sign * oc.lanes_g[si, g]
+            s.st.hbm[r] += sign * oc.hbm_g[si, g]
+            s.st.ddr[r] += sign * oc.ddr_g[si, g]
+            m, d = mt.contrib(ti, oi, si, np.array([r]))
+            s.links = s.links + sign * d[0]
+            s.moved += sign * float(m[0])
+        new_rs = list(rs)
+        new_rs[si] = r_new
+        s.choice[ti] = (oi, tuple(new_rs))
+
+    def try_move(rstar: int, cur) -> bool:
         shards = []
         for ti, (oi, rs) in enumerate(s.choice):
             oc = ct.options[ti][oi]
@@ -382,19 +420,19 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
             links = (s.links - d0[0])[None, :] + dl
             moved = s.moved - m0[0] + mv
             val = np.where(obj.within(moved), obj.value(t_new, mt.time_s(links)), np.inf)
-            j = int(np.lexsort((ok, moved, np.round(val, 12)))[0])
-            if better((float(val[j]), float(moved[j])), cur):
+            busy = scalar_time(s.st.load[ok] + oc.lanes_g[si, g_of[ok]])
+            for j in np.lexsort((ok, busy, moved, np.round(val, 12)))[:3].tolist():
+                if not np.isfinite(val[j]) or val[j] > cur[0] * (1 + 1e-12):
+                    break
                 r2 = int(ok[j])
-                new_rs = list(rs)
-                new_rs[si] = r2
-                _apply(s, mt, ti, oi, rs, -1.0)
-                _apply(s, mt, ti, oi, tuple(new_rs), 1.0)
-                s.choice[ti] = (oi, tuple(new_rs))
-                stats.moves += 1
-                return True
+                shift(ti, si, rstar, r2)
+                if better(score(s), cur):
+                    stats.moves += 1
+                    return True
+                shift(ti, si, r2, rstar)
         return False
 
-    def try_reoption(rstar: int, cur: tuple[float, float]) -> bool:
+    def try_reoption(rstar: int, cur) -> bool:
         tabs = sorted({ti for ti, (oi, rs) in enumerate(s.choice)
                        if rstar in rs and ti not in groups.coloc_of},
                       key=lambda t: (-ct.table_weight[t], t))
@@ -410,7 +448,8 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
                 p = place_moves(trial, mt, obj, ti, oi, ban)
                 if p is None:
                     continue
-                new = (float(obj.value(ct.step.makespan(p.load), mt.time_s(p.links))), p.moved)
+                new = (float(obj.value(ct.step.makespan(p.load), mt.time_s(p.links))),
+                       critical_cells(ct, p.load), p.moved)
                 if better(new, cur) and (best is None or (new, oi) < best[0]):
                     best = ((new, oi), oi, p)
             if best is None:
@@ -430,8 +469,10 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
         if not any(try_move(r, cur) or try_reoption(r, cur)
                    for r in _critical_ranks(ct, s.st.load)):
             break
-    return list(s.choice), s, stats
+    # the shifts add and take away floats: re-derive the state exactly
+    final = evaluate_moves(mt, s.choice)
+    return list(final.choice), final, stats
 
 
 __all__ = ["Choice", "SearchStats", "State", "WarmOutcome", "evaluate_moves", "improve_moves",
-           "objective_of", "place_moves", "warm_start"]
+           "objective_of", "place_moves", "warm_start", "critical_cells"]
