@@ -4,8 +4,8 @@ that moves as few bytes as the step time allows.
 See ``docs/replan.md``. The solvers: ``greedy`` (keep what can stay, place the rest),
 ``local_search`` (then moves and option changes on the critical ranks), ``ilp`` (the
 placement ILP with keep variables, warm-started), ``auto`` (greedy and local search from the
-old plan, local search from a plan made from scratch, and the ILP on small instances: the best
-objective wins).
+old plan, also steered by the move weights ``ALT_WEIGHTS``, local search from a plan made from
+scratch, and the ILP on small instances: the best objective wins).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ table the option that gives the lowest objective, a step time under a quick lowe
 counting as equal (as greedy does), then the fewest bytes.
 
 **Local search** (:func:`improve_moves`). From any start, on the critical ranks (those at a
-stage's maximum), busiest first: move one of its shards to the rank where the objective ends
+stage's maximum, passing over stages whose maximum many ranks share: see
+:func:`_critical_ranks`), busiest first: move one of its shards to the rank where the objective ends
 lowest, or re-place a table with a shard on it with another option (including the option it
 had), while that lowers the objective by at least ``MIN_GAIN`` relative, or keeps it and lowers
 the (rank, stage) cells at their stage's maximum (a plateau step, as the planner's local search
