@@ -23,7 +23,7 @@ from shardplan.replanning.migration import Links, Migration, OldData, block_byte
 from shardplan.replanning.moves import DEFAULT_MOVE_WEIGHT, MoveTables, Objective
 from shardplan.replanning.ranks import RankMap, map_ranks
 from shardplan.replanning.search import DEFAULT_MAX_EVALS, evaluate_moves, improve_moves, \
-    objective_of, warm_start
+    objective_of, repair_moves, warm_start
 from shardplan.solvers.common import CostTables, TableGroups, check_groups, diagnose_infeasible
 from shardplan.solvers.greedy import greedy_choice
 from shardplan.types import (
@@ -350,6 +350,12 @@ def _solve(mt: MoveTables, groups: TableGroups, obj: Objective, keep, solver: st
                 found.append((s, "local_search(from scratch)", c))
             else:
                 tried["local_search(from scratch)"] = {"over_budget_bytes": round(s.moved)}
+            # the same, with shards brought back to their old state (to the budget), polished
+            c, s = repair_moves(mt, groups, obj, c, keep)
+            c, s, _ = improve_moves(mt, groups, obj, c, max_evals=max_evals)
+            if obj.within(s.moved):
+                note("repaired(from scratch)", s)
+                found.append((s, "repaired(from scratch)", c))
         elif not found:
             raise _infeasible(ctx, g.failed, ct, old_hosts)
     if solver == "ilp" or (solver == "auto" and len(ct.tables) * ct.world <= ilp_max_cells):

@@ -37,6 +37,8 @@ MIN_GAIN = 1e-6
 #: Critical ranks tried per round, and largest shards per rank a move tries.
 CRITICAL_RANKS = 4
 MOVE_SHARDS = 16
+#: Tables a re-option step tries per critical rank: those that take it longest.
+REOPTION_TABLES = 8
 #: A stage whose maximum more than this share of ranks reach is flat (see _critical_ranks).
 FLAT_SHARE = 0.25
 #: Options per table the greedy and the re-option steps evaluate (plus the old one).
@@ -344,6 +346,25 @@ class SearchStats:
     stopped_by: str = "local optimum"
 
 
+def _shift(s: State, mt: MoveTables, ti: int, si: int, r_old: int, r_new: int) -> None:
+    """Move shard ``si`` of table ``ti`` from ``r_old`` to ``r_new`` in place (load, memory,
+    links, bytes, choice)."""
+    ct = mt.ct
+    oi, rs = s.choice[ti]
+    oc = ct.options[ti][oi]
+    for r, sign in ((r_old, -1.0), (r_new, 1.0)):
+        g = ct.group_of[r]
+        s.st.load[r] += sign * oc.lanes_g[si, g]
+        s.st.hbm[r] += sign * oc.hbm_g[si, g]
+        s.st.ddr[r] += sign * oc.ddr_g[si, g]
+        m, d = mt.contrib(ti, oi, si, np.array([r]))
+        s.links = s.links + sign * d[0]
+        s.moved += sign * float(m[0])
+    new_rs = list(rs)
+    new_rs[si] = r_new
+    s.choice[ti] = (oi, tuple(new_rs))
+
+
 def critical_cells(ct: CostTables, load: np.ndarray) -> int:
     """(rank, stage) cells at their stage's maximum: fewer means nearer to a lower step time
     (the planner's local search uses the same tie-breaker to leave plateaus)."""
@@ -374,20 +395,7 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
         return new[1] < old[1] or (new[1] == old[1] and new[2] < old[2] - 1.0)
 
     def shift(ti: int, si: int, r_old: int, r_new: int) -> None:
-        """Move one shard (load, memory, links, bytes, choice)."""
-        oi, rs = s.choice[ti]
-        oc = ct.options[ti][oi]
-        for r, sign in ((r_old, -1.0), (r_new, 1.0)):
-            g = g_of[r]
-            s.st.load[r] += sign * oc.lanes_g[si, g]
-            s.st.hbm[r] += sign * oc.hbm_g[si, g]
-            s.st.ddr[r] += sign * oc.ddr_g[si, g]
-            m, d = mt.contrib(ti, oi, si, np.array([r]))
-            s.links = s.links + sign * d[0]
-            s.moved += sign * float(m[0])
-        new_rs = list(rs)
-        new_rs[si] = r_new
-        s.choice[ti] = (oi, tuple(new_rs))
+        _shift(s, mt, ti, si, r_old, r_new)
 
     def try_move(rstar: int, cur) -> bool:
         shards = []
@@ -434,10 +442,16 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
         return False
 
     def try_reoption(rstar: int, cur) -> bool:
-        tabs = sorted({ti for ti, (oi, rs) in enumerate(s.choice)
-                       if rstar in rs and ti not in groups.coloc_of},
-                      key=lambda t: (-ct.table_weight[t], t))
-        for ti in tabs:
+        here: dict[int, float] = {}  # table -> time of its shards on rstar
+        for ti, (oi, rs) in enumerate(s.choice):
+            if ti in groups.coloc_of:
+                continue
+            t = ct.options[ti][oi].time_g[:, g_of[rstar]]
+            on = [si for si, r in enumerate(rs) if r == rstar]
+            if on:
+                here[ti] = float(t[on].sum())
+        tabs = sorted(here, key=lambda t: (-here[t], t))
+        for ti in tabs[:REOPTION_TABLES]:
             oi0, rs0 = s.choice[ti]
             trial = s.copy()
             _apply(trial, mt, ti, oi0, rs0, -1.0)
@@ -445,7 +459,7 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
             ban = _banned(mt, groups, trial.choice, ti)
             best = None
             for oi in _candidates(mt, ti, target, oi0)[:2 * SHORTLIST + 1]:
-                stats.evaluations += 1
+                stats.evaluations += ct.options[ti][oi].num_shards
                 p = place_moves(trial, mt, obj, ti, oi, ban)
                 if p is None:
                     continue
@@ -475,5 +489,82 @@ def improve_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: C
     return list(final.choice), final, stats
 
 
+def repair_moves(mt: MoveTables, groups: TableGroups, obj: Objective, choice: Choice,
+                 keep: list) -> tuple[Choice, State]:
+    """Bring shards of ``choice`` (a plan made from scratch, say) back to where their old
+    state lies: each movable shard to the rank that holds most of its old state, and each
+    fixed-rank table back to its kept option. In order of step-time cost per byte saved
+    (each costed on the start, a step taken only if it still fits): while over the budget
+    every such step is taken; then only those that do not raise the objective."""
+    ct = mt.ct
+    s = evaluate_moves(mt, choice)
+    g_of = ct.group_of
+    base_ms = s.st.makespan
+    steps = []  # (cost per byte, -saved, key, action)
+    for ti, (oi, rs) in enumerate(s.choice):
+        oc = ct.options[ti][oi]
+        if ti in groups.coloc_of or groups.mates.get(ti):
+            continue
+        if oc.fixed is not None:
+            k = keep[ti]
+            if k is None or (oi, tuple(rs)) == tuple(k):
+                continue
+            trial = s.copy()
+            _apply(trial, mt, ti, oi, rs, -1.0)
+            _apply(trial, mt, ti, k[0], k[1], 1.0)
+            saved = s.moved - trial.moved
+            if saved > 0:
+                steps.append(((trial.st.makespan - base_ms) / saved, -saved, (ti, -1),
+                              ("table", ti, k)))
+            continue
+        for si, r in enumerate(rs):
+            local: dict[int, float] = {}
+            for b, nbytes in mt.pieces(ti, oi, si):
+                if len(b.holders) == 1:
+                    local[b.holders[0]] = local.get(b.holders[0], 0.0) + nbytes
+            if not local:
+                continue
+            home = max(local, key=lambda q: (local[q], -q))
+            if home == r or home not in oc.candidates[si]:
+                continue
+            m_now, _ = mt.contrib(ti, oi, si, np.array([r]))
+            m_home, _ = mt.contrib(ti, oi, si, np.array([home]))
+            saved = float(m_now[0] - m_home[0])
+            if saved <= 0:
+                continue
+            t = moved_makespans(ct, s.st.load, r, oc.lanes_g[si, g_of[r]], np.array([home]),
+                                oc.lanes_g[si, g_of[[home]]])
+            steps.append(((float(t[0]) - base_ms) / saved, -saved, (ti, si),
+                          ("shard", ti, si, home)))
+    steps.sort(key=lambda x: (x[0], x[1], x[2]))
+    cur = objective_of(mt, obj, s)
+    for _, _, _, act in steps:
+        over = not obj.within(s.moved)
+        if act[0] == "shard":
+            _, ti, si, home = act
+            r = s.choice[ti][1][si]
+            _shift(s, mt, ti, si, r, home)
+            fits = s.st.hbm[home] <= ct.cap_hbm[home] and s.st.ddr[home] <= ct.cap_ddr[home]
+            new = objective_of(mt, obj, s)
+            if fits and (over or new <= cur):
+                cur = new
+            else:
+                _shift(s, mt, ti, si, home, r)
+            continue
+        _, ti, k = act
+        trial = s.copy()
+        oi, rs = trial.choice[ti]
+        _apply(trial, mt, ti, oi, rs, -1.0)
+        _apply(trial, mt, ti, k[0], k[1], 1.0)
+        trial.choice[ti] = (k[0], tuple(k[1]))
+        if not ((trial.st.hbm <= ct.cap_hbm).all() and (trial.st.ddr <= ct.cap_ddr).all()):
+            continue
+        new = objective_of(mt, obj, trial)
+        if over or new <= cur:
+            s, cur = trial, new
+    s = evaluate_moves(mt, s.choice)  # re-derived exactly (the shifts add and subtract floats)
+    return list(s.choice), s
+
+
 __all__ = ["Choice", "SearchStats", "State", "WarmOutcome", "evaluate_moves", "improve_moves",
-           "objective_of", "place_moves", "warm_start", "critical_cells"]
+           "objective_of", "place_moves", "repair_moves", "warm_start", "critical_cells"]
