@@ -5,7 +5,8 @@ See ``docs/replan.md``. The solvers: ``greedy`` (keep what can stay, place the r
 ``local_search`` (then moves and option changes on the critical ranks), ``ilp`` (the
 placement ILP with keep variables, warm-started), ``auto`` (greedy and local search from the
 old plan, also steered by the move weights ``ALT_WEIGHTS``, local search from a plan made from
-scratch, and the ILP on small instances: the best objective wins).
+scratch, that plan repaired toward the old state (``search.repair_moves``) and polished, and
+the ILP on small instances: the best objective wins).
 """
 
 from __future__ import annotations
