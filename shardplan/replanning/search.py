@@ -27,7 +27,7 @@ import numpy as np
 
 from shardplan.replanning.moves import MoveTables, Objective
 from shardplan.solvers.common import CostTables, LoadState, OptionCosts, TableGroups, scalar_time
-from shardplan.solvers.greedy import shortlist, work_target
+from shardplan.solvers.greedy import work_target
 from shardplan.solvers.local_search import moved_makespans
 
 Choice = list[tuple[int, tuple[int, ...]]]
@@ -182,9 +182,17 @@ def _banned(mt: MoveTables, groups: TableGroups, choice: list, ti: int) -> np.nd
     return mask
 
 
+def _ranked(ocs, target: float, world: int) -> list[int]:
+    """Option indices by estimated cost (as the planner's greedy short-lists them): total work,
+    plus ``world`` times how far the largest shard sticks out above ``target``."""
+    score = sorted((oc.work_ms + world * max(0.0, oc.max_shard_ms - target), i)
+                   for i, oc in enumerate(ocs))
+    return [i for _, i in score]
+
+
 def _candidates(mt: MoveTables, ti: int, target: float, keep_oi: int | None) -> list[int]:
     ocs = mt.ct.options[ti]
-    ranked = shortlist(ocs, target, mt.ct.world)
+    ranked = _ranked(ocs, target, mt.ct.world)
     out = ranked[:SHORTLIST]
     if keep_oi is not None and keep_oi not in out:
         out.append(keep_oi)
