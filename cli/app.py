@@ -21,6 +21,7 @@ from shardplan.cli import (
     report_commands,
     stats_commands,
 )
+from shardplan.cli import replan_commands  # noqa: F401,E402  (registers replan, diff)
 from shardplan.cli.base import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, app, console, err_console
 
 COMMAND_MODULES = (commands, report_commands, compare_commands, executor_commands,

@@ -41,7 +41,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_INFEASIBLE = 0, 1, 2
 
 HELP = """Sharding planner and cost model for recommender-model embedding tables.
 
-Plan with `solve`; look at plans with `report`, `explain` and `export`; weigh solvers with `compare` and cluster sizes with `sweep`; run plans with `validate` and `profile`, and fit the cost model with `calibrate`. Each command's --help has examples; docs/cli.md has them all.
+Plan with `solve`; look at plans with `report`, `explain` and `export`; weigh solvers with `compare` and cluster sizes with `sweep`; run plans with `validate` and `profile`, and fit the cost model with `calibrate`; re-plan a changed cluster or workload with `replan`, and see what moves between two plans with `diff`; measure a workload from data with `stats`. Each command's --help has examples; docs/cli.md has them all.
 
 Exit codes: 0 success; 1 bad input (missing file, bad YAML/CSV, unknown key or value) or a solver failure; 2 infeasible (no plan fits; the message says what would make it fit). A command line the parser rejects (unknown option, missing argument, a value of the wrong type) is bad input too: exit 1, with a usage message.
 """

@@ -10,8 +10,9 @@ The front door is :func:`plan` (:func:`shardplan.planner.plan`, with its argumen
 
 Also here: loading and saving (:func:`load_problem`, :func:`load_plan`, :func:`save_plan`),
 comparing planners (:func:`compare_planners`), sweeping cluster sizes (:func:`sweep`),
-explaining a table's sharding (:func:`explain_table`), and planning once for a whole
-trainer job (:func:`plan_cached`, :func:`plan_once`).
+explaining a table's sharding (:func:`explain_table`), re-planning a changed cluster or
+workload with little migration (:func:`replan`), and planning once for a whole trainer job
+(:func:`plan_cached`, :func:`plan_once`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def plan(workload: Workload, topology: Topology, *args: Any, **kwargs: Any) -> P
 from shardplan.compare import compare_planners, comparison_frame  # noqa: E402
 from shardplan.distributed import plan_cached, plan_once  # noqa: E402
 from shardplan.explain import explain_table  # noqa: E402
+from shardplan.replanning import replan  # noqa: E402
 from shardplan.sweep import fewest_devices, scale_topology, sweep  # noqa: E402
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "compare_planners",
     "comparison_frame",
     "explain_table",
+    "replan",
     "fewest_devices",
     "load_plan",
     "load_problem",
