@@ -279,7 +279,15 @@ def test_reshard_delta_holds_only_changed_tw_cw_tables() -> None:
     from shardplan.errors import PlanError
     from shardplan.replanning.torchrec import reshard_delta
 
+    import dataclasses
+
+    from shardplan.types import ShardingType, TableConstraints
+
     topo, work = shardplan.load_problem("cpu-2")
+    # one table kept table-wise by its constraints, whatever the solver would prefer
+    first = dataclasses.replace(work.tables[0], constraints=TableConstraints(
+        sharding_types=(ShardingType.TABLE_WISE,)))
+    work = dataclasses.replace(work, tables=(first, *work.tables[1:]))
     old = shardplan.plan(work, topo, solver="greedy")
     tw = next(t for t in old.tables if t.sharding_type.value == "table_wise")
     new = _moved(old, tw.name, (1 - tw.shards[0].rank,))
