@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from shardplan.planner import plan as make_plan
     from shardplan.plans import assignment_of, makespan_of, rank_costs
-    from shardplan.types import Composition, Stage
+    from shardplan.types import Composition
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--topology", default="cpu-2x2")

@@ -153,7 +153,7 @@ def _say_inference_validation(path: Path, p: Plan, rep, steps: int) -> None:
                   f"{r['max_abs_error']['output']:.1e}", f"{r['weight_bytes'] / MiB:.3f}",
                   f"{r['measured_bytes'] / MiB:.2f}", f"{r['estimated_bytes'] / MiB:.2f}",
                   str(len(r["mismatches"])), style="red" if r["mismatches"] else None)
-    console.print(t)
+    print_table(t)
     tol = "; ".join(f"{d} {a:g} + {rt:g} x |reference|" for d, (rt, a) in rep.tolerances.items())
     say("err out: the largest |sharded - reference| of pooled outputs, the reference being the "
         f"unsharded quantised model; tolerance {tol}. MiB weights: the local tables' values "
@@ -372,6 +372,6 @@ def _calibrate_inference(out: Path, topology: str, grid: str, backend: str, plan
     t.add_column("value", justify="right")
     for k, v in rep["inference"].items():
         t.add_row(escape(k), escape(str(v)))
-    console.print(t)
+    print_table(t)
     say(f"fit: median error {rep['median_rel_error']:.1%} over {rep['points']} forward points")
     say(f"wrote {escape(str(rep['path']))}")

@@ -475,7 +475,7 @@ def test_row_wise_over_a_subset_of_ranks_equals_reference():
     subset's reduce-scatter among its members, then each chunk to its owners."""
     from shardplan.executor import validate_plan
     from shardplan.planner import plan as make_plan
-    from shardplan.types import TableConstraints, Workload
+    from shardplan.types import TableConstraints
 
     topo, work = load_problem("cpu-2x2")
     tables = list(work.tables)

@@ -87,9 +87,11 @@ def test_frames_match_the_plan(dcn_plan):
     assert list(tf["table"]) == [t.name for t in p.tables]
     assert len(rf) == p.topology.world_size and list(rf["rank"]) == list(range(len(rf)))
     assert len(sf) == sum(len(t.shards) for t in p.tables)
-    assert rf["total_ms"].max() == pytest.approx(p.summary.makespan_ms)
+    # a rank's own step time is at most the makespan (each stage waits for its slowest rank,
+    # and the slowest ranks of two stages can differ)
+    assert rf["total_ms"].max() <= p.summary.makespan_ms * (1 + 1e-9)
     assert rf["num_shards"].sum() == len(sf)
-    assert rf.loc[rf["is_slowest"], "total_ms"].min() == pytest.approx(p.summary.makespan_ms)
+    assert rf.loc[rf["is_slowest"], "total_ms"].min() == pytest.approx(rf["total_ms"].max())
     # every non-replicated table's shards add up to its weights
     for t in tf.itertuples():
         shards = sf[sf["table"] == t.table]
