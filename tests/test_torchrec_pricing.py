@@ -57,10 +57,12 @@ def _cases():
         "syn12-a100x8": (synthetic_workload(12, seed=3, max_rows=10**7), topo8),
         "syn20-h100-2x8": (synthetic_workload(20, seed=5, max_rows=10**7), topo16),
         "small-cpu4": load_problem("cpu-4")[::-1],
+        "dcnv2-h100-2x8": load_problem("dgx-h100-2x8")[::-1],  # TorchRec: DP, CW, GRID
     }
 
 
-@pytest.mark.parametrize("case", ["syn12-a100x8", "syn20-h100-2x8", "small-cpu4"])
+@pytest.mark.parametrize("case", ["syn12-a100x8", "syn20-h100-2x8", "small-cpu4",
+                                  "dcnv2-h100-2x8"])
 def test_repricing_torchrecs_plan_gives_its_planners_numbers(monkeypatch, case):
     work, topo = _cases()[case]
     plan, best = _torchrec_run(monkeypatch, work, topo)
