@@ -116,3 +116,28 @@ def test_rejects_partial_replication():
     bad = dataclasses.replace(plan, tables=(dp,) + plan.tables[1:])
     with pytest.raises(PlanError, match="replicates on every rank"):
         cost_under_torchrec(bad)
+
+
+def test_compare_rows_get_torchrecs_yardstick():
+    """shardplan.compare.torchrec_yardsticks fills torchrec_model_ms / _hbm_gib per plan (the
+    same numbers as cost_under_torchrec) and comparison_frame shows them as columns."""
+    from shardplan.compare import (
+        COLUMNS,
+        TORCHREC_COLUMNS,
+        compare_planners,
+        comparison_frame,
+        torchrec_yardsticks,
+    )
+
+    topo, work = load_problem("cpu-2")
+    rows = compare_planners(work, topo, ["greedy", "size_greedy"])
+    assert list(comparison_frame(rows).columns) == list(COLUMNS)  # unchanged without TorchRec
+    priced = torchrec_yardsticks(rows)
+    frame = comparison_frame(priced)
+    assert list(frame.columns) == list(COLUMNS) + list(TORCHREC_COLUMNS)
+    for r, (_, row) in zip(priced, frame.iterrows()):
+        want = cost_under_torchrec(r.plan)
+        assert _close(r.torchrec_model_ms, want.max_perf_ms)
+        assert _close(r.torchrec_model_hbm_gib, want.max_ddr_bytes / 2**30)  # CPU: DDR
+        assert _close(row["torchrec_model_ms"], want.max_perf_ms)
+        assert math.isnan(row["dmp_ms"])
