@@ -122,6 +122,13 @@ def _worker(rank: int, world: int, port: int, workload: Workload, exports: list[
         q.put((rank, "error", traceback.format_exc()))
 
 
+def _shape(plan: Plan) -> tuple[Any, ...]:
+    """What the DMP run depends on: tables, features, batch (not constraints or names)."""
+    w = plan.workload
+    return (tuple((t.name, t.num_embeddings, t.embedding_dim, t.features, t.pooling_factor)
+                  for t in w.tables), w.batch_per_rank(plan.topology.world_size))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,7 +140,8 @@ def time_under_dmp(plans: Sequence[Plan], *, steps: int, warmup: int | None = No
     """Median step time (ms, the slowest rank's) of each plan under TorchRec's DMP on gloo.
 
     Args:
-        plans: plans of one workload on one CPU topology.
+        plans: plans of the same tables and batch on one CPU topology (the first plan's
+            workload gives the ids and the optimizer).
         steps: timed steps per plan, after warm-up.
         warmup: untimed steps first (default ``max(2, steps // 5)``).
         seed: the ids' seed.
@@ -156,9 +164,9 @@ def time_under_dmp(plans: Sequence[Plan], *, steps: int, warmup: int | None = No
     if not plans:
         return []
     first = plans[0]
-    if any(p.workload != first.workload or p.topology != first.topology for p in plans):
-        raise SpecError("time_under_dmp needs plans of one workload on one topology",
-                        key_path="plans")
+    if any(_shape(p) != _shape(first) or p.topology != first.topology for p in plans):
+        raise SpecError("time_under_dmp needs plans of the same tables and batch on one "
+                        "topology", key_path="plans")
     runnable = [i for i, p in enumerate(plans) if dmp_unsupported_reason(p) is None]
     out: list[float | None] = [None] * len(plans)
     if not runnable:
