@@ -1,25 +1,31 @@
-"""Head-to-head: shardplan's planner vs TorchRec's EmbeddingShardingPlanner.
+"""Head-to-head: shardplan's planner vs TorchRec's EmbeddingShardingPlanner, three yardsticks.
 
 One command::
 
-    .venv/bin/python bench/vs_torchrec.py            # every case
-    .venv/bin/python bench/vs_torchrec.py --case syn50x8 --case hetero
+    .venv/bin/python bench/vs_torchrec.py --quick --dmp 10 --measure 10   # ~6 cases, 3 seeds
+    .venv/bin/python bench/vs_torchrec.py                                 # every case, 8 seeds
+    .venv/bin/python bench/vs_torchrec.py --case dcnv2 --case giants44    # prints only
 
-For each case (workload x topology) it runs both planners on the same problem and costs both
-plans under OUR cost model (``default_cost_model``), then prints a table and writes
-``bench/results/vs_torchrec.csv`` and ``bench/results/vs_torchrec.md``.
+For each case (workload x topology) it plans with both planners and judges both plans by:
 
-Columns: planning time of each planner (our ``shardplan.plan`` wall time, TorchRec's
-``planner.plan`` wall time), makespan of each plan under our model, the speed-up of planning,
-how much lower our makespan is, peak HBM per rank of each plan, and whether each plan fits
-the usable memory under our model.
+1. our cost model (``makespan_ms``);
+2. TorchRec's own estimators on the plans' exact shards (``trmodel_ms``: the max over ranks of
+   TorchRec's ``Perf.total``, ``trcrit_ms``: its critical-path estimate;
+   ``shardplan.torchrec_interop.cost_under_torchrec``);
+3. on CPU cases, measured step times: our executor (``--measure STEPS``) and TorchRec's
+   ``DistributedModelParallel`` on gloo (``--dmp STEPS``: ``ours_dmp_ms``, ``torchrec_dmp_ms``,
+   the plans interleaved, medians after warm-up). DMP has no gloo path for row-wise: where our
+   plan is RW, ``ours_norw_dmp_ms`` is our planner with RW/grid ruled out.
 
-TorchRec's planner is slow on big cases (minutes at 500 tables), so its result is cached per
-case under ``bench/results/vs_torchrec/`` (its plan as shardplan plan JSON, and its planning
-time); later runs re-cost the cached plan under the current cost model instead of re-running
-it, as long as the case's inputs hash is unchanged. ``--rerun-torchrec`` ignores the cache.
-Planning times are wall-clock on whatever machine runs this (shared 2-core box when the
-committed results were made: see the markdown header).
+TorchRec's plan depends on PYTHONHASHSEED, so its planner runs once per seed, each in a
+subprocess with the variable set, cached under ``bench/results/vs_torchrec/seeds/`` keyed by
+case, inputs hash, seed and timeout (the assignment only, re-costed on later runs;
+``--rerun-torchrec`` ignores the cache). The TorchRec plan compared is the seed's plan that
+TorchRec's own model rates best; the spread over seeds and the number of distinct mixes are
+reported. ``ours_worse_under`` lists every yardstick under which our plan is worse.
+
+Writes ``bench/results/vs_torchrec.{csv,md}`` (all cases) or ``vs_torchrec-quick.{csv,md}``.
+Planning times are wall-clock (and process CPU) on whatever machine runs this.
 """
 
 from __future__ import annotations
