@@ -50,6 +50,7 @@ from shardplan.loaders import load_problem, load_topology
 from shardplan.plans import assignment_of, build_plan, check_plan, inputs_sha256, load_plan, save_plan
 from shardplan.types import (
     Assignment,
+    DType,
     Placement,
     PlacementKind,
     Plan,
@@ -147,7 +148,8 @@ def _synthetic_cpu(n: int, ranks: int) -> Callable[[], tuple[Workload, Topology]
         w = synthetic_workload(n, seed=2, batch_size=256, max_rows=100_000,
                                name=f"synthetic-{n}-cpu")
         # one optimizer for all tables: our executor and the DMP run take one
-        tabs = tuple(dataclasses.replace(t, optimizer=None) for t in w.tables)
+        # and fp32 (TorchRec's CPU training kernel does not take int8 tables)
+        tabs = tuple(dataclasses.replace(t, optimizer=None, dtype=DType.FP32) for t in w.tables)
         return dataclasses.replace(w, tables=tabs), load_topology(f"cpu-{ranks}")
     return make
 
@@ -379,12 +381,17 @@ def run_case(case: str, rerun: bool, seeds: tuple[int, ...], measure_steps: int 
     if dmp_steps and cpu_case and ours is not None and theirs is not None:
         variant = _dmp_variant(work, topo) if dmp_unsupported_reason(ours) else None
         plans = [ours, theirs] + ([variant] if variant is not None else [])
-        times = time_under_dmp(plans, steps=dmp_steps)
+        try:
+            times = time_under_dmp(plans, steps=dmp_steps)
+        except shardplan.ShardplanError as exc:  # report it in the table, keep the other cases
+            times = [None] * len(plans)
+            row["dmp_note"] = f"DMP run failed: {str(exc).splitlines()[-1][:200]}"
+            print(f"  {exc}", file=sys.stderr, flush=True)
         times = [None if t is None else round(t, 3) for t in times]
         row["ours_dmp_ms"], row["torchrec_dmp_ms"] = times[0], times[1]
         if variant is not None:
             row["ours_norw_dmp_ms"] = times[2]
-            row["dmp_note"] = (f"ours: {dmp_unsupported_reason(ours)}; ours_norw: our planner "
+            row["dmp_note"] = row["dmp_note"] or (f"ours: {dmp_unsupported_reason(ours)}; ours_norw: our planner "
                                f"with RW/grid ruled out ({_mix(variant)})")
     worse = []
     for name, a, b in (("our model", row["ours_makespan_ms"], row["torchrec_makespan_ms"]),

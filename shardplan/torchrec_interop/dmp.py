@@ -25,13 +25,16 @@ from typing import Any, Sequence
 from shardplan.errors import SpecError
 from shardplan.torchrec_interop.common import _torchrec
 from shardplan.torchrec_interop.export import export_torchrec, infer_compute_device
-from shardplan.types import Optimizer, Plan, ShardingType, Workload
+from shardplan.types import DType, Optimizer, Plan, ShardingType, Workload
 
 #: What DistributedModelParallel runs on gloo in TorchRec 1.8 (tests/test_torchrec_dmp.py runs
 #: TW, CW, DP and TWRW; row-wise and grid need its device all-to-all path).
 DMP_GLOO_SHARDING_TYPES = frozenset({ShardingType.DATA_PARALLEL, ShardingType.TABLE_WISE,
                                      ShardingType.COLUMN_WISE, ShardingType.TABLE_COLUMN_WISE,
                                      ShardingType.TABLE_ROW_WISE})
+#: Weight types DMP trains on CPU here (an INT8 128-wide table failed with "Shard tensor size
+#: does not match": [n, 136] built vs [n, 128] planned).
+DMP_CPU_DTYPES = frozenset({DType.FP32, DType.FP16})
 DEFAULT_TIMEOUT_S = 900.0  # the whole run; a hung gloo collective must not hang the caller
 
 
@@ -44,6 +47,12 @@ def dmp_unsupported_reason(plan: Plan) -> str | None:
     if bad:
         return (f"TorchRec 1.8's DMP has no gloo path for {'/'.join(bad)} "
                 f"({sum(t.sharding_type.short in bad for t in plan.tables)} tables)")
+    dtypes = {t.name: t.dtype for t in plan.workload.tables}
+    quantized = sorted(n for n, d in dtypes.items() if d not in DMP_CPU_DTYPES)
+    if quantized:
+        return (f"{len(quantized)} tables are {'/'.join(sorted({dtypes[n].value for n in quantized}))}"
+                "; TorchRec's CPU training kernel stores int8 rows with 8 extra bytes and DMP "
+                "then fails its own shard-size check")
     return None
 
 
@@ -75,7 +84,7 @@ def _batch(workload: Workload, world: int, rank: int, seed: int) -> Any:
 
 
 def _worker(rank: int, world: int, port: int, workload: Workload, exports: list[dict],
-            steps: int, warmup: int, seed: int, q: Any) -> None:
+            steps: int, warmup: int, seed: int, optimizer: Optimizer, q: Any) -> None:
     try:
         import torch
         import torch.distributed as dist
@@ -91,7 +100,7 @@ def _worker(rank: int, world: int, port: int, workload: Workload, exports: list[
         torch.set_num_threads(1)
         dist.init_process_group("gloo", rank=rank, world_size=world)
         torch.manual_seed(seed)
-        fused = {"optimizer": _fused_optimizer(workload.default_optimizer), "learning_rate": 0.01}
+        fused = {"optimizer": _fused_optimizer(optimizer), "learning_rate": 0.01}
         models, dense_opts = [], []
         for e in exports:
             m = DistributedModelParallel(
@@ -136,7 +145,8 @@ def _free_port() -> int:
 
 
 def time_under_dmp(plans: Sequence[Plan], *, steps: int, warmup: int | None = None,
-                   seed: int = 0, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[float | None]:
+                   seed: int = 0, optimizer: Optimizer | None = None,
+                   timeout_s: float = DEFAULT_TIMEOUT_S) -> list[float | None]:
     """Median step time (ms, the slowest rank's) of each plan under TorchRec's DMP on gloo.
 
     Args:
@@ -145,6 +155,8 @@ def time_under_dmp(plans: Sequence[Plan], *, steps: int, warmup: int | None = No
         steps: timed steps per plan, after warm-up.
         warmup: untimed steps first (default ``max(2, steps // 5)``).
         seed: the ids' seed.
+        optimizer: TorchRec's fused optimizer for every table (default: the first plan's
+            workload's default optimizer).
         timeout_s: give up (raise) after this long.
 
     Returns:
@@ -178,8 +190,10 @@ def time_under_dmp(plans: Sequence[Plan], *, steps: int, warmup: int | None = No
     q = ctx.Queue()
     port = _free_port()
     warm = max(2, steps // 5) if warmup is None else warmup
+    opt = first.workload.default_optimizer if optimizer is None else optimizer
     procs = [ctx.Process(target=_worker, args=(r, world, port, first.workload, exports, steps,
-                                               warm, seed, q)) for r in range(world)]
+                                               warm, seed, opt, q))
+             for r in range(world)]
     for p in procs:
         p.start()
     results: dict[int, tuple[str, Any]] = {}
