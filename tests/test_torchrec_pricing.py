@@ -141,3 +141,26 @@ def test_compare_rows_get_torchrecs_yardstick():
         assert _close(r.torchrec_model_hbm_gib, want.max_ddr_bytes / 2**30)  # CPU: DDR
         assert _close(row["torchrec_model_ms"], want.max_perf_ms)
         assert math.isnan(row["dmp_ms"])
+
+
+def test_dmp_runs_what_gloo_can_and_says_why_not_otherwise():
+    """time_under_dmp: a TW plan gets a positive median step time; a row-wise plan gets None
+    and dmp_unsupported_reason names row-wise; a GPU topology is named as not CPU."""
+    from shardplan.torchrec_interop.dmp import dmp_unsupported_reason, time_under_dmp
+
+    topo, work = load_problem("cpu-2")
+    tw = shardplan.plan(force(work, ShardingType.TABLE_WISE), topo)
+    rw = shardplan.plan(force(work, ShardingType.ROW_WISE), topo)
+    assert dmp_unsupported_reason(tw) is None
+    assert "RW" in dmp_unsupported_reason(rw)
+    gpu = shardplan.plan(synthetic_workload(4, seed=1, max_rows=10**5),
+                         load_topology("dgx-a100-1x8"))
+    assert "not a CPU topology" in dmp_unsupported_reason(gpu)
+    times = time_under_dmp([tw, rw], steps=3, warmup=1)
+    assert times[1] is None and times[0] is not None and times[0] > 0
+
+
+def force(work, st):
+    tabs = tuple(dataclasses.replace(t, constraints=dataclasses.replace(
+        t.constraints, sharding_types=(st,))) for t in work.tables)
+    return dataclasses.replace(work, tables=tabs)
