@@ -50,7 +50,8 @@ def dmp_unsupported_reason(plan: Plan) -> str | None:
     dtypes = {t.name: t.dtype for t in plan.workload.tables}
     quantized = sorted(n for n, d in dtypes.items() if d not in DMP_CPU_DTYPES)
     if quantized:
-        return (f"{len(quantized)} tables are {'/'.join(sorted({dtypes[n].value for n in quantized}))}"
+        kinds = "/".join(sorted({dtypes[n].value for n in quantized}))
+        return (f"{len(quantized)} tables are {kinds}"
                 "; TorchRec's CPU training kernel stores int8 rows with 8 extra bytes and DMP "
                 "then fails its own shard-size check")
     return None
@@ -108,7 +109,8 @@ def _worker(rank: int, world: int, port: int, workload: Workload, exports: list[
                                        device=torch.device("meta")),
                 device=torch.device("cpu"), plan=sharding_plan_from_dict(e),
                 sharders=[EmbeddingBagCollectionSharder(fused_params=fused)])
-            dense = [p for p in m.parameters() if p.requires_grad and not hasattr(p, "local_shards")]
+            dense = [p for p in m.parameters()
+                     if p.requires_grad and not hasattr(p, "local_shards")]
             models.append(m)
             dense_opts.append(torch.optim.SGD(dense, lr=0.01) if dense else None)
         kjt = _batch(workload, world, rank, seed)

@@ -172,7 +172,8 @@ def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None) 
         for so in options:
             if so.name in by_name:
                 raise PlanError(f"TorchRec enumerated more than one option for table "
-                                f"{so.name!r}; cannot price the plan", key_path=f"tables[{so.name}]")
+                                f"{so.name!r}; cannot price the plan",
+                                key_path=f"tables[{so.name}]")
             by_name[so.name] = so
         ordered = []
         for name, e in exported.items():
