@@ -281,6 +281,7 @@ def none_found_error(rows: Sequence[CompareRow]) -> InfeasiblePlanError:
                                + "; ".join(f"{r.name}: {r.note}" for r in rows))
 
 
-__all__ = ["COLUMNS", "TORCHREC_COLUMNS", "CompareRow", "ExternalPlanner", "best_bound", "compare_planners",
+__all__ = ["COLUMNS", "TORCHREC_COLUMNS", "CompareRow", "ExternalPlanner", "best_bound",
+           "compare_planners",
            "comparison_frame", "gap_percent", "measure", "mix_label", "none_found_error",
            "resolve_solver_name", "torchrec_function", "torchrec_planner", "torchrec_yardsticks"]
