@@ -44,6 +44,7 @@ from shardplan.compare import (
     none_found_error,
     resolve_solver_name,
     torchrec_planner,
+    torchrec_yardsticks,
 )
 from shardplan.errors import SpecError
 from shardplan.figures import compare_figure, png_bytes, sweep_figure
@@ -143,6 +144,10 @@ def compare_cmd(
     if measure:
         with busy(f"measuring the plans on {topo.world_size} gloo ranks"):
             rows = measure_rows(rows, measure)
+    if "torchrec" in others:  # every plan also under TorchRec's estimators (and DMP)
+        with busy("pricing the plans with TorchRec's estimators"
+                  + (" and timing them under its DMP" if measure else "")):
+            rows = torchrec_yardsticks(rows, dmp_steps=measure)
     df = comparison_frame(rows)
     ok = [r.makespan_ms for r in rows if r.makespan_ms is not None]
     best = min(ok) if ok else None
@@ -152,6 +157,9 @@ def compare_cmd(
     cols = ["planner", "status", "ms", "bound", "gap%", "time s", "HBM%"]
     if measure:
         cols.insert(3, "measured")
+    tr_cols = [c for c in ("TR ms", "TR GiB", "DMP ms") if "torchrec" in others
+               and (c != "DMP ms" or measure)]
+    cols += tr_cols
     for col in cols:
         t.add_column(col, justify="left" if col in ("planner", "status") else "right",
                      no_wrap=True)
@@ -162,14 +170,22 @@ def compare_cmd(
             cells.append(_cell(row.measured_ms, ".3f"))
         cells += [_cell(row.lower_bound_ms, ".3f"), _cell(row.gap_percent, ".1f"),
                   _cell(row.solve_time_s, ".2f"), _cell(row.hbm_max_used_fraction * 100, ".1f")]
+        if tr_cols:
+            cells += [_cell(r.torchrec_model_ms, ".4f"), _cell(r.torchrec_model_hbm_gib, ".3f")]
+            cells += [_cell(r.dmp_ms, ".3f")] if measure else []
         t.add_row(*cells, style="bold" if best is not None and r.makespan_ms == best else None)
     print_table(t)
     say("ms: makespan; bound: lower bound (ms); gap% against the best bound any planner "
         "proved; HBM%: the fullest rank; best in bold"
-        + (f"; measured: step time on the executor, median of {measure} steps" if measure else ""))
+        + (f"; measured: step time on the executor, median of {measure} steps" if measure else "")
+        + ("; TR ms / TR GiB: the plan under TorchRec's estimators (slowest rank's Perf.total, "
+           "fullest rank's memory)" if tr_cols else "")
+        + (f"; DMP ms: step time under TorchRec's DMP on gloo, median of {measure} steps"
+           if tr_cols and measure else ""))
     for r, row in zip(rows, df.itertuples(index=False)):
         if r.plan is not None:
-            say(escape(f"  {r.name}: mix {row.sharding_mix}" + (f" ({r.note})" if r.note else "")))
+            say(escape(f"  {r.name}: mix {row.sharding_mix}" + (f" ({r.note})" if r.note else "")
+                       + (f" [{r.dmp_note}]" if r.dmp_note else "")))
         else:
             say(escape(f"  {r.name}: {r.status}: {r.note}"))
     if out_dir is not None:

@@ -66,6 +66,10 @@ class CompareRow:
     note: str = ""
     measured_ms: float | None = None
     plan: Plan | None = dataclasses.field(default=None, compare=False, repr=False)
+    torchrec_model_ms: float | None = None
+    torchrec_model_hbm_gib: float | None = None
+    dmp_ms: float | None = None
+    dmp_note: str = ""
 
 
 def resolve_solver_name(name: str, key_path: str = "solver") -> str:
@@ -196,6 +200,45 @@ def measure(rows: Sequence[CompareRow], steps: int) -> list[CompareRow]:
     return out
 
 
+#: The columns :func:`comparison_frame` adds when :func:`torchrec_yardsticks` filled them in.
+TORCHREC_COLUMNS = ("torchrec_model_ms", "torchrec_model_hbm_gib", "dmp_ms")
+
+
+def torchrec_yardsticks(rows: Sequence[CompareRow], dmp_steps: int = 0) -> list[CompareRow]:
+    """``rows`` with each plan also judged by TorchRec: priced by its estimators
+    (``torchrec_model_ms``, ``torchrec_model_hbm_gib``; :func:`shardplan.torchrec_interop.
+    cost_under_torchrec`) and, with ``dmp_steps`` on a CPU topology, run under its
+    DistributedModelParallel on gloo (``dmp_ms``, plans interleaved, medians after warm-up;
+    ``dmp_note`` says why a plan could not run there).
+
+    Raises:
+        SpecError: TorchRec support is not installed.
+    """
+    cost = torchrec_function("cost_under_torchrec")
+    out = list(rows)
+    for i, r in enumerate(rows):
+        if r.plan is None:
+            continue
+        try:
+            c = cost(r.plan)
+        except SpecError as exc:  # PlanError: a plan TorchRec cannot express
+            out[i] = dataclasses.replace(r, dmp_note=f"not priced by TorchRec: {exc}")
+            continue
+        hbm = c.max_hbm_bytes if c.compute_device != "cpu" else c.max_ddr_bytes
+        out[i] = dataclasses.replace(r, torchrec_model_ms=c.max_perf_ms,
+                                     torchrec_model_hbm_gib=hbm / 2**30)
+    if dmp_steps:
+        from shardplan.torchrec_interop.dmp import dmp_unsupported_reason, time_under_dmp
+
+        done = [i for i, r in enumerate(out) if r.plan is not None]
+        times = time_under_dmp([out[i].plan for i in done], steps=dmp_steps)
+        for i, ms in zip(done, times):
+            why = dmp_unsupported_reason(out[i].plan) if ms is None else ""
+            note = out[i].dmp_note or (f"DMP: {why}" if why else "")
+            out[i] = dataclasses.replace(out[i], dmp_ms=ms, dmp_note=note)
+    return out
+
+
 def best_bound(rows: Sequence[CompareRow]) -> float | None:
     """The best (highest) lower bound any planner proved."""
     bounds = [r.lower_bound_ms for r in rows if r.lower_bound_ms]
@@ -228,7 +271,11 @@ def comparison_frame(rows: Sequence[CompareRow]) -> pd.DataFrame:
                        ("sharding_mix", mix_label(r.plan) if r.plan is not None else ""),
                        ("note", r.note)):
             data[col].append(v)
-    return pd.DataFrame(data, columns=list(COLUMNS))
+    frame = pd.DataFrame(data, columns=list(COLUMNS))
+    if any(r.torchrec_model_ms is not None or r.dmp_note for r in rows):
+        for col in TORCHREC_COLUMNS:
+            frame[col] = [nan if getattr(r, col) is None else getattr(r, col) for r in rows]
+    return frame
 
 
 def none_found_error(rows: Sequence[CompareRow]) -> InfeasiblePlanError:
@@ -237,6 +284,7 @@ def none_found_error(rows: Sequence[CompareRow]) -> InfeasiblePlanError:
                                + "; ".join(f"{r.name}: {r.note}" for r in rows))
 
 
-__all__ = ["COLUMNS", "CompareRow", "ExternalPlanner", "best_bound", "compare_planners",
+__all__ = ["COLUMNS", "TORCHREC_COLUMNS", "CompareRow", "ExternalPlanner", "best_bound",
+           "compare_planners",
            "comparison_frame", "gap_percent", "measure", "mix_label", "none_found_error",
-           "resolve_solver_name", "torchrec_function", "torchrec_planner"]
+           "resolve_solver_name", "torchrec_function", "torchrec_planner", "torchrec_yardsticks"]

@@ -56,6 +56,13 @@ from shardplan.torchrec_interop.importing import (
     workload_from_torchrec,
     workload_to_configs,
 )
+from shardplan.torchrec_interop.pricing import (
+    TorchRecCost,
+    TorchRecRankCost,
+    cost_of_torchrec_options,
+    cost_under_torchrec,
+    torchrec_sharding_options,
+)
 from shardplan.torchrec_interop.planner_bridge import (
     assignment_from_torchrec,
     plan_for_torchrec,
@@ -82,9 +89,13 @@ from shardplan.torchrec_interop.planner_bridge import (  # noqa: F401
 )
 
 __all__ = [
+    "TorchRecCost",
     "TorchRecMissingError",
+    "TorchRecRankCost",
     "assignment_from_torchrec",
     "constraints_from_torchrec",
+    "cost_of_torchrec_options",
+    "cost_under_torchrec",
     "export_torchrec",
     "find_embedding_bag_collections",
     "infer_compute_device",
@@ -94,6 +105,7 @@ __all__ = [
     "to_torchrec_plan",
     "topology_to_torchrec",
     "torchrec_available",
+    "torchrec_sharding_options",
     "workload_from_torchrec",
     "workload_to_configs",
 ]
