@@ -47,7 +47,7 @@ from shardplan.errors import InfeasiblePlanError
 from shardplan.estimators import default_cost_model
 from shardplan.generate import synthetic_workload
 from shardplan.loaders import load_problem, load_topology
-from shardplan.plans import assignment_of, build_plan, check_plan, inputs_sha256, load_plan, save_plan
+from shardplan.plans import assignment_of, build_plan, check_plan, inputs_sha256
 from shardplan.types import (
     Assignment,
     DType,
