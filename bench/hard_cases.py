@@ -14,8 +14,6 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from shardplan.generate import synthetic_workload
 from shardplan.loaders import load_problem, load_topology
 from shardplan.types import (
@@ -102,14 +100,12 @@ def skewed_giants(hosts: int, *, small: int = 180, seed: int = 0) -> HardCase:
     """Four 600M x 128 tables (pooling 80-150, Zipf 1.05, frequency-ordered ids) and
     ``small`` smaller synthetic tables, per-rank batch 512."""
     topo = h100(hosts)
-    rng = np.random.default_rng(seed)
     pool = [80.0, 100.0, 120.0, 150.0]
     giants = tuple(TableSpec(name=f"giant{i}", num_embeddings=600_000_000, embedding_dim=128,
                              pooling_factor=pool[i],
                              access=AccessSkew(zipf_exponent=1.05, id_order=IdOrder.FREQUENCY))
                    for i in range(4))
     rest = synthetic_workload(small, seed=seed, max_rows=10**7).tables
-    del rng
     work = Workload(name=f"skewed-giants-{small}", tables=giants + rest, batch_size=512)
     forced = _type_forcings(work)
     forced["giants-own-hosts-TWRW"] = force_own_hosts(work, topo, [t.name for t in giants])
