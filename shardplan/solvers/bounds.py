@@ -91,6 +91,21 @@ def pair_bound(ct: CostTables, pair_tables: int = PAIR_TABLES) -> float:
     return best
 
 
+def heaviest_shard(ct: CostTables, oc, groups: list[int]) -> tuple[float, np.ndarray]:
+    """(its step time alone, its lanes) of ``oc``'s heaviest shard, each shard at a lower
+    bound of its lanes: a fixed shard on its own rank's group, a movable one at the least per
+    lane over the groups; (0, zeros) for an option with no shards."""
+    if not oc.num_shards:
+        return 0.0, np.zeros(ct.base_lanes_g.shape[1])
+    if oc.fixed is not None:
+        sh = oc.lanes_g[np.arange(oc.num_shards), ct.group_of[oc.fixed]]
+    else:
+        sh = oc.lanes_g[:, groups].min(1)
+    t = ct.step.compose(ct.step.stage_times(sh))
+    k = int(np.argmax(t))
+    return float(t[k]), sh[k]
+
+
 def coupled_bound(ct: CostTables) -> float:
     """The coupled heaviest-shard / mean-rank bound (see module docstring), vectorised over
     every option as a threshold candidate: O(options x lanes) after one sort."""
@@ -103,16 +118,7 @@ def coupled_bound(ct: CostTables) -> float:
     for ti, ocs in enumerate(ct.options):
         for oc in ocs:
             ev = oc.every_lanes_g[groups].min(0)
-            if oc.num_shards:
-                if oc.fixed is not None:  # each shard's only rank: its own group
-                    sh = oc.lanes_g[np.arange(oc.num_shards), ct.group_of[oc.fixed]]
-                else:  # any group: the least per lane (a lower bound on every lane)
-                    sh = oc.lanes_g[:, groups].min(1)
-                t = ct.step.compose(ct.step.stage_times(sh))
-                k = int(np.argmax(t))
-                h, heavy = float(t[k]), sh[k]
-            else:
-                h, heavy = 0.0, np.zeros(L)
+            h, heavy = heaviest_shard(ct, oc, groups)
             hs.append(h)
             peaks.append(heavy + ev + _key_lanes(ct, oc.key))
             certs.append(np.asarray(oc.certain_lanes, dtype=float))
@@ -231,15 +237,7 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
             work[i] = oc.work_lanes
             cert[i] = oc.certain_lanes
             ev = oc.every_lanes_g[groups].min(0)
-            if oc.num_shards:
-                if oc.fixed is not None:
-                    sh = oc.lanes_g[np.arange(oc.num_shards), ct.group_of[oc.fixed]]
-                else:
-                    sh = oc.lanes_g[:, groups].min(1)
-                t = ct.step.compose(ct.step.stage_times(sh))
-                heavy = sh[int(np.argmax(t))]
-            else:
-                heavy = np.zeros(L)
+            _, heavy = heaviest_shard(ct, oc, groups)
             extra[i] = np.maximum(heavy + ev - oc.certain_lanes, 0.0)
             tab[i] = ti
             i += 1
