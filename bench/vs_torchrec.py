@@ -165,6 +165,7 @@ QUICK_CASES = ("small-cpu", "small-cpu4", "syn24cpu4", "dcnv2", "giants44", "syn
 QUICK_TIMEOUT_S = {"syn200x16": 60, "giants44": 60}
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7)
 QUICK_SEEDS = (0, 1, 2)
+MEASURE_ROUNDS = 3  # interleaved rounds of our executor's measurement (ABBA order)
 SEED_CACHE = CACHE / "seeds"
 
 
@@ -271,20 +272,30 @@ def _peak_hbm_gib(plan: Plan | None) -> float | None:
     return None if plan is None else round(max(r.memory_bytes.hbm for r in plan.ranks) / GiB, 2)
 
 
-def measure(ours: Plan | None, theirs: Plan | None, steps: int) -> tuple[float | None, float | None]:
+def measure(ours: Plan | None, theirs: Plan | None, steps: int,
+            rounds: int = MEASURE_ROUNDS) -> tuple[float | None, float | None]:
     """Measured step time (ms, the slowest rank's median) of both plans on our CPU executor,
-    in one launch of the processes; None where a plan is missing."""
+    in one launch of the processes: ``rounds`` interleaved rounds in ABBA order (ours, theirs;
+    theirs, ours; ...), so that a drift in the machine's load falls on both; per plan the
+    median over rounds. None where a plan is missing."""
     from shardplan.executor.api import profile_plans
 
     plans = [p for p in (ours, theirs) if p is not None]
     if not plans:
         return None, None
+    order = [i for r in range(rounds)
+             for i in (range(len(plans)) if r % 2 == 0 else reversed(range(len(plans))))]
     try:
-        reports = iter(profile_plans(plans, steps=steps, warmup=max(2, steps // 5)))
+        reports = profile_plans([plans[i] for i in order], steps=steps,
+                                warmup=max(2, steps // 5))
     except shardplan.PlanError as exc:  # a workload our executor cannot run
         print(f"  our executor cannot run it: {exc}", file=sys.stderr, flush=True)
         return None, None
-    return tuple(round(next(reports).measured_makespan_ms, 4) if p is not None else None
+    per_plan: dict[int, list[float]] = {i: [] for i in range(len(plans))}
+    for i, rep in zip(order, reports):
+        per_plan[i].append(rep.measured_makespan_ms)
+    medians = iter(round(statistics.median(per_plan[i]), 4) for i in range(len(plans)))
+    return tuple(next(medians) if p is not None else None
                  for p in (ours, theirs))  # type: ignore[return-value]
 
 
@@ -444,7 +455,8 @@ def write_results(rows: list[dict[str, object]], stem: str, command: str, seeds:
         "- makespan_ms: our cost model. trmodel_ms: TorchRec's estimators on the plan's exact "
         "shards (`cost_under_torchrec`: max over ranks of Perf.total); trcrit_ms: TorchRec's "
         "critical-path estimate. gain_pct = 1 - ours/torchrec (negative: ours is worse).",
-        f"- measured_ms: our CPU/gloo executor (median of {measure_steps} steps)" if measure_steps
+        f"- measured_ms: our CPU/gloo executor (per plan the median over {MEASURE_ROUNDS} "
+        f"interleaved rounds, ABBA order, of the median of {measure_steps} steps)" if measure_steps
         else "- measured_ms: not run (--measure 0).",
         (f"- dmp_ms: TorchRec's DistributedModelParallel on gloo, the plans interleaved step by "
          f"step, median of {dmp_steps} steps after warm-up, slowest rank (barrier-timed). DMP has "
