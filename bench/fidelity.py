@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import json
 import statistics
@@ -85,7 +86,7 @@ def _busy_estimates(lanes: np.ndarray, step) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     from shardplan import load_problem
     from shardplan.estimators import CostModelOptions, default_cost_model
-    from shardplan.estimators.fitting import fit_plans, profile_at
+    from shardplan.estimators.fitting import fit_overlap, fit_plans, profile_at
     from shardplan.executor.calibrate import (
         _REQUIRE,
         hardware_string,
@@ -143,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     step_ms = {m: [statistics.median(run[i].step_ms for run in reps) for i in range(nb)]
                for m, (_, reps) in modes.items()}
     backend = reports[0][0][0].backend
-    inrun_theta = None
+    inrun_theta, inrun_overlap = None, None
     if cal_assigns:
-        fit = fit_plans(meas[:len(cal_assigns)] + meas[nb:nb + len(cal_assigns)])
+        cal = meas[:len(cal_assigns)] + meas[nb:nb + len(cal_assigns)]
+        fit = fit_plans(cal)
         inrun_theta = fit.theta
+        inrun_overlap = fit_overlap(cal, fit.theta)
     again = None
     if a.repeat:
         re_meas, re_reports = measure_plans(assigns, work, topo, steps=a.steps, warmup=a.warmup,
@@ -157,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     link = topo.host_groups[0].intra_host_link.type.value
     profiles = {"before": a.before, "after": a.after}
     if inrun_theta is not None:
-        profiles["inrun"] = profile_at(inrun_theta, link, topo.host_groups[0].device.model)
+        inrun = profile_at(inrun_theta, link, topo.host_groups[0].device.model)
+        if inrun_overlap is not None:
+            inrun = dataclasses.replace(inrun, coefficients=dataclasses.replace(
+                inrun.coefficients, pipeline_overlap=inrun_overlap[0]))
+        profiles["inrun"] = inrun
     ev = slice(len(cal_assigns), nb)
     rows, results = [], {}
     for mode, (ms, reps) in modes.items():

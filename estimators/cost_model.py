@@ -78,13 +78,15 @@ class EmbeddingCostModel(CostModel, ShardPricing):
         self.workload = workload
         self.topology = topology
         self.options = options or CostModelOptions()
-        self.step = self.options.step
         if profiles is None:
             profiles = [profile_for_device(g.device.model) for g in topology.host_groups]
         if len(profiles) != len(topology.host_groups):
             raise SpecError(f"got {len(profiles)} profiles for {len(topology.host_groups)} host "
                             "groups; give one per group (or none for the bundled ones)")
         self.profiles = tuple(profiles)
+        # the pipeline's overlap is the machine's: the least any host group achieves
+        self.step = replace(self.options.step, overlap=min(
+            p.coefficients.pipeline_overlap for p in self.profiles))
         self.world = topology.world_size
         self.training = workload.mode is Mode.TRAINING
         self.batch_local = workload.batch_per_rank(self.world)

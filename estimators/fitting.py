@@ -22,7 +22,7 @@ and latencies >= 0) by an active-set method. Plain numpy: no torch, testable any
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,7 +38,7 @@ from shardplan.estimators.profiles import (
 from shardplan.types import LANES, STAGE_LANE_INDEX, Assignment, Lane, Stage, Topology, Workload
 
 __all__ = ["THETA_KEYS", "KINDS", "PlanMeasurement", "FitReport", "profile_at",
-           "coefficients_of", "predict", "fit_plans"]
+           "coefficients_of", "predict", "fit_plans", "fit_overlap"]
 
 #: The collective kinds fitted (each an inverse efficiency ``inv_<kind>`` and a per-call
 #: latency ``lat_<kind>``; all-gather uses reduce-scatter's): the profile's ``Collective`` enum.
@@ -61,6 +61,8 @@ class PlanMeasurement:
         compute_ms: [ranks, 2] the ranks' measured forward and backward compute (busy) ms.
         comm_ms: [4] the measured time of each communication stage (input dist, fwd comm,
             bwd comm, dp sync; ``Stage`` order), the median over ranks of their busy time.
+        step_ms: the measured step time (the slowest rank's), or None (kernel points).
+        pipelined: whether it ran pipelined (TorchRec's ``TrainPipelineSparseDist``).
     """
 
     workload: Workload
@@ -68,6 +70,8 @@ class PlanMeasurement:
     assignment: Assignment
     compute_ms: np.ndarray
     comm_ms: np.ndarray
+    step_ms: float | None = None
+    pipelined: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,6 +117,7 @@ def predict(measured: Sequence[PlanMeasurement], theta: dict[str, float],
             options: Any = None) -> list[np.ndarray]:
     """Per plan, the model's [ranks, lanes] ms under ``theta``."""
     from shardplan.estimators.cost_model import EmbeddingCostModel
+
     from shardplan.plans import rank_costs
 
     out = []
@@ -230,3 +235,35 @@ def _bounded_lstsq(a: np.ndarray, rhs: np.ndarray, w: np.ndarray, lower: list[fl
         for i in bad:
             pinned[i] = lower[i]
     return x, pinned, free
+
+
+def fit_overlap(measured: Sequence[PlanMeasurement], theta: dict[str, float],
+                options: Any = None, grid: int = 100) -> tuple[float, float] | None:
+    """The pipeline's overlap (``Coefficients.pipeline_overlap``) that best predicts the
+    measured step times of the pipelined plans, given the fitted ``theta``.
+
+    The step model composes the lanes :func:`predict` gives (``StepModel``, the options'
+    composition) with ``overlap`` on a grid of ``grid`` + 1 values in [0, 1]; the value with the
+    least median relative error is kept, ties to the larger (closer to full overlap).
+
+    Returns:
+        (overlap, its median relative step-time error), or None when no pipelined plan has a
+        measured step time.
+    """
+    from shardplan.estimators.cost_options import CostModelOptions
+
+    runs = [m for m in measured if m.pipelined and m.step_ms]
+    if not runs:
+        return None
+    base = (options or CostModelOptions()).step
+    lanes = predict(runs, theta, options)
+    y = np.array([m.step_ms for m in runs])
+    best: tuple[float, float] | None = None
+    for i in range(grid, -1, -1):
+        step = replace(base, overlap=i / grid)
+        est = np.array([step.makespan(load) for load in lanes])
+        err = float(np.median(np.abs(est - y) / y))
+        if best is None or err < best[1] - 1e-12:
+            best = (i / grid, err)
+    return best
+

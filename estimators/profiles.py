@@ -66,6 +66,7 @@ DEFAULT_KERNEL_OVERHEAD_US = 10.0  # CUDA launch (~5 us) plus TBE setup per batc
 DEFAULT_PER_TABLE_OVERHEAD_US = 1.0  # per table/shard bookkeeping inside one batched kernel (assumption)
 DEFAULT_DDR_EFFICIENCY = 0.5  # random row gathers from host DRAM vs the DIMMs' streaming peak (assumption)
 DEFAULT_PCIE_EFFICIENCY = 0.3  # random row gathers over PCIe (UVM) are small transactions; TorchRec assumes 0.1 (constants.kernel_bw_lookup: hbm_to_ddr_mem_bw / 10); assumption
+DEFAULT_PIPELINE_OVERLAP = 1.0  # TorchRec's TrainPipelineSparseDist hides the input dist behind compute entirely (its own premise; comms on their own CUDA stream); assumption until measured (`shardplan calibrate --plans`)
 DEFAULT_A2A_PEER_CONCURRENCY = 8.0  # peers an NCCL all-to-all exchanges with at once (grouped send/recv spread over its p2p channels); assumption, calibrate on the target
 DEFAULT_COLLECTIVE_EFFICIENCY: Mapping[str, float] = MappingProxyType({
     # achieved (NCCL bus bandwidth) / nominal per-direction link bandwidth; approximate figures
@@ -147,6 +148,9 @@ class Coefficients:
             ``reduce_scatter``), a factor in (0, 1] on the link efficiency: a collective of
             kind ``c`` over a link of type ``l`` runs at nominal x
             ``collective_bandwidth_efficiency[l] x collective_kind_efficiency[c]``. Default 1.
+        pipeline_overlap: the fraction of the shorter of (next batch's input dist, the rest of
+            the step) that the pipelined trainer hides (``StepModel.overlap``); 1 = full
+            overlap, fitted by ``shardplan calibrate --plans`` from pipelined step times.
         inference: inference-mode coefficients (:data:`INFERENCE_KEYS`), each replacing the
             training one of its name in inference plans; empty: inference uses the training
             coefficients and no dequantisation time (``for_inference``).
@@ -159,6 +163,7 @@ class Coefficients:
     ddr_bandwidth_efficiency: float = DEFAULT_DDR_EFFICIENCY
     pcie_bandwidth_efficiency: float = DEFAULT_PCIE_EFFICIENCY
     all_to_all_peer_concurrency: float = DEFAULT_A2A_PEER_CONCURRENCY
+    pipeline_overlap: float = DEFAULT_PIPELINE_OVERLAP
     collective_bandwidth_efficiency: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_COLLECTIVE_EFFICIENCY))
     collective_latency_us: Mapping[str, float] = field(
@@ -180,6 +185,9 @@ class Coefficients:
         v = self.all_to_all_peer_concurrency
         if not (isinstance(v, (int, float)) and v >= 1.0):
             raise SpecError(f"all_to_all_peer_concurrency={v!r}: must be >= 1")
+        v = self.pipeline_overlap
+        if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            raise SpecError(f"pipeline_overlap={v!r}: must be in [0, 1]")
         collectives = tuple(c.value for c in Collective)
         for name, defaults, keys, what, efficiency in (
             ("collective_bandwidth_efficiency", DEFAULT_COLLECTIVE_EFFICIENCY, tuple(LINK_TYPES),
@@ -226,7 +234,7 @@ _EFFICIENCIES = ("lookup_bandwidth_efficiency", "backward_bandwidth_efficiency",
                  "ddr_bandwidth_efficiency", "pcie_bandwidth_efficiency")
 _SCALARS = ("lookup_bandwidth_efficiency", "backward_bandwidth_efficiency", "kernel_overhead_us",
             "per_table_overhead_us", "ddr_bandwidth_efficiency", "pcie_bandwidth_efficiency",
-            "all_to_all_peer_concurrency")
+            "all_to_all_peer_concurrency", "pipeline_overlap")
 
 DEFAULT_COEFFICIENTS = Coefficients()
 

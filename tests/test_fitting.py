@@ -10,11 +10,12 @@ from shardplan.estimators.fitting import (
     THETA_KEYS,
     PlanMeasurement,
     coefficients_of,
+    fit_overlap,
     fit_plans,
     predict,
 )
 from shardplan.executor.calibrate import _REQUIRE, random_assignments
-from shardplan.types import LANES, STAGE_LANE_INDEX, Lane, Stage
+from shardplan.types import LANES, STAGE_LANE_INDEX, Lane, Stage, StepModel
 
 TRUTH = {"inv_lookup": 4.0, "inv_backward": 2.0, "kernel_overhead_us": 150.0,
          "per_table_overhead_us": 20.0, "inv_all_to_all": 8.0, "inv_reduce_scatter": 16.0,
@@ -74,3 +75,34 @@ def test_theta_keys_cover_the_profile():
     assert set(THETA_KEYS) == set(TRUTH)
     co = coefficients_of({k: 1.0 if k.startswith("inv_") else 0.0 for k in THETA_KEYS}, "loopback")
     assert co.lookup_bandwidth_efficiency == 1.0 and co.kernel_overhead_us == 0.0
+
+
+def _with_steps(meas, theta, overlap):
+    """The measurements with the step times a pipeline hiding ``overlap`` would show."""
+    import dataclasses
+
+    step = StepModel(overlap=overlap)
+    return [dataclasses.replace(m, pipelined=True, step_ms=step.makespan(lanes))
+            for m, lanes in zip(meas, predict(meas, theta))]
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.37, 1.0])
+def test_fit_overlap_recovers_the_pipelines_overlap(overlap):
+    meas = _with_steps(_synthetic(TRUTH), TRUTH, overlap)
+    got, err = fit_overlap(meas, TRUTH)
+    assert got == pytest.approx(overlap, abs=0.011)
+    assert err < 0.01
+
+
+def test_fit_overlap_needs_pipelined_step_times():
+    assert fit_overlap(_synthetic(TRUTH), TRUTH) is None
+
+
+def test_step_model_overlap_composes_between_max_and_sum():
+    stages = np.array([[3.0, 1.0, 1.0, 0.5, 0.5]])  # input dist 3, the rest 3
+    assert StepModel(overlap=1.0).compose(stages)[0] == pytest.approx(3.0)
+    assert StepModel(overlap=0.0).compose(stages)[0] == pytest.approx(6.0)
+    assert StepModel(overlap=0.25).compose(stages)[0] == pytest.approx(3.0 + 0.75 * 3.0)
+    assert StepModel(overlap=0.0, pipelined=False).compose(stages)[0] == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="overlap"):
+        StepModel(overlap=1.5)

@@ -33,7 +33,12 @@ import numpy as np
 import yaml
 
 from shardplan.errors import SpecError
-from shardplan.estimators.fitting import PlanMeasurement, coefficients_of, fit_plans
+from shardplan.estimators.fitting import (
+    PlanMeasurement,
+    coefficients_of,
+    fit_overlap,
+    fit_plans,
+)
 from shardplan.types import (
     HBM as _HBM,
     Assignment,
@@ -283,7 +288,9 @@ def measurement_of(assignment: Assignment, workload: Workload, topology: Topolog
     comm = np.array([statistics.median(busy(r, st) for r in range(world))
                      for st in Stage if st.is_comm])
     return PlanMeasurement(workload=workload, topology=topology, assignment=assignment,
-                           compute_ms=compute, comm_ms=comm)
+                           compute_ms=compute, comm_ms=comm,
+                           step_ms=statistics.median(rep.step_ms for rep in reports),
+                           pipelined=bool(reports[0].pipelined))
 
 
 def random_assignments(workload: Workload, topology: Topology, n: int, seed: int,
@@ -433,6 +440,9 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
     rep = fit_plans(measured)
     link = topology.host_groups[0].intra_host_link.type.value
     co = coefficients_of(rep.theta, link).as_dict()
+    overlap = fit_overlap(measured, rep.theta)
+    if overlap is not None:
+        co["pipeline_overlap"] = overlap[0]
     coeffs = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in co.items()}
     coeffs["collective_bandwidth_efficiency"] = {
         link: float(f"{co['collective_bandwidth_efficiency'][link]:.4g}")}
@@ -440,6 +450,9 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
         coeffs[k] = {kk: float(f"{vv:.4g}") for kk, vv in co[k].items()}
     notes.append(f"fit: median rel. error {rep.median_rel_error:.1%} over {rep.points} values "
                  f"({rep.iterations} refits of the comm stages' slowest cells)")
+    if overlap is not None:
+        notes.append(f"pipeline_overlap fitted to the pipelined plans' step times: median "
+                     f"rel. error {overlap[1]:.1%}")
     if rep.at_bounds:
         notes.append("at their bounds: " + ", ".join(rep.at_bounds))
     if rep.unidentified:

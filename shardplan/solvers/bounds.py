@@ -210,7 +210,8 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
 
     Every integer plan satisfies both (each table's heaviest shard is on some rank), so the
     optimum is a lower bound. Stage times are per-stage auxiliaries ``z >= lane``; the
-    composition (pipelined: ``T >= input``, ``T >= sum of the other stages``) is linear.
+    composition (pipelined: ``T >= a + u b`` and ``T >= b + u a``, a the input dist, b the
+    sum of the other stages, u = 1 - overlap) is linear.
     Returns None when the LP has more than ``max_options`` columns or HiGHS does not
     reach optimality.
     """
@@ -299,9 +300,11 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
             -float(base_total[l]))
 
     def compose_rows(zcols: np.ndarray) -> None:
-        if ct.step.pipelined:
-            add(np.array([zcols[0], c_T]), np.array([1.0, -1.0]), -inf, 0.0)
-            add(np.append(zcols[1:], c_T), np.append(np.ones(S - 1), -1.0), -inf, 0.0)
+        if ct.step.pipelined:  # T >= max(a + u b, b + u a), u = 1 - overlap (StepModel)
+            u = ct.step.unhidden
+            add(np.append(zcols, c_T), np.concatenate([[1.0], np.full(S - 1, u), [-1.0]]),
+                -inf, 0.0)
+            add(np.append(zcols, c_T), np.concatenate([[u], np.ones(S - 1), [-1.0]]), -inf, 0.0)
         else:
             add(np.append(zcols, c_T), np.append(np.ones(S), -1.0), -inf, 0.0)
 

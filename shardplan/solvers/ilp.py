@@ -19,7 +19,7 @@ Constraints (labels as in the model): ``one_option_<t>``, ``place_all_<t>_<o>_<c
 ``group_use_<k>_<j>`` (an option of group k chosen => group k used), ``lane_<lane>_r<r>``
 (rank r's time on a lane, fixed costs included, is within its stage's time), ``step_*`` (the
 step time composed from stage times: their sum, or pipelined the longer of the input dist and
-the rest), ``hbm_r<r>``, ``ddr_r<r>``, ``largest_shard_<t>`` (a valid cut: the rank holding a
+the rest plus the unhidden part of the shorter, ``StepModel.overlap``), ``hbm_r<r>``, ``ddr_r<r>``, ``largest_shard_<t>`` (a valid cut: the rank holding a
 table's heaviest shard pays at least that shard with the option's everywhere-cost),
 ``coloc_<t>_<t2>_r<r>`` (co-located tables use each rank equally; a shard fixed to a rank
 counts through its ``choose``), ``sep_use_*``, ``separate_<k>_r<r>``.
@@ -275,9 +275,11 @@ def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *
 
 def _compose(prob: pulp.LpProblem, step, z: pulp.LpVariable, stage_vars: list, tag: str) -> None:
     """``z`` >= the step time composed from stage times (``StepModel``)."""
-    if step.pipelined:
-        prob += (stage_vars[0] <= z, f"step_input{tag}")
-        prob += (pulp.lpSum(stage_vars[1:]) <= z, f"step_rest{tag}")
+    if step.pipelined:  # z >= max(a + u b, b + u a), u = 1 - overlap (StepModel)
+        u = step.unhidden
+        rest = pulp.lpSum(stage_vars[1:])
+        prob += (stage_vars[0] + u * rest <= z, f"step_input{tag}")
+        prob += (rest + u * stage_vars[0] <= z, f"step_rest{tag}")
     else:
         prob += (pulp.lpSum(stage_vars) <= z, f"step_sum{tag}")
 

@@ -87,7 +87,7 @@ def _active_lanes(ct: CostTables, colmax: np.ndarray) -> list[int]:
     step = ct.step
     stage_max = [colmax[list(ix)].max() for ix in STAGE_LANE_INDEX]
     stages = range(len(STAGE_LANE_INDEX))
-    if step.pipelined:
+    if step.pipelined and step.overlap == 1.0:  # else every stage counts (StepModel.compose)
         rest = sum(stage_max[1:])
         stages = [0] if stage_max[0] >= rest else range(1, len(STAGE_LANE_INDEX))
     out = []

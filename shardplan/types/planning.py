@@ -110,16 +110,36 @@ class StepModel:
             (the slowest rank's sum); see :class:`Composition`.
         pipelined: TorchRec's ``TrainPipelineSparseDist``: the next batch's input dist runs
             while this batch computes, so the step is the longer of the input dist and the
-            rest; ``False``: stages run one after the other.
+            rest (with ``overlap`` < 1, plus the part of the shorter one left unhidden);
+            ``False``: stages run one after the other.
+        overlap: the fraction of the shorter of (input dist, the rest of the step) that the
+            pipeline hides: step = max(a, b) + (1 - overlap) x min(a, b). 1 is TorchRec's
+            assumption (full overlap); a calibrated profile measures it
+            (``Coefficients.pipeline_overlap``). Equivalently step = max(a + (1 - overlap) b,
+            b + (1 - overlap) a), a max of linear terms, which the ILP and the bounds use.
     """
 
     composition: Composition = Composition.SYNCHRONIZED
     pipelined: bool = True
+    overlap: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.overlap, (int, float)) and 0.0 <= self.overlap <= 1.0, "overlap",
+               self.overlap, "must be in [0, 1] (1: the pipeline hides the shorter of the input "
+               "dist and the rest entirely)")
+
+    @property
+    def unhidden(self) -> float:
+        """1 - overlap: the weight of the shorter of the two pipelined parts."""
+        return 1.0 - self.overlap
 
     def compose(self, stage_t):
         """[..., S] stage times -> [...] step times (see the class docstring)."""
         if self.pipelined:
-            return np.maximum(stage_t[..., 0], stage_t[..., 1:].sum(-1))
+            a, b = stage_t[..., 0], stage_t[..., 1:].sum(-1)
+            if self.overlap == 1.0:
+                return np.maximum(a, b)
+            return np.maximum(a, b) + self.unhidden * np.minimum(a, b)
         return stage_t.sum(-1)
 
     def stage_times(self, load):
@@ -158,7 +178,8 @@ class StepModel:
         return np.maximum(current, self.compose(self.stage_times(rows)))
 
     def as_dict(self) -> dict[str, object]:
-        return {"composition": self.composition.value, "pipelined": self.pipelined}
+        return {"composition": self.composition.value, "pipelined": self.pipelined,
+                "overlap": self.overlap}
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Assignment:
