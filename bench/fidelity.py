@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from shardplan.estimators import CostModelOptions, default_cost_model
     from shardplan.estimators.fitting import fit_overlap, fit_plans, profile_at
     from shardplan.executor.calibrate import (
+        GLOO_TIE,
         _REQUIRE,
         hardware_string,
         measure_plans,
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     inrun_theta, inrun_overlap = None, None
     if cal_assigns:
         cal = meas[:len(cal_assigns)] + meas[nb:nb + len(cal_assigns)]
-        fit = fit_plans(cal)
+        fit = fit_plans(cal, tie=GLOO_TIE)
         inrun_theta = fit.theta
         inrun_overlap = fit_overlap(cal, fit.theta)
     again = None

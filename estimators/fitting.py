@@ -23,7 +23,7 @@ and latencies >= 0) by an active-set method. Plain numpy: no torch, testable any
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -157,7 +157,7 @@ def _values(lanes: np.ndarray, active: list[tuple[int, int]] | None) -> tuple[np
 
 def fit_plans(measured: Sequence[PlanMeasurement], *,
               start: dict[str, float] | None = None, options: Any = None,
-              max_iterations: int = 8) -> FitReport:
+              max_iterations: int = 8, tie: Mapping[str, str] | None = None) -> FitReport:
     """Fit ``theta`` to measured plans (see the module docstring).
 
     Args:
@@ -166,6 +166,10 @@ def fit_plans(measured: Sequence[PlanMeasurement], *,
         start: the first ``theta`` (default: efficiencies 1, overheads 0).
         options: the cost model's options (``CostModelOptions``) the plans are estimated with.
         max_iterations: refits after the slowest cells of the comm stages change.
+        tie: collective kinds (``Collective`` values) priced as another kind: ``{"reduce_scatter":
+            "all_to_all"}`` fits one efficiency and one latency for both, as on gloo, which
+            has no reduce-scatter (torch's ``ProcessGroupGloo`` and the executor run it as an
+            all-to-all plus a local sum).
 
     Returns:
         The fitted ``theta`` and how well it fits.
@@ -178,6 +182,12 @@ def fit_plans(measured: Sequence[PlanMeasurement], *,
     y = np.concatenate([np.concatenate([m.compute_ms[:, 0], m.compute_ms[:, 1], m.comm_ms])
                         for m in measured])
     theta = dict(start or {k: _LOWER[k] for k in THETA_KEYS})
+    tied = {f"{p}_{a}": f"{p}_{b}" for a, b in (tie or {}).items() for p in ("inv", "lat")}
+    for k in tied:
+        if k not in theta or tied[k] not in theta or tied[k] in tied:
+            raise SpecError(f"cannot tie {k} to {tied[k]}: both must be fitted collective kinds "
+                            "and the target must not be tied itself", key_path="tie")
+        theta[k] = theta[tied[k]]
     active: list[list[tuple[int, int]]] | None = None
     iterations = 0
     pinned: dict[int, float] = {}
@@ -194,11 +204,15 @@ def fit_plans(measured: Sequence[PlanMeasurement], *,
             pk = predict(measured, step, options)
             cols.append(np.concatenate([_values(b, a)[0] for b, a in zip(pk, active)]) - f0)
         a = np.stack(cols, 1)
+        for k, to in tied.items():  # one column for both kinds; the tied one follows
+            a[:, THETA_KEYS.index(to)] += a[:, THETA_KEYS.index(k)]
+            a[:, THETA_KEYS.index(k)] = 0.0
         fixed = f0 - a @ np.array([theta[k] for k in THETA_KEYS])
         sol, pinned, free = _bounded_lstsq(a, y - fixed, 1.0 / np.maximum(np.abs(y), 1e-6),
                                            [_LOWER[k] for k in THETA_KEYS],
                                            [theta[k] for k in THETA_KEYS])
         theta = {k: float(sol[i]) for i, k in enumerate(THETA_KEYS)}
+        theta.update({k: theta[to] for k, to in tied.items()})
         new_active = [_values(b, None)[1] for b in predict(measured, theta, options)]
         if new_active == active:
             break
@@ -208,8 +222,10 @@ def fit_plans(measured: Sequence[PlanMeasurement], *,
     err = np.abs(final[ok] - y[ok]) / np.abs(y[ok])
     return FitReport(theta=theta, median_rel_error=float(np.median(err)) if ok.any() else 0.0,
                      points=int(ok.sum()),
-                     at_bounds=tuple(THETA_KEYS[i] for i in sorted(pinned)),
-                     unidentified=tuple(k for i, k in enumerate(THETA_KEYS) if i not in free),
+                     at_bounds=tuple(THETA_KEYS[i] for i in sorted(pinned)
+                                     if THETA_KEYS[i] not in tied),
+                     unidentified=tuple(k for i, k in enumerate(THETA_KEYS)
+                                        if i not in free and k not in tied),
                      iterations=iterations)
 
 

@@ -106,3 +106,16 @@ def test_step_model_overlap_composes_between_max_and_sum():
     assert StepModel(overlap=0.0, pipelined=False).compose(stages)[0] == pytest.approx(6.0)
     with pytest.raises(ValueError, match="overlap"):
         StepModel(overlap=1.5)
+
+
+def test_fit_ties_reduce_scatter_to_all_to_all_as_on_gloo():
+    truth = dict(TRUTH, inv_reduce_scatter=TRUTH["inv_all_to_all"],
+                 lat_reduce_scatter=TRUTH["lat_all_to_all"])
+    rep = fit_plans(_synthetic(truth), tie={"reduce_scatter": "all_to_all"})
+    assert rep.median_rel_error < 1e-6
+    for p in ("inv", "lat"):
+        assert rep.theta[f"{p}_reduce_scatter"] == rep.theta[f"{p}_all_to_all"]
+        assert rep.theta[f"{p}_all_to_all"] == pytest.approx(truth[f"{p}_all_to_all"], rel=2e-2)
+    assert not {"inv_reduce_scatter", "lat_reduce_scatter"} & set(rep.unidentified)
+    with pytest.raises(ValueError, match="tie"):
+        fit_plans(_synthetic(truth), tie={"reduce_scatter": "nonsense"})
