@@ -11,10 +11,11 @@ the best plan any of them found, so it is never worse than greedy or any baselin
    types better, and single-table steps cannot drop a type);
 4. the ILP, warm-started from the best plan so far, when its model has at most
    ``ilp_max_vars`` variables and about ``ilp_max_rows`` constraints (the model's size, not
-   tables x ranks, decides what HiGHS can do) and the best plan is more than ``2 x gap``
-   above the cheap lower bound; it stops at ``gap``, after ``ilp_max_nodes`` nodes (the work
-   limit), or after ``ilp_share`` of the budget (at most ``ilp_max_s``, at least
-   ``ilp_min_s``: a safety net, reported in the details as ``mip_status: time_limit``).
+   tables x ranks, decides what HiGHS can do) and the best plan is more than
+   ``ilp_min_gain`` above the lower bound (the cheap bounds and the option-mix LP, computed
+   once and shared with the planner's bound); it stops at ``gap``, after ``ilp_max_nodes``
+   nodes (the work limit), or after ``ilp_share`` of the budget (at most ``ilp_max_s``, at
+   least ``ilp_min_s``: a safety net, reported in the details as ``mip_status: time_limit``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 
 from shardplan.errors import InfeasiblePlanError
 from shardplan.solvers.baselines import BASELINES, list_schedule
-from shardplan.solvers.bounds import cheap_bound
+from shardplan.solvers.bounds import cheap_bound, mix_bound
 from shardplan.solvers.common import (
     CostTables,
     TableGroups,
@@ -55,7 +56,12 @@ class AutoSolver(Solver):
         gap: the ILP's stopping gap.
         max_evals: local search's work limit (candidate evaluations) per run.
         portfolio_max_cells: on instances up to this many tables x ranks, also search
-            without each sharding type the best plan uses (``solvers/portfolio.py``).
+            without each sharding type the best plan uses (``solvers/portfolio.py``), unless
+            the best plan is within ``gap`` of the lower bound.
+        ilp_min_gain: run the ILP only when the best plan is more than this (relative)
+            above the lower bound (the cheap bounds and the option-mix LP,
+            ``solvers/bounds.py``): near the root, where its node limit stops it, it finds
+            gains of a few percent, not a fraction of one.
     """
 
     name = "auto"
@@ -64,7 +70,8 @@ class AutoSolver(Solver):
                  ilp_share: float = 0.5, ilp_max_s: float = 10.0, ilp_min_s: float = 2.0,
                  gap: float = 0.01, ilp_max_nodes: int = 10,
                  max_evals: int = DEFAULT_MAX_EVALS,
-                 portfolio_max_cells: int = 200_000) -> None:
+                 portfolio_max_cells: int = 200_000, ilp_min_gain: float = 0.05) -> None:
+        self.ilp_min_gain = ilp_min_gain
         self.portfolio_max_cells = portfolio_max_cells
         self.ilp_max_nodes = ilp_max_nodes
         self.ilp_max_s = ilp_max_s
@@ -111,7 +118,12 @@ class AutoSolver(Solver):
             if st2.makespan < best[0]:
                 best = (st2.makespan, f"local_search({base_best[1]})", c2)
         ctx.report("baselines", best_ms=best[0])
-        if len(ct.tables) * ct.world <= self.portfolio_max_cells:
+        # the LP bound over option mixes (kept on ct, so the planner's bound reuses it): a
+        # stage that cannot gain more than its share over the bound is skipped
+        bound = max(cheap_bound(ct), mix_bound(ct) or 0.0)
+        details_bound = bound
+        if (len(ct.tables) * ct.world <= self.portfolio_max_cells
+                and best[0] > bound * (1 + self.gap)):
             for label, c3, ms in restricted_searches(ct, groups, best[2], k=DEFAULT_SHORTLIST,
                                                      max_evals=self.max_evals,
                                                      deadline=ls_deadline):
@@ -129,9 +141,10 @@ class AutoSolver(Solver):
         size, rows = model_size(ct, kept), model_rows(ct, kept)
         details["ilp_vars_estimate"] = size
         details["ilp_rows_estimate"] = rows
-        quick_bound = cheap_bound(ct)
-        details["quick_bound_ms"] = quick_bound
-        close = best[0] <= quick_bound * (1 + 2 * self.gap)  # nothing much left to prove
+        details["bound_ms"] = details_bound
+        # the ILP stops at its node limit (or its clock) near the root: it pays where the
+        # plan is far from the bound, not where little is left to gain
+        close = best[0] <= details_bound * (1 + self.ilp_min_gain)
         if size <= self.ilp_max_vars and rows <= self.ilp_max_rows and not close:
             # the node limit is the ILP's real limit; its clock is a safety net that does
             # not depend on how long the phases before it took (so a busy machine does not
@@ -157,4 +170,5 @@ class AutoSolver(Solver):
         return {"ilp_max_vars": self.ilp_max_vars, "ilp_max_rows": self.ilp_max_rows,
                 "max_evals": self.max_evals, "portfolio_max_cells": self.portfolio_max_cells,
                 "ilp_share": self.ilp_share, "ilp_max_s": self.ilp_max_s,
-                "ilp_min_s": self.ilp_min_s, "gap": self.gap, "ilp_max_nodes": self.ilp_max_nodes}
+                "ilp_min_s": self.ilp_min_s, "gap": self.gap, "ilp_max_nodes": self.ilp_max_nodes,
+                "ilp_min_gain": self.ilp_min_gain}

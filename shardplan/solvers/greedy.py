@@ -28,10 +28,13 @@ from shardplan.solvers.common import (
     diagnose_infeasible,
     every,
     least_work_lanes,
+    makespan_of,
     scalar_time,
+    stage_max,
 )
 from shardplan.types import (
     Assignment,
+    Composition,
     PlanningContext,
     Solver,
     SolveResult,
@@ -121,31 +124,48 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
     view = l2 if extra is None else l2 + extra
     colmax = view.max(0)
     step = ct.step
-    current = step.makespan(view)
+    sync = step.composition is Composition.SYNCHRONIZED
+    current = makespan_of(step, view)
+    g_of = ct.group_of
+    one_group = ct.num_groups == 1
     ranks: list[int] = []
     for si in range(oc.num_shards):
         cand = oc.candidates[si]
-        mh, md = oc.hbm[si][cand], oc.ddr[si][cand]
-        room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
+        if one_group:  # one cost row for every rank: scalars and one row broadcast
+            mh, md = oc.hbm_g[si, 0], oc.ddr_g[si, 0]
+            room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
+        else:
+            gs = g_of[cand]
+            mh, md = oc.hbm_g[si, gs], oc.ddr_g[si, gs]
+            room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
         if banned is not None:
             room &= ~banned[cand]
-        if not room.any():
+        if room.all():
+            ok = cand
+        elif room.any():
+            ok = cand[room]
+            if not one_group:
+                mh, md = mh[room], md[room]
+        else:
             return None
-        ok = cand[room]
-        add = oc.lanes_g[si, ct.group_of[ok]]
-        t_new = step.makespan_if_added(view, colmax, current, ok, add)
-        busy = scalar_time(view[ok] + add)
+        add = oc.lanes_g[si, 0] if one_group else oc.lanes_g[si, g_of[ok]]
+        rows = view[ok] + add
+        if sync:  # StepModel.makespan_if_added, sharing ``rows``
+            t_new = step.compose(stage_max(np.maximum(colmax[None, :], rows)))
+        else:
+            t_new = np.maximum(current, step.compose(stage_max(rows)))
+        busy = scalar_time(rows)
         j = int(np.lexsort((ok, busy, np.round(t_new, 12)))[0])
         r = int(ok[j])
         ranks.append(r)
-        a = add[j]
+        a = add if one_group else add[j]
         l2[r] += a
         if extra is not None:
             view[r] += a
         colmax = np.maximum(colmax, view[r])
         current = float(t_new[j])
-        h2[r] += mh[room][j]
-        d2[r] += md[room][j]
+        h2[r] += mh if one_group else mh[j]
+        d2[r] += md if one_group else md[j]
     return Placed(tuple(ranks), l2, h2, d2, new_key)
 
 
@@ -217,7 +237,7 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
                     continue
                 # below the target step time only total work counts; step times equal to
                 # float noise count as equal (else summation order picks the host)
-                key = (tie_round(max(step.makespan(res.load + extra), target)),
+                key = (tie_round(max(makespan_of(step, res.load + extra), target)),
                        tie_round(float(scalar_time(res.load).sum())), oi)
                 if best is None or key < best[0]:
                     best = (key, oi, res)
