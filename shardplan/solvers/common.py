@@ -223,6 +223,9 @@ class CostTables:
     key_member_lanes_g: np.ndarray | None = None  # [keys, groups, L] the members' extra
     num_groups: int = 1
     index: dict[str, int] = field(default_factory=dict)
+    #: the candidate array of every shard that may go to any rank (``np.arange(world)``):
+    #: hot loops test ``cand is ct.all_ranks`` to skip indexing by it
+    all_ranks: np.ndarray | None = None
     #: values derived from these tables alone (the cheap bounds, per-key least lanes),
     #: computed once; a copy with other options must start with an empty one
     memo: dict[str, object] = field(default_factory=dict)
@@ -246,14 +249,21 @@ class CostTables:
 
     def key_cost(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Group ``k``'s fixed cost per rank: (lanes [ranks, L], hbm, ddr): what every rank
-        pays, plus, on the ranks of ``key_ranks[k]``, the members' extra."""
-        lanes = np.array(_per_rank(self.key_lanes_g[k], self.group_of))
-        hbm = np.array(_per_rank(self.key_hbm_g[k], self.group_of))
-        ddr = np.array(_per_rank(self.key_ddr_g[k], self.group_of))
-        mask = self.key_ranks[k]
-        if mask is not None:
-            lanes[mask] += self.key_member_lanes_g[k][self.group_of[mask]]
-        return lanes, hbm, ddr
+        pays, plus, on the ranks of ``key_ranks[k]``, the members' extra (built once per
+        group and kept in ``memo``, read-only)."""
+        memo = self.memo.setdefault("key_cost", {})
+        out = memo.get(k)
+        if out is None:
+            lanes = np.array(_per_rank(self.key_lanes_g[k], self.group_of))
+            hbm = np.array(_per_rank(self.key_hbm_g[k], self.group_of))
+            ddr = np.array(_per_rank(self.key_ddr_g[k], self.group_of))
+            mask = self.key_ranks[k]
+            if mask is not None:
+                lanes[mask] += self.key_member_lanes_g[k][self.group_of[mask]]
+            for a in (lanes, hbm, ddr):
+                a.flags.writeable = False
+            out = memo[k] = (lanes, hbm, ddr)
+        return out
 
     @classmethod
     def of(cls, ctx: PlanningContext) -> CostTables:
@@ -378,7 +388,7 @@ class CostTables:
                    base_ddr=base_ddr, cap_hbm=cap_hbm, cap_ddr=cap_ddr, step=cm.step,
                    keys=keys, key_lanes_g=key_lanes_g, key_hbm_g=key_hbm_g,
                    key_ddr_g=key_ddr_g, key_ranks=key_ranks, key_member_lanes_g=key_member_g,
-                   num_groups=ng,
+                   num_groups=ng, all_ranks=all_ranks,
                    index={n: i for i, n in enumerate(tables)})
 
     def assignment(self, ctx: PlanningContext, choice: list[tuple[int, tuple[int, ...]]]
@@ -434,10 +444,22 @@ def _cost_arrays(cm, o: ShardingOption, groups: list[int], ng: int, n: int) -> t
             c = cm.shard_cost(o, 0, g)
             lg[:, g] = c.perf.as_tuple()
             hg[:, g], dg[:, g] = c.memory.hbm, c.memory.ddr
-        else:
-            for si, c in enumerate(cm.shard_costs(o, g)):
-                lg[si, g] = c.perf.as_tuple()
-                hg[si, g], dg[si, g] = c.memory.hbm, c.memory.ddr
+        elif n:
+            # shards of one shape share one cost object: read each distinct one once (a
+            # row-wise option on 4,096 ranks has 4,096 shards and a handful of shapes)
+            costs = cm.shard_costs(o, g)
+            slot: dict[int, int] = {}
+            distinct = []
+            at = np.empty(n, dtype=np.intp)
+            for si, c in enumerate(costs):
+                j = slot.get(id(c))
+                if j is None:
+                    j = slot[id(c)] = len(distinct)
+                    distinct.append(c)
+                at[si] = j
+            lg[:, g] = np.array([c.perf.as_tuple() for c in distinct])[at]
+            hg[:, g] = np.array([c.memory.hbm for c in distinct])[at]
+            dg[:, g] = np.array([c.memory.ddr for c in distinct])[at]
         e = cm.everywhere_cost(o, g)
         ev_l[g] = e.perf.as_tuple()
         ev_h[g], ev_d[g] = e.memory.hbm, e.memory.ddr

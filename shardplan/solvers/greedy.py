@@ -125,12 +125,32 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
     colmax = view.max(0)
     step = ct.step
     sync = step.composition is Composition.SYNCHRONIZED
-    current = makespan_of(step, view)
+    current = float(step.compose(stage_max(colmax))) if sync else makespan_of(step, view)
     g_of = ct.group_of
     one_group = ct.num_groups == 1
     ranks: list[int] = []
     for si in range(oc.num_shards):
         cand = oc.candidates[si]
+        if one_group and cand is ct.all_ranks and banned is None:  # no indexing by cand
+            mh, md = oc.hbm_g[si, 0], oc.ddr_g[si, 0]
+            room = (h2 + mh <= cap_h) & (d2 + md <= cap_d)
+            if room.all():
+                rows = view + oc.lanes_g[si, 0]
+                if sync:
+                    t_new = step.compose(stage_max(np.maximum(colmax[None, :], rows)))
+                else:
+                    t_new = np.maximum(current, step.compose(stage_max(rows)))
+                r = best_index(t_new, rows, cand)
+                ranks.append(r)
+                a = oc.lanes_g[si, 0]
+                l2[r] += a
+                if extra is not None:
+                    view[r] += a
+                colmax = np.maximum(colmax, view[r])
+                current = float(t_new[r])
+                h2[r] += mh
+                d2[r] += md
+                continue
         if one_group:  # one cost row for every rank: scalars and one row broadcast
             mh, md = oc.hbm_g[si, 0], oc.ddr_g[si, 0]
             room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
@@ -154,8 +174,7 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
             t_new = step.compose(stage_max(np.maximum(colmax[None, :], rows)))
         else:
             t_new = np.maximum(current, step.compose(stage_max(rows)))
-        busy = scalar_time(rows)
-        j = int(np.lexsort((ok, busy, np.round(t_new, 12)))[0])
+        j = best_index(t_new, rows, ok)
         r = int(ok[j])
         ranks.append(r)
         a = add if one_group else add[j]
@@ -167,6 +186,20 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
         h2[r] += mh if one_group else mh[j]
         d2[r] += md if one_group else md[j]
     return Placed(tuple(ranks), l2, h2, d2, new_key)
+
+
+def best_index(t_new: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> int:
+    """The index of the least step time in ``t_new`` (to 12 decimals), ties to the least busy
+    row of ``rows`` (:func:`scalar_time`), then the lowest rank in ``ok``: the first of
+    ``np.lexsort((ok, busy, round(t_new, 12)))``, with the busy times of the ties only."""
+    tr = np.round(t_new, 12)
+    tie = np.flatnonzero(tr == tr.min())
+    if len(tie) > 1:
+        busy = scalar_time(rows[tie])
+        tie = tie[busy == busy.min()]
+        if len(tie) > 1:
+            return int(tie[np.argmin(ok[tie])])
+    return int(tie[0])
 
 
 def commit(st: LoadState, oc: OptionCosts, placed: Placed) -> None:
