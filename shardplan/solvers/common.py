@@ -48,32 +48,56 @@ def _stage_starts() -> np.ndarray | None:
 _STAGE_STARTS = _stage_starts()
 
 
+#: Past this many rows, per-stage column maxima beat one ``reduceat`` (which is fast on small
+#: arrays and slow on tall ones).
+_REDUCEAT_MAX_ROWS = 64
+
+
 def stage_max(lanes: np.ndarray) -> np.ndarray:
     """[..., L] lane times -> [..., S] stage times (each stage its longest lane): the same
-    values as ``StepModel.stage_times``, in one numpy call (the solvers' hot loops)."""
+    values as ``StepModel.stage_times``, in fewer numpy calls (the solvers' hot loops)."""
     lanes = np.asarray(lanes, dtype=float)
-    if _STAGE_STARTS is not None:
+    if _STAGE_STARTS is not None and (lanes.ndim == 1 or lanes.size <= _REDUCEAT_MAX_ROWS * NUM_LANES):
         return np.maximum.reduceat(lanes, _STAGE_STARTS, axis=-1)
     out = np.empty(lanes.shape[:-1] + (len(STAGE_LANE_INDEX),))
     for s, ix in enumerate(STAGE_LANE_INDEX):
-        v = lanes[..., ix[0]]
-        for j in ix[1:]:
-            v = np.maximum(v, lanes[..., j])
-        out[..., s] = v
+        if len(ix) == 1:
+            out[..., s] = lanes[..., ix[0]]
+            continue
+        np.maximum(lanes[..., ix[0]], lanes[..., ix[1]], out=out[..., s])
+        for j in ix[2:]:
+            np.maximum(out[..., s], lanes[..., j], out=out[..., s])
     return out
+
+
+def _stage_sum(stages: np.ndarray, first: int) -> np.ndarray:
+    """Sum of ``stages[..., first:]`` in index order (what ``sum(-1)`` gives on so few)."""
+    if stages.ndim == 1 or stages.shape[0] <= _REDUCEAT_MAX_ROWS:
+        return np.add.reduce(stages[..., first:], axis=-1)
+    out = stages[..., first].copy()
+    for s in range(first + 1, stages.shape[-1]):
+        out += stages[..., s]
+    return out
+
+
+def compose(step: StepModel, stages: np.ndarray) -> np.ndarray:
+    """``step.compose(stages)``: [..., S] stage times -> [...] step times (same values)."""
+    if step.pipelined:
+        return np.maximum(stages[..., 0], _stage_sum(stages, 1))
+    return _stage_sum(stages, 0)
 
 
 def scalar_time(lanes: np.ndarray) -> np.ndarray:
     """[..., L] lane times -> [...] the sum of stage times (each stage its longest lane): one
     number per shard or rank, for ranking and balancing (not the step time)."""
-    return np.add.reduce(stage_max(lanes), axis=-1)
+    return _stage_sum(stage_max(lanes), 0)
 
 
 def makespan_of(step: StepModel, load: np.ndarray) -> float:
     """``step.makespan(load)`` for a [ranks, L] float array (the same value, fewer calls)."""
     if step.composition is Composition.SYNCHRONIZED:
-        return float(step.compose(stage_max(load.max(0))))
-    return float(step.compose(stage_max(load)).max())
+        return float(compose(step, stage_max(load.max(0))))
+    return float(compose(step, stage_max(load)).max())
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from shardplan.solvers.common import (
     LoadState,
     OptionCosts,
     TableGroups,
+    compose,
     diagnose_infeasible,
     every,
     least_work_lanes,
@@ -125,7 +126,7 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
     colmax = view.max(0)
     step = ct.step
     sync = step.composition is Composition.SYNCHRONIZED
-    current = float(step.compose(stage_max(colmax))) if sync else makespan_of(step, view)
+    current = float(compose(step, stage_max(colmax))) if sync else makespan_of(step, view)
     g_of = ct.group_of
     one_group = ct.num_groups == 1
     ranks: list[int] = []
@@ -137,9 +138,9 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
             if room.all():
                 rows = view + oc.lanes_g[si, 0]
                 if sync:
-                    t_new = step.compose(stage_max(np.maximum(colmax[None, :], rows)))
+                    t_new = compose(step, stage_max(np.maximum(colmax[None, :], rows)))
                 else:
-                    t_new = np.maximum(current, step.compose(stage_max(rows)))
+                    t_new = np.maximum(current, compose(step, stage_max(rows)))
                 r = best_index(t_new, rows, cand)
                 ranks.append(r)
                 a = oc.lanes_g[si, 0]
@@ -171,9 +172,9 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
         add = oc.lanes_g[si, 0] if one_group else oc.lanes_g[si, g_of[ok]]
         rows = view[ok] + add
         if sync:  # StepModel.makespan_if_added, sharing ``rows``
-            t_new = step.compose(stage_max(np.maximum(colmax[None, :], rows)))
+            t_new = compose(step, stage_max(np.maximum(colmax[None, :], rows)))
         else:
-            t_new = np.maximum(current, step.compose(stage_max(rows)))
+            t_new = np.maximum(current, compose(step, stage_max(rows)))
         j = best_index(t_new, rows, ok)
         r = int(ok[j])
         ranks.append(r)

@@ -32,6 +32,7 @@ from shardplan.solvers.common import (
     CostTables,
     LoadState,
     TableGroups,
+    compose,
     diagnose_infeasible,
     scalar_time,
     stage_max,
@@ -105,11 +106,11 @@ def _score(ct: CostTables, load: np.ndarray) -> tuple[float, int]:
     """(step time, critical cells): what a step must lower."""
     step = ct.step
     if step.composition is Composition.PER_RANK:
-        rt = step.compose(stage_max(load))
+        rt = compose(step, stage_max(load))
         t = float(rt.max())
         return t, int((rt >= t * (1 - REL_EPS)).sum())
     colmax = load.max(0)
-    t = float(step.compose(stage_max(colmax)))
+    t = float(compose(step, stage_max(colmax)))
     lanes = _active_lanes(ct, colmax)
     if not lanes:
         return t, 0
@@ -119,7 +120,7 @@ def _score(ct: CostTables, load: np.ndarray) -> tuple[float, int]:
 def _critical_ranks(ct: CostTables, load: np.ndarray) -> list[int]:
     step = ct.step
     if step.composition is Composition.PER_RANK:
-        rt = step.compose(stage_max(load))
+        rt = compose(step, stage_max(load))
         return [int(r) for r in np.argsort(-rt, kind="stable")[:CRITICAL_RANKS]]
     colmax = load.max(0)
     out: list[int] = []
@@ -145,19 +146,19 @@ def moved_makespans(ct: CostTables, load: np.ndarray, r_from: int, a: np.ndarray
     row_from = load[r_from] - a
     rows_to = load[r_to] + b
     if step.composition is Composition.PER_RANK:
-        rt = step.compose(stage_max(load))
+        rt = compose(step, stage_max(load))
         order = np.argsort(-rt, kind="stable")[:3]
         others = np.full(len(r_to), 0.0)
         for i, r2 in enumerate(r_to.tolist()):
             others[i] = next((rt[q] for q in order if q != r_from and q != r2), 0.0)
         return np.maximum.reduce([others, np.full(len(r_to), step.rank_time_lanes(row_from)),
-                                  step.compose(stage_max(rows_to))])
+                                  compose(step, stage_max(rows_to))])
     masked = load.copy()
     masked[r_from] = -np.inf
     top = np.partition(masked, -1, axis=0)[-1] if len(load) > 1 else np.full(load.shape[1], -np.inf)
     base = np.maximum(top, row_from)
     # a destination that was a lane's maximum is covered: its new row is at least its old one
-    return step.compose(stage_max(np.maximum(base[None, :], rows_to)))
+    return compose(step, stage_max(np.maximum(base[None, :], rows_to)))
 
 
 def _per_rank_swap(ct: CostTables, load: np.ndarray, r1: int, r2: int, rows1: np.ndarray,
@@ -165,11 +166,11 @@ def _per_rank_swap(ct: CostTables, load: np.ndarray, r1: int, r2: int, rows1: np
     """Per-rank step times if rows ``r1`` and ``r2`` of ``load`` became ``rows1[i]`` and
     ``rows2[i]`` (each alternative on its own)."""
     step = ct.step
-    rt = step.compose(stage_max(load))
+    rt = compose(step, stage_max(load))
     rt[[r1, r2]] = -np.inf
     rest = float(rt.max()) if len(rt) > 2 else -np.inf
-    return np.maximum(rest, np.maximum(step.compose(stage_max(rows1)),
-                                       step.compose(stage_max(rows2))))
+    return np.maximum(rest, np.maximum(compose(step, stage_max(rows1)),
+                                       compose(step, stage_max(rows2))))
 
 
 def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: float,
@@ -304,7 +305,7 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
                 if ct.step.composition is Composition.PER_RANK:
                     t_new = _per_rank_swap(ct, st.load, rstar, r2, row_star, row_2)
                 else:
-                    t_new = ct.step.compose(stage_max(
+                    t_new = compose(ct.step, stage_max(
                         np.maximum(np.maximum(top[None, :], row_star), row_2)))
                 h_star = (st.hbm[rstar] - oc.hbm_g[si, g_star]) + mem_star[:, 0]
                 d_star = (st.ddr[rstar] - oc.ddr_g[si, g_star]) + mem_star[:, 1]
