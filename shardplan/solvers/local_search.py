@@ -64,7 +64,7 @@ MIN_GAIN = 1e-6
 SWAP_RANKS = 8
 #: Largest shards of a critical rank a move or swap tries.
 SWAP_SHARDS = 16
-#: Tables of a critical rank a re-option step tries (half the lightest, half the heaviest).
+#: Tables of a critical rank a re-option step tries (half the heaviest, half the lightest).
 REOPTION_TABLES = 24
 #: Critical ranks tried per round.
 CRITICAL_RANKS = 4
@@ -333,13 +333,13 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
 
     def try_reoption(rstar: int, score: tuple[float, int]) -> bool:
         nonlocal st
-        # lightest first (the fine steps that balance ranks succeed most often); past
-        # REOPTION_TABLES, the lightest and the heaviest half of that each
+        # heaviest first; past REOPTION_TABLES, the heaviest and the lightest half of that
+        # each (the light ones are the fine steps that balance ranks)
         tabs = sorted({ti for ti, _ in on[rstar] if ti not in groups.coloc_of},
-                      key=lambda ti: (ct.table_weight[ti], ti))
+                      key=lambda ti: (-ct.table_weight[ti], ti))
         if len(tabs) > REOPTION_TABLES:
             half = REOPTION_TABLES // 2
-            tabs = tabs[:half] + tabs[::-1][:REOPTION_TABLES - half]
+            tabs = tabs[:half] + tabs[len(tabs) - (REOPTION_TABLES - half):]
         for ti in tabs:
             oi0, rs0 = choice[ti]
             oc0 = ct.options[ti][oi0]
