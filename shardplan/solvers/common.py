@@ -336,11 +336,14 @@ class CostTables:
                 else:
                     gpat = tuple(None if c is None else tuple(sorted({int(group_of[r]) for r in c}))
                                  for c in o.candidate_ranks)
-                key = (o.sharding_type, o.placement, o.shards, gpat)
-                arrays = cache.get(key)
+                # host variants (a few shards each) share arrays; hashing thousands of
+                # shards (row-wise on every rank) costs more than it saves
+                key = (o.sharding_type, o.placement, o.shards, gpat) if n <= 64 else None
+                arrays = cache.get(key) if key is not None else None
                 if arrays is None:
                     arrays = _cost_arrays(cm, o, groups, ng, n)
-                    cache[key] = arrays
+                    if key is not None:
+                        cache[key] = arrays
                 lg, hg, dg, ev_l, ev_h, ev_d = arrays
                 tg = scalar_time(lg) if n else np.zeros((0, ng))
                 gk = cm.group_key(o)
