@@ -319,6 +319,7 @@ class CostTables:
         key_index: dict[GroupKey, int] = {}
         tables, options, weights = [], [], []
         arr_cache: dict[tuple[int, ...], np.ndarray] = {}
+        per_group = np.bincount(group_of, minlength=ng).astype(float)  # ranks per group
         for t in ctx.workload.tables:
             ocs: list[OptionCosts] = []
             cache: dict[tuple, tuple] = {}
@@ -353,18 +354,19 @@ class CostTables:
                     if ki < 0:
                         ki = key_index[gk] = len(keys)
                         keys.append(gk)
-                ev_scalar = scalar_time(ev_l)[group_of]
-                ev_work = ev_l[group_of].sum(0)
+                # sums over ranks of per-group values: weighted by the ranks per group
+                ev_total = float(per_group @ scalar_time(ev_l))
+                ev_work = per_group @ ev_l
                 if fixed is not None:
                     on = tg[np.arange(n), group_of[fixed]]
                     on_l = lg[np.arange(n), group_of[fixed]]
-                    work = float(on.sum() + ev_scalar.sum())
+                    work = float(on.sum() + ev_total)
                     max_shard = float(on.max()) if n else 0.0
                     work_l = on_l.sum(0) + ev_work
                     peak_rows = on_l + ev_l[group_of[fixed]]
                 else:
                     tmin = tg[:, groups].min(axis=1) if n else np.zeros(0)
-                    work = float(tmin.sum() + ev_scalar.sum())
+                    work = float(tmin.sum() + ev_total)
                     max_shard = float(tmin.max()) if n else 0.0
                     work_l = (lg[:, groups].min(axis=1).sum(0) if n else 0.0) + ev_work
                     best = tg[:, groups].argmin(axis=1) if n else np.zeros(0, dtype=int)
@@ -386,8 +388,8 @@ class CostTables:
                     group_of=group_of, key=ki, fixed=fixed, work_ms=work, max_shard_ms=max_shard,
                     work_lanes=np.asarray(work_l, dtype=float), peak_ms=peak,
                     peak_lanes=peak_l, certain_lanes=certain,
-                    hbm_bytes=float(hg[:, g0].sum() + ev_h[group_of].sum()),
-                    ddr_bytes=float(dg[:, g0].sum() + ev_d[group_of].sum())))
+                    hbm_bytes=float(hg[:, g0].sum() + per_group @ ev_h),
+                    ddr_bytes=float(dg[:, g0].sum() + per_group @ ev_d)))
             tables.append(t.name)
             options.append(ocs)
             weights.append(min((oc.work_ms for oc in ocs), default=0.0))

@@ -87,6 +87,9 @@ class Placed:
     hbm: np.ndarray
     ddr: np.ndarray
     new_key: bool  # the option's sharding group was not in use before
+    #: the step time of ``load`` plus the ``extra`` lanes placement was given (None: not
+    #: computed, for options whose shards have fixed ranks)
+    ms: float | None = None
 
 
 def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
@@ -186,7 +189,7 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
         current = float(t_new[j])
         h2[r] += mh if one_group else mh[j]
         d2[r] += md if one_group else md[j]
-    return Placed(tuple(ranks), l2, h2, d2, new_key)
+    return Placed(tuple(ranks), l2, h2, d2, new_key, current)
 
 
 def best_index(t_new: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> int:
@@ -271,7 +274,8 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
                     continue
                 # below the target step time only total work counts; step times equal to
                 # float noise count as equal (else summation order picks the host)
-                key = (tie_round(max(makespan_of(step, res.load + extra), target)),
+                ms = res.ms if res.ms is not None else makespan_of(step, res.load + extra)
+                key = (tie_round(max(ms, target)),
                        tie_round(float(scalar_time(res.load).sum())), oi)
                 if best is None or key < best[0]:
                     best = (key, oi, res)
