@@ -196,6 +196,9 @@ def best_index(t_new: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> int:
     """The index of the least step time in ``t_new`` (to 12 decimals), ties to the least busy
     row of ``rows`` (:func:`scalar_time`), then the lowest rank in ``ok``: the first of
     ``np.lexsort((ok, busy, round(t_new, 12)))``, with the busy times of the ties only."""
+    j = int(np.argmin(t_new))
+    if np.count_nonzero(t_new <= t_new[j] + 1e-11) == 1:  # no value rounds to the same
+        return j
     tr = np.round(t_new, 12)
     tie = np.flatnonzero(tr == tr.min())
     if len(tie) > 1:
