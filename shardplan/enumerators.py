@@ -309,7 +309,7 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
             elif (st is ShardingType.DATA_PARALLEL and host_only and everyone
                   and rows <= opts.data_parallel_max_rows):
                 add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=0, num_cols=dim)]
-                    * world, [(r,) for r in range(world)])
+                    * world, _singletons(tuple(range(world))))
     return out
 
 

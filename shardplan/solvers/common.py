@@ -320,14 +320,26 @@ class CostTables:
         tables, options, weights = [], [], []
         arr_cache: dict[tuple[int, ...], np.ndarray] = {}
         per_group = np.bincount(group_of, minlength=ng).astype(float)  # ranks per group
+        # id(candidate tuple) -> (the tuple, kept alive; its ranks if one each; all distinct)
+        fixed_of: dict[int, tuple] = {}
         for t in ctx.workload.tables:
             ocs: list[OptionCosts] = []
             cache: dict[tuple, tuple] = {}
             for o in ctx.options[t.name]:
                 n = len(o.shards)
                 fixed = None
-                if all(c is not None and len(c) == 1 for c in o.candidate_ranks):
-                    fixed = np.fromiter((c[0] for c in o.candidate_ranks), dtype=np.int64, count=n)
+                # options of one table and of many share candidate tuples (the enumerator
+                # builds one per rank list): read each distinct one once
+                got = fixed_of.get(id(o.candidate_ranks))
+                if got is None:
+                    one = all(c is not None and len(c) == 1 for c in o.candidate_ranks)
+                    arr = (np.fromiter((c[0] for c in o.candidate_ranks), dtype=np.int64,
+                                       count=n) if one else None)
+                    every_rank = (arr is not None and n == world
+                                  and len(set(arr.tolist())) == world)
+                    got = fixed_of[id(o.candidate_ranks)] = (o.candidate_ranks, arr, every_rank)
+                if got[1] is not None:
+                    fixed = got[1]
                     cands: Sequence[np.ndarray] = _FixedCandidates(fixed)
                 else:
                     cands = [all_ranks if c is None else _as_array(c, arr_cache)
@@ -379,7 +391,7 @@ class CostTables:
                 else:
                     peak, peak_l = 0.0, ev_l.min(0)
                 certain = ev_l.min(0).astype(float)
-                if fixed is not None and n == world and len(set(fixed.tolist())) == world:
+                if got[2]:
                     certain = certain + lg[np.arange(n), group_of[fixed]].min(0)  # a shard on every rank
                 g0 = groups[0]
                 ocs.append(OptionCosts(
