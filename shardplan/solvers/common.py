@@ -81,9 +81,15 @@ def _stage_sum(stages: np.ndarray, first: int) -> np.ndarray:
 
 
 def compose(step: StepModel, stages: np.ndarray) -> np.ndarray:
-    """``step.compose(stages)``: [..., S] stage times -> [...] step times (same values)."""
+    """``step.compose(stages)``: [..., S] stage times -> [...] step times (same values;
+    pipelined: the longer of the input dist and the rest, plus the unhidden share of the
+    shorter when the model's ``overlap`` is below 1)."""
     if step.pipelined:
-        return np.maximum(stages[..., 0], _stage_sum(stages, 1))
+        a, b = stages[..., 0], _stage_sum(stages, 1)
+        overlap = getattr(step, "overlap", 1.0)
+        if overlap == 1.0:
+            return np.maximum(a, b)
+        return np.maximum(a, b) + (1.0 - overlap) * np.minimum(a, b)
     return _stage_sum(stages, 0)
 
 

@@ -91,7 +91,7 @@ def _active_lanes(ct: CostTables, colmax: np.ndarray) -> list[int]:
     cm = colmax.tolist()  # plain floats: this runs once per candidate step
     stage_max = [max(cm[l] for l in ix) for ix in STAGE_LANE_INDEX]
     stages = range(len(STAGE_LANE_INDEX))
-    if ct.step.pipelined:
+    if ct.step.pipelined and getattr(ct.step, "overlap", 1.0) == 1.0:  # else every stage counts
         rest = sum(stage_max[1:])
         stages = [0] if stage_max[0] >= rest else range(1, len(STAGE_LANE_INDEX))
     out = []
