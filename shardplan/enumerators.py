@@ -18,6 +18,7 @@ of ranks cannot serve the others locally).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from shardplan.errors import SpecError
@@ -122,6 +123,20 @@ def split(n: int, k: int) -> list[tuple[int, int]]:
             out.append((off, size))
         off += size
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _row_block_shards(rows: int, dim: int, k: int) -> tuple[ShardSpec, ...]:
+    """The row-wise shards of a ``rows`` x ``dim`` table over ``k`` ranks (shared between
+    tables of one shape: a row-wise option on 4,096 ranks has 4,096 shards)."""
+    return tuple(ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
+                 for o, n in split(rows, k))
+
+
+@functools.lru_cache(maxsize=1024)
+def _singletons(ranks: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """``((r,) for r in ranks)``, built once per rank tuple."""
+    return tuple((r,) for r in ranks)
 
 
 def column_splits(dim: int, k: int, alignment: int) -> list[tuple[int, int]] | None:
@@ -235,9 +250,8 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
         return ks
 
     def row_blocks(st: ShardingType, pl: Placement, ranks: tuple[int, ...]) -> None:
-        blocks = split(rows, len(ranks))
-        add(st, pl, [ShardSpec(row_offset=o, num_rows=n, col_offset=0, num_cols=dim)
-                     for o, n in blocks], [(ranks[i],) for i in range(len(blocks))])
+        shards = _row_block_shards(rows, dim, len(ranks))
+        add(st, pl, shards, _singletons(ranks)[:len(shards)])
 
     for pl in _placements(table, opts, workload, uvm):
         host_only = pl.kind is PlacementKind.HBM
@@ -295,7 +309,7 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
             elif (st is ShardingType.DATA_PARALLEL and host_only and everyone
                   and rows <= opts.data_parallel_max_rows):
                 add(st, pl, [ShardSpec(row_offset=0, num_rows=rows, col_offset=0, num_cols=dim)]
-                    * world, [(r,) for r in range(world)])
+                    * world, _singletons(tuple(range(world))))
     return out
 
 

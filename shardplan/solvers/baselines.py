@@ -91,11 +91,16 @@ def list_schedule(ctx: PlanningContext, weight: Weight | None, name: str,
             need_d = np.zeros(ct.world)
             for k in members:
                 oc, ti = ocs[k], unit[k]
-                m = np.zeros(ct.world, dtype=bool)
-                m[oc.candidates[si]] = True
-                room &= m
-                need_h += oc.hbm[si][np.arange(ct.world)]
-                need_d += oc.ddr[si][np.arange(ct.world)]
+                if oc.candidates[si] is not ct.all_ranks:
+                    m = np.zeros(ct.world, dtype=bool)
+                    m[oc.candidates[si]] = True
+                    room &= m
+                if ct.num_groups == 1:  # one value for every rank
+                    need_h += oc.hbm_g[si, 0]
+                    need_d += oc.ddr_g[si, 0]
+                else:
+                    need_h += oc.hbm_g[si, ct.group_of]
+                    need_d += oc.ddr_g[si, ct.group_of]
                 for j in groups.mates.get(ti, ()):
                     for r in used.get(j, ()):
                         room[r] = False

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardplan.solvers.common import CostTables, least_work_lanes, silence_highs_banner
+from shardplan.solvers.common import (
+    CostTables,
+    least_work_lanes,
+    silence_highs_banner,
+    stage_max,
+)
 
 #: Tables whose pairs the pair bound tries (the heaviest by their single-table bound).
 PAIR_TABLES = 20
@@ -53,7 +58,7 @@ def _single(ct: CostTables) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
             continue
         rest = base + total - per[ti]
         rows = np.array([rest + oc.peak_lanes + _key_lanes(ct, oc.key) for oc in ocs])
-        single.append(float(ct.step.compose(ct.step.stage_times(rows)).min()))
+        single.append(float(ct.step.compose(stage_max(rows)).min()))
     return np.array(single), total, per
 
 
@@ -85,8 +90,8 @@ def pair_bound(ct: CostTables, pair_tables: int = PAIR_TABLES) -> float:
             rest = base + total - per[a] - per[b]
             keys = ka[:, None, :] + np.where((ia[:, None] == ib[None, :])[..., None], 0.0,
                                              kb[None, :, :])
-            v1 = step.compose(step.stage_times(rest + keys + pa[:, None, :] + cb[None, :, :]))
-            v2 = step.compose(step.stage_times(rest + keys + ca[:, None, :] + pb_[None, :, :]))
+            v1 = step.compose(stage_max(rest + keys + pa[:, None, :] + cb[None, :, :]))
+            v2 = step.compose(stage_max(rest + keys + ca[:, None, :] + pb_[None, :, :]))
             best = max(best, float(np.maximum(v1, v2).min()))
     return best
 
@@ -101,7 +106,7 @@ def heaviest_shard(ct: CostTables, oc, groups: list[int]) -> tuple[float, np.nda
         sh = oc.lanes_g[np.arange(oc.num_shards), ct.group_of[oc.fixed]]
     else:
         sh = oc.lanes_g[:, groups].min(1)
-    t = ct.step.compose(ct.step.stage_times(sh))
+    t = ct.step.compose(stage_max(sh))
     k = int(np.argmax(t))
     return float(t[k]), sh[k]
 
@@ -162,12 +167,12 @@ def coupled_bound(ct: CostTables) -> float:
     # table's own running min can only be below its option's certain lanes, so subtracting
     # it keeps the rest a lower bound
     rank = base_min + peaks_a + s_cert - own_cert
-    g = ct.step.compose(ct.step.stage_times(np.maximum(rank, 0.0)))
+    g = ct.step.compose(stage_max(np.maximum(rank, 0.0)))
     total = ct.base_lanes.sum(0) + s_work
     keys = [ct.key_cost(k)[0].sum(0) for k in range(len(ct.keys))]
     if keys and not any(oc.key < 0 for ocs in ct.options for oc in ocs):
         total = total + np.minimum.reduce(keys)
-    w = ct.step.compose(ct.step.stage_times(total / ct.world))
+    w = ct.step.compose(stage_max(total / ct.world))
     vals = np.maximum(g, w)[covered]
     return float(vals.min())
 
@@ -215,6 +220,13 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
     Returns None when the LP has more than ``max_options`` columns or HiGHS does not
     reach optimality.
     """
+    key = f"mix_bound:{max_options}"  # auto and the planner's bound share one solve
+    if key not in ct.memo:
+        ct.memo[key] = _mix_bound(ct, max_options)
+    return ct.memo[key]
+
+
+def _mix_bound(ct: CostTables, max_options: int) -> float | None:
     import highspy
 
     from shardplan.types import STAGE_LANE_INDEX

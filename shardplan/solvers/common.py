@@ -23,6 +23,7 @@ from shardplan.types import (
     LANES,
     STAGE_LANE_INDEX,
     Assignment,
+    Composition,
     GroupKey,
     PlanningContext,
     ShardingOption,
@@ -35,17 +36,73 @@ REL_EPS = 1e-9
 NUM_LANES = len(LANES)
 
 
+def _stage_starts() -> np.ndarray | None:
+    """The first lane of each stage, when every stage's lanes are contiguous and in order (so
+    one ``np.maximum.reduceat`` gives all stage times); else None."""
+    flat = [l for ix in STAGE_LANE_INDEX for l in ix]
+    if flat != list(range(NUM_LANES)):
+        return None
+    return np.array([ix[0] for ix in STAGE_LANE_INDEX], dtype=np.intp)
+
+
+_STAGE_STARTS = _stage_starts()
+
+
+#: Past this many rows, per-stage column maxima beat one ``reduceat`` (which is fast on small
+#: arrays and slow on tall ones).
+_REDUCEAT_MAX_ROWS = 64
+
+
+def stage_max(lanes: np.ndarray) -> np.ndarray:
+    """[..., L] lane times -> [..., S] stage times (each stage its longest lane): the same
+    values as ``StepModel.stage_times``, in fewer numpy calls (the solvers' hot loops)."""
+    lanes = np.asarray(lanes, dtype=float)
+    if _STAGE_STARTS is not None and (lanes.ndim == 1 or lanes.size <= _REDUCEAT_MAX_ROWS * NUM_LANES):
+        return np.maximum.reduceat(lanes, _STAGE_STARTS, axis=-1)
+    out = np.empty(lanes.shape[:-1] + (len(STAGE_LANE_INDEX),))
+    for s, ix in enumerate(STAGE_LANE_INDEX):
+        if len(ix) == 1:
+            out[..., s] = lanes[..., ix[0]]
+            continue
+        np.maximum(lanes[..., ix[0]], lanes[..., ix[1]], out=out[..., s])
+        for j in ix[2:]:
+            np.maximum(out[..., s], lanes[..., j], out=out[..., s])
+    return out
+
+
+def _stage_sum(stages: np.ndarray, first: int) -> np.ndarray:
+    """Sum of ``stages[..., first:]`` in index order (what ``sum(-1)`` gives on so few)."""
+    if stages.ndim == 1 or stages.shape[0] <= _REDUCEAT_MAX_ROWS:
+        return np.add.reduce(stages[..., first:], axis=-1)
+    out = stages[..., first].copy()
+    for s in range(first + 1, stages.shape[-1]):
+        out += stages[..., s]
+    return out
+
+
+def compose(step: StepModel, stages: np.ndarray) -> np.ndarray:
+    """``step.compose(stages)``: [..., S] stage times -> [...] step times (same values;
+    pipelined: the longer of the input dist and the rest, plus the unhidden share of the
+    shorter when the model's ``overlap`` is below 1)."""
+    if step.pipelined:
+        a, b = stages[..., 0], _stage_sum(stages, 1)
+        if step.overlap == 1.0:
+            return np.maximum(a, b)
+        return np.maximum(a, b) + step.unhidden * np.minimum(a, b)
+    return _stage_sum(stages, 0)
+
+
 def scalar_time(lanes: np.ndarray) -> np.ndarray:
     """[..., L] lane times -> [...] the sum of stage times (each stage its longest lane): one
     number per shard or rank, for ranking and balancing (not the step time)."""
-    lanes = np.asarray(lanes)
-    out = None
-    for ix in STAGE_LANE_INDEX:  # element-wise maxima: far cheaper than fancy indexing
-        v = lanes[..., ix[0]]
-        for j in ix[1:]:
-            v = np.maximum(v, lanes[..., j])
-        out = v if out is None else out + v
-    return out
+    return _stage_sum(stage_max(lanes), 0)
+
+
+def makespan_of(step: StepModel, load: np.ndarray) -> float:
+    """``step.makespan(load)`` for a [ranks, L] float array (the same value, fewer calls)."""
+    if step.composition is Composition.SYNCHRONIZED:
+        return float(compose(step, stage_max(load.max(0))))
+    return float(compose(step, stage_max(load)).max())
 
 
 @dataclass(slots=True)
@@ -195,6 +252,9 @@ class CostTables:
     key_member_lanes_g: np.ndarray | None = None  # [keys, groups, L] the members' extra
     num_groups: int = 1
     index: dict[str, int] = field(default_factory=dict)
+    #: the candidate array of every shard that may go to any rank (``np.arange(world)``):
+    #: hot loops test ``cand is ct.all_ranks`` to skip indexing by it
+    all_ranks: np.ndarray | None = None
     #: values derived from these tables alone (the cheap bounds, per-key least lanes),
     #: computed once; a copy with other options must start with an empty one
     memo: dict[str, object] = field(default_factory=dict)
@@ -218,14 +278,21 @@ class CostTables:
 
     def key_cost(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Group ``k``'s fixed cost per rank: (lanes [ranks, L], hbm, ddr): what every rank
-        pays, plus, on the ranks of ``key_ranks[k]``, the members' extra."""
-        lanes = np.array(_per_rank(self.key_lanes_g[k], self.group_of))
-        hbm = np.array(_per_rank(self.key_hbm_g[k], self.group_of))
-        ddr = np.array(_per_rank(self.key_ddr_g[k], self.group_of))
-        mask = self.key_ranks[k]
-        if mask is not None:
-            lanes[mask] += self.key_member_lanes_g[k][self.group_of[mask]]
-        return lanes, hbm, ddr
+        pays, plus, on the ranks of ``key_ranks[k]``, the members' extra (built once per
+        group and kept in ``memo``, read-only)."""
+        memo = self.memo.setdefault("key_cost", {})
+        out = memo.get(k)
+        if out is None:
+            lanes = np.array(_per_rank(self.key_lanes_g[k], self.group_of))
+            hbm = np.array(_per_rank(self.key_hbm_g[k], self.group_of))
+            ddr = np.array(_per_rank(self.key_ddr_g[k], self.group_of))
+            mask = self.key_ranks[k]
+            if mask is not None:
+                lanes[mask] += self.key_member_lanes_g[k][self.group_of[mask]]
+            for a in (lanes, hbm, ddr):
+                a.flags.writeable = False
+            out = memo[k] = (lanes, hbm, ddr)
+        return out
 
     @classmethod
     def of(cls, ctx: PlanningContext) -> CostTables:
@@ -257,14 +324,27 @@ class CostTables:
         key_index: dict[GroupKey, int] = {}
         tables, options, weights = [], [], []
         arr_cache: dict[tuple[int, ...], np.ndarray] = {}
+        per_group = np.bincount(group_of, minlength=ng).astype(float)  # ranks per group
+        # id(candidate tuple) -> (the tuple, kept alive; its ranks if one each; all distinct)
+        fixed_of: dict[int, tuple] = {}
         for t in ctx.workload.tables:
             ocs: list[OptionCosts] = []
             cache: dict[tuple, tuple] = {}
             for o in ctx.options[t.name]:
                 n = len(o.shards)
                 fixed = None
-                if all(c is not None and len(c) == 1 for c in o.candidate_ranks):
-                    fixed = np.fromiter((c[0] for c in o.candidate_ranks), dtype=np.int64, count=n)
+                # options of one table and of many share candidate tuples (the enumerator
+                # builds one per rank list): read each distinct one once
+                got = fixed_of.get(id(o.candidate_ranks))
+                if got is None:
+                    one = all(c is not None and len(c) == 1 for c in o.candidate_ranks)
+                    arr = (np.fromiter((c[0] for c in o.candidate_ranks), dtype=np.int64,
+                                       count=n) if one else None)
+                    every_rank = (arr is not None and n == world
+                                  and len(set(arr.tolist())) == world)
+                    got = fixed_of[id(o.candidate_ranks)] = (o.candidate_ranks, arr, every_rank)
+                if got[1] is not None:
+                    fixed = got[1]
                     cands: Sequence[np.ndarray] = _FixedCandidates(fixed)
                 else:
                     cands = [all_ranks if c is None else _as_array(c, arr_cache)
@@ -274,11 +354,14 @@ class CostTables:
                 else:
                     gpat = tuple(None if c is None else tuple(sorted({int(group_of[r]) for r in c}))
                                  for c in o.candidate_ranks)
-                key = (o.sharding_type, o.placement, o.shards, gpat)
-                arrays = cache.get(key)
+                # host variants (a few shards each) share arrays; hashing thousands of
+                # shards (row-wise on every rank) costs more than it saves
+                key = (o.sharding_type, o.placement, o.shards, gpat) if n <= 64 else None
+                arrays = cache.get(key) if key is not None else None
                 if arrays is None:
                     arrays = _cost_arrays(cm, o, groups, ng, n)
-                    cache[key] = arrays
+                    if key is not None:
+                        cache[key] = arrays
                 lg, hg, dg, ev_l, ev_h, ev_d = arrays
                 tg = scalar_time(lg) if n else np.zeros((0, ng))
                 gk = cm.group_key(o)
@@ -288,31 +371,32 @@ class CostTables:
                     if ki < 0:
                         ki = key_index[gk] = len(keys)
                         keys.append(gk)
-                ev_scalar = scalar_time(ev_l)[group_of]
-                ev_work = ev_l[group_of].sum(0)
+                # sums over ranks of per-group values: weighted by the ranks per group
+                ev_total = float(per_group @ scalar_time(ev_l))
+                ev_work = per_group @ ev_l
                 if fixed is not None:
                     on = tg[np.arange(n), group_of[fixed]]
                     on_l = lg[np.arange(n), group_of[fixed]]
-                    work = float(on.sum() + ev_scalar.sum())
+                    work = float(on.sum() + ev_total)
                     max_shard = float(on.max()) if n else 0.0
                     work_l = on_l.sum(0) + ev_work
                     peak_rows = on_l + ev_l[group_of[fixed]]
                 else:
                     tmin = tg[:, groups].min(axis=1) if n else np.zeros(0)
-                    work = float(tmin.sum() + ev_scalar.sum())
+                    work = float(tmin.sum() + ev_total)
                     max_shard = float(tmin.max()) if n else 0.0
                     work_l = (lg[:, groups].min(axis=1).sum(0) if n else 0.0) + ev_work
                     best = tg[:, groups].argmin(axis=1) if n else np.zeros(0, dtype=int)
                     gsel = np.array(groups)[best]
                     peak_rows = lg[np.arange(n), gsel] + ev_l[gsel]
                 if n:
-                    times = cm.step.compose(cm.step.stage_times(peak_rows))
+                    times = cm.step.compose(stage_max(peak_rows))
                     pk = int(np.argmax(times))
                     peak, peak_l = float(times[pk]), np.asarray(peak_rows[pk], dtype=float)
                 else:
                     peak, peak_l = 0.0, ev_l.min(0)
                 certain = ev_l.min(0).astype(float)
-                if fixed is not None and n == world and len(set(fixed.tolist())) == world:
+                if got[2]:
                     certain = certain + lg[np.arange(n), group_of[fixed]].min(0)  # a shard on every rank
                 g0 = groups[0]
                 ocs.append(OptionCosts(
@@ -321,8 +405,8 @@ class CostTables:
                     group_of=group_of, key=ki, fixed=fixed, work_ms=work, max_shard_ms=max_shard,
                     work_lanes=np.asarray(work_l, dtype=float), peak_ms=peak,
                     peak_lanes=peak_l, certain_lanes=certain,
-                    hbm_bytes=float(hg[:, g0].sum() + ev_h[group_of].sum()),
-                    ddr_bytes=float(dg[:, g0].sum() + ev_d[group_of].sum())))
+                    hbm_bytes=float(hg[:, g0].sum() + per_group @ ev_h),
+                    ddr_bytes=float(dg[:, g0].sum() + per_group @ ev_d)))
             tables.append(t.name)
             options.append(ocs)
             weights.append(min((oc.work_ms for oc in ocs), default=0.0))
@@ -350,7 +434,7 @@ class CostTables:
                    base_ddr=base_ddr, cap_hbm=cap_hbm, cap_ddr=cap_ddr, step=cm.step,
                    keys=keys, key_lanes_g=key_lanes_g, key_hbm_g=key_hbm_g,
                    key_ddr_g=key_ddr_g, key_ranks=key_ranks, key_member_lanes_g=key_member_g,
-                   num_groups=ng,
+                   num_groups=ng, all_ranks=all_ranks,
                    index={n: i for i, n in enumerate(tables)})
 
     def assignment(self, ctx: PlanningContext, choice: list[tuple[int, tuple[int, ...]]]
@@ -406,10 +490,22 @@ def _cost_arrays(cm, o: ShardingOption, groups: list[int], ng: int, n: int) -> t
             c = cm.shard_cost(o, 0, g)
             lg[:, g] = c.perf.as_tuple()
             hg[:, g], dg[:, g] = c.memory.hbm, c.memory.ddr
-        else:
-            for si, c in enumerate(cm.shard_costs(o, g)):
-                lg[si, g] = c.perf.as_tuple()
-                hg[si, g], dg[si, g] = c.memory.hbm, c.memory.ddr
+        elif n:
+            # shards of one shape share one cost object: read each distinct one once (a
+            # row-wise option on 4,096 ranks has 4,096 shards and a handful of shapes)
+            costs = cm.shard_costs(o, g)
+            slot: dict[int, int] = {}
+            distinct = []
+            at = np.empty(n, dtype=np.intp)
+            for si, c in enumerate(costs):
+                j = slot.get(id(c))
+                if j is None:
+                    j = slot[id(c)] = len(distinct)
+                    distinct.append(c)
+                at[si] = j
+            lg[:, g] = np.array([c.perf.as_tuple() for c in distinct])[at]
+            hg[:, g] = np.array([c.memory.hbm for c in distinct])[at]
+            dg[:, g] = np.array([c.memory.ddr for c in distinct])[at]
         e = cm.everywhere_cost(o, g)
         ev_l[g] = e.perf.as_tuple()
         ev_h[g], ev_d[g] = e.memory.hbm, e.memory.ddr
@@ -495,7 +591,7 @@ class LoadState:
 
     @property
     def makespan(self) -> float:
-        return self.ct.step.makespan(self.load)
+        return makespan_of(self.ct.step, self.load)
 
     @property
     def rank_time(self) -> np.ndarray:

@@ -25,13 +25,17 @@ from shardplan.solvers.common import (
     LoadState,
     OptionCosts,
     TableGroups,
+    compose,
     diagnose_infeasible,
     every,
     least_work_lanes,
+    makespan_of,
     scalar_time,
+    stage_max,
 )
 from shardplan.types import (
     Assignment,
+    Composition,
     PlanningContext,
     Solver,
     SolveResult,
@@ -83,6 +87,9 @@ class Placed:
     hbm: np.ndarray
     ddr: np.ndarray
     new_key: bool  # the option's sharding group was not in use before
+    #: the step time of ``load`` plus the ``extra`` lanes placement was given (None: not
+    #: computed, for options whose shards have fixed ranks)
+    ms: float | None = None
 
 
 def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
@@ -121,32 +128,85 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
     view = l2 if extra is None else l2 + extra
     colmax = view.max(0)
     step = ct.step
-    current = step.makespan(view)
+    sync = step.composition is Composition.SYNCHRONIZED
+    current = float(compose(step, stage_max(colmax))) if sync else makespan_of(step, view)
+    g_of = ct.group_of
+    one_group = ct.num_groups == 1
     ranks: list[int] = []
     for si in range(oc.num_shards):
         cand = oc.candidates[si]
-        mh, md = oc.hbm[si][cand], oc.ddr[si][cand]
-        room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
+        if one_group and cand is ct.all_ranks and banned is None:  # no indexing by cand
+            mh, md = oc.hbm_g[si, 0], oc.ddr_g[si, 0]
+            room = (h2 + mh <= cap_h) & (d2 + md <= cap_d)
+            if room.all():
+                rows = view + oc.lanes_g[si, 0]
+                if sync:
+                    t_new = compose(step, stage_max(np.maximum(colmax[None, :], rows)))
+                else:
+                    t_new = np.maximum(current, compose(step, stage_max(rows)))
+                r = best_index(t_new, rows, cand)
+                ranks.append(r)
+                a = oc.lanes_g[si, 0]
+                l2[r] += a
+                if extra is not None:
+                    view[r] += a
+                colmax = np.maximum(colmax, view[r])
+                current = float(t_new[r])
+                h2[r] += mh
+                d2[r] += md
+                continue
+        if one_group:  # one cost row for every rank: scalars and one row broadcast
+            mh, md = oc.hbm_g[si, 0], oc.ddr_g[si, 0]
+            room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
+        else:
+            gs = g_of[cand]
+            mh, md = oc.hbm_g[si, gs], oc.ddr_g[si, gs]
+            room = (h2[cand] + mh <= cap_h[cand]) & (d2[cand] + md <= cap_d[cand])
         if banned is not None:
             room &= ~banned[cand]
-        if not room.any():
+        if room.all():
+            ok = cand
+        elif room.any():
+            ok = cand[room]
+            if not one_group:
+                mh, md = mh[room], md[room]
+        else:
             return None
-        ok = cand[room]
-        add = oc.lanes_g[si, ct.group_of[ok]]
-        t_new = step.makespan_if_added(view, colmax, current, ok, add)
-        busy = scalar_time(view[ok] + add)
-        j = int(np.lexsort((ok, busy, np.round(t_new, 12)))[0])
+        add = oc.lanes_g[si, 0] if one_group else oc.lanes_g[si, g_of[ok]]
+        rows = view[ok] + add
+        if sync:  # StepModel.makespan_if_added, sharing ``rows``
+            t_new = compose(step, stage_max(np.maximum(colmax[None, :], rows)))
+        else:
+            t_new = np.maximum(current, compose(step, stage_max(rows)))
+        j = best_index(t_new, rows, ok)
         r = int(ok[j])
         ranks.append(r)
-        a = add[j]
+        a = add if one_group else add[j]
         l2[r] += a
         if extra is not None:
             view[r] += a
         colmax = np.maximum(colmax, view[r])
         current = float(t_new[j])
-        h2[r] += mh[room][j]
-        d2[r] += md[room][j]
-    return Placed(tuple(ranks), l2, h2, d2, new_key)
+        h2[r] += mh if one_group else mh[j]
+        d2[r] += md if one_group else md[j]
+    return Placed(tuple(ranks), l2, h2, d2, new_key, current)
+
+
+def best_index(t_new: np.ndarray, rows: np.ndarray, ok: np.ndarray) -> int:
+    """The index of the least step time in ``t_new`` (to 12 decimals), ties to the least busy
+    row of ``rows`` (:func:`scalar_time`), then the lowest rank in ``ok``: the first of
+    ``np.lexsort((ok, busy, round(t_new, 12)))``, with the busy times of the ties only."""
+    j = int(np.argmin(t_new))
+    if np.count_nonzero(t_new <= t_new[j] + 1e-11) == 1:  # no value rounds to the same
+        return j
+    tr = np.round(t_new, 12)
+    tie = np.flatnonzero(tr == tr.min())
+    if len(tie) > 1:
+        busy = scalar_time(rows[tie])
+        tie = tie[busy == busy.min()]
+        if len(tie) > 1:
+            return int(tie[np.argmin(ok[tie])])
+    return int(tie[0])
 
 
 def commit(st: LoadState, oc: OptionCosts, placed: Placed) -> None:
@@ -217,7 +277,8 @@ def greedy_choice(ct: CostTables, groups: TableGroups, *, k: int = DEFAULT_SHORT
                     continue
                 # below the target step time only total work counts; step times equal to
                 # float noise count as equal (else summation order picks the host)
-                key = (tie_round(max(step.makespan(res.load + extra), target)),
+                ms = res.ms if res.ms is not None else makespan_of(step, res.load + extra)
+                key = (tie_round(max(ms, target)),
                        tie_round(float(scalar_time(res.load).sum())), oi)
                 if best is None or key < best[0]:
                     best = (key, oi, res)

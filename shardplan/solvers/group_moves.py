@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shardplan.solvers.common import CostTables, LoadState, TableGroups, scalar_time
+from shardplan.solvers.common import (
+    CostTables,
+    LoadState,
+    TableGroups,
+    makespan_of,
+    scalar_time,
+)
 from shardplan.solvers.greedy import commit, place_option, shortlist, tie_round
 from shardplan.types import ShardingType
 
@@ -102,7 +108,8 @@ def apply_group_move(ct: CostTables, groups: TableGroups, choice: list, st: Load
             res = place_option(s2, ocs[oi], mask)
             if res is None:
                 continue
-            key = (tie_round(max(step.makespan(res.load), target)),
+            ms = res.ms if res.ms is not None else makespan_of(step, res.load)
+            key = (tie_round(max(ms, target)),
                    tie_round(float(scalar_time(res.load).sum())), oi)
             if best is None or key < best[0]:
                 best = (key, oi, res)

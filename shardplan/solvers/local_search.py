@@ -32,8 +32,10 @@ from shardplan.solvers.common import (
     CostTables,
     LoadState,
     TableGroups,
+    compose,
     diagnose_infeasible,
     scalar_time,
+    stage_max,
 )
 from shardplan.solvers.greedy import (
     DEFAULT_SHORTLIST,
@@ -62,6 +64,8 @@ MIN_GAIN = 1e-6
 SWAP_RANKS = 8
 #: Largest shards of a critical rank a move or swap tries.
 SWAP_SHARDS = 16
+#: Tables of a critical rank a re-option step tries (half the heaviest, half the lightest).
+REOPTION_TABLES = 24
 #: Critical ranks tried per round.
 CRITICAL_RANKS = 4
 #: Group moves are tried by default on instances up to this many tables x ranks.
@@ -84,35 +88,39 @@ class SearchStats:
 
 def _active_lanes(ct: CostTables, colmax: np.ndarray) -> list[int]:
     """Lanes whose maximum sets a stage time that counts in the step time."""
-    step = ct.step
-    stage_max = [colmax[list(ix)].max() for ix in STAGE_LANE_INDEX]
+    cm = colmax.tolist()  # plain floats: this runs once per candidate step
+    stage_max = [max(cm[l] for l in ix) for ix in STAGE_LANE_INDEX]
     stages = range(len(STAGE_LANE_INDEX))
-    if step.pipelined and step.overlap == 1.0:  # else every stage counts (StepModel.compose)
+    if ct.step.pipelined and ct.step.overlap == 1.0:  # else every stage counts (compose)
         rest = sum(stage_max[1:])
         stages = [0] if stage_max[0] >= rest else range(1, len(STAGE_LANE_INDEX))
     out = []
     for si in stages:
-        ix = STAGE_LANE_INDEX[si]
         m = stage_max[si]
-        out += [l for l in ix if colmax[l] >= m * (1 - REL_EPS) and m > 0]
+        if m > 0:
+            out += [l for l in STAGE_LANE_INDEX[si] if cm[l] >= m * (1 - REL_EPS)]
     return out
 
 
 def _score(ct: CostTables, load: np.ndarray) -> tuple[float, int]:
     """(step time, critical cells): what a step must lower."""
-    t = ct.step.makespan(load)
-    if ct.step.composition is Composition.PER_RANK:
-        rt = ct.step.compose(ct.step.stage_times(load))
+    step = ct.step
+    if step.composition is Composition.PER_RANK:
+        rt = compose(step, stage_max(load))
+        t = float(rt.max())
         return t, int((rt >= t * (1 - REL_EPS)).sum())
     colmax = load.max(0)
+    t = float(compose(step, stage_max(colmax)))
     lanes = _active_lanes(ct, colmax)
-    return t, int(sum((load[:, l] >= colmax[l] * (1 - REL_EPS)).sum() for l in lanes))
+    if not lanes:
+        return t, 0
+    return t, int((load[:, lanes] >= colmax[lanes] * (1 - REL_EPS)).sum())
 
 
 def _critical_ranks(ct: CostTables, load: np.ndarray) -> list[int]:
     step = ct.step
     if step.composition is Composition.PER_RANK:
-        rt = step.compose(step.stage_times(load))
+        rt = compose(step, stage_max(load))
         return [int(r) for r in np.argsort(-rt, kind="stable")[:CRITICAL_RANKS]]
     colmax = load.max(0)
     out: list[int] = []
@@ -138,19 +146,31 @@ def moved_makespans(ct: CostTables, load: np.ndarray, r_from: int, a: np.ndarray
     row_from = load[r_from] - a
     rows_to = load[r_to] + b
     if step.composition is Composition.PER_RANK:
-        rt = step.compose(step.stage_times(load))
+        rt = compose(step, stage_max(load))
         order = np.argsort(-rt, kind="stable")[:3]
         others = np.full(len(r_to), 0.0)
         for i, r2 in enumerate(r_to.tolist()):
             others[i] = next((rt[q] for q in order if q != r_from and q != r2), 0.0)
         return np.maximum.reduce([others, np.full(len(r_to), step.rank_time_lanes(row_from)),
-                                  step.compose(step.stage_times(rows_to))])
+                                  compose(step, stage_max(rows_to))])
     masked = load.copy()
     masked[r_from] = -np.inf
     top = np.partition(masked, -1, axis=0)[-1] if len(load) > 1 else np.full(load.shape[1], -np.inf)
     base = np.maximum(top, row_from)
     # a destination that was a lane's maximum is covered: its new row is at least its old one
-    return step.compose(step.stage_times(np.maximum(base[None, :], rows_to)))
+    return compose(step, stage_max(np.maximum(base[None, :], rows_to)))
+
+
+def _per_rank_swap(ct: CostTables, load: np.ndarray, r1: int, r2: int, rows1: np.ndarray,
+                   rows2: np.ndarray) -> np.ndarray:
+    """Per-rank step times if rows ``r1`` and ``r2`` of ``load`` became ``rows1[i]`` and
+    ``rows2[i]`` (each alternative on its own)."""
+    step = ct.step
+    rt = compose(step, stage_max(load))
+    rt[[r1, r2]] = -np.inf
+    rest = float(rt.max()) if len(rt) > 2 else -np.inf
+    return np.maximum(rest, np.maximum(compose(step, stage_max(rows1)),
+                                       compose(step, stage_max(rows2))))
 
 
 def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: float,
@@ -245,40 +265,81 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
         return False
 
     def try_swap(rstar: int, score: tuple[float, int]) -> bool:
+        # every pair (a shard of rstar, a shard of r2) is costed at once per shard of rstar:
+        # only rows rstar and r2 change, so the step time is the other rows' lane maxima with
+        # the two new rows; the first pair (in the order below) that lowers the score wins
         busy = scalar_time(st.load)
         low = [int(r) for r in np.argsort(busy, kind="stable")[:SWAP_RANKS + 1] if r != rstar]
         big = sorted((x for x in on[rstar] if movable(x[0])),
                      key=lambda x: (-float(scalar_time(lanes_of(x[0], x[1], rstar))), x))
+        g_star = g_of[rstar]
         for r2 in low[:SWAP_RANKS]:
-            others = sorted(x for x in on[r2] if movable(x[0]))
+            others = [x for x in sorted(on[r2]) if movable(x[0])]
+            if not others:
+                continue
+            ok_j = np.array([rstar in ct.options[tj][choice[tj][0]].candidates[sj]
+                             and rstar not in banned_for(tj) for tj, sj in others])
+            if not ok_j.any():
+                continue
+            tab_j = np.array([tj for tj, _ in others])
+            g2 = g_of[r2]
+            ocs_j = [ct.options[tj][choice[tj][0]] for tj, _ in others]
+            b_star = np.array([oc.lanes_g[sj, g_star] for oc, (_, sj) in zip(ocs_j, others)])
+            b_2 = np.array([oc.lanes_g[sj, g2] for oc, (_, sj) in zip(ocs_j, others)])
+            mem_star = np.array([(oc.hbm_g[sj, g_star], oc.ddr_g[sj, g_star])
+                                 for oc, (_, sj) in zip(ocs_j, others)])
+            mem_2 = np.array([(oc.hbm_g[sj, g2], oc.ddr_g[sj, g2])
+                              for oc, (_, sj) in zip(ocs_j, others)])
+            masked = st.load.copy()
+            masked[[rstar, r2]] = -np.inf
+            top = masked.max(0)
             for ti, si in big[:SWAP_SHARDS]:
                 oc = ct.options[ti][choice[ti][0]]
                 if r2 not in oc.candidates[si] or r2 in banned_for(ti):
                     continue
-                for tj, sj in others:
-                    if tj == ti:
-                        continue
-                    oj = ct.options[tj][choice[tj][0]]
-                    if rstar not in oj.candidates[sj] or rstar in banned_for(tj):
-                        continue
-                    stats.evaluations += 1
+                valid = ok_j & (tab_j != ti)
+                if not valid.any():
+                    continue
+                row_star = (st.load[rstar] - oc.lanes_g[si, g_star])[None, :] + b_star
+                row_2 = (st.load[r2] + oc.lanes_g[si, g2])[None, :] - b_2
+                if ct.step.composition is Composition.PER_RANK:
+                    t_new = _per_rank_swap(ct, st.load, rstar, r2, row_star, row_2)
+                else:
+                    t_new = compose(ct.step, stage_max(
+                        np.maximum(np.maximum(top[None, :], row_star), row_2)))
+                h_star = (st.hbm[rstar] - oc.hbm_g[si, g_star]) + mem_star[:, 0]
+                d_star = (st.ddr[rstar] - oc.ddr_g[si, g_star]) + mem_star[:, 1]
+                h_2 = (st.hbm[r2] + oc.hbm_g[si, g2]) - mem_2[:, 0]
+                d_2 = (st.ddr[r2] + oc.ddr_g[si, g2]) - mem_2[:, 1]
+                fits = ((h_star <= ct.cap_hbm[rstar]) & (d_star <= ct.cap_ddr[rstar])
+                        & (h_2 <= ct.cap_hbm[r2]) & (d_2 <= ct.cap_ddr[r2]))
+                hopeful = valid & fits & (t_new <= score[0] * (1 + REL_EPS))
+                for j in np.flatnonzero(hopeful).tolist():
+                    tj, sj = others[j]
+                    if t_new[j] >= score[0] * (1 - MIN_GAIN):  # equal: count critical cells
+                        trial = st.load.copy()
+                        trial[rstar], trial[r2] = row_star[j], row_2[j]
+                        if not _better(_score(ct, trial), score):
+                            continue
+                    stats.evaluations += int(valid[:j + 1].sum())
                     shift(ti, si, rstar, r2)
                     shift(tj, sj, r2, rstar)
-                    fits = (st.hbm[[rstar, r2]] <= ct.cap_hbm[[rstar, r2]]).all() and \
-                        (st.ddr[[rstar, r2]] <= ct.cap_ddr[[rstar, r2]]).all()
-                    if fits and _better(_score(ct, st.load), score):
-                        set_rank(ti, si, rstar, r2)
-                        set_rank(tj, sj, r2, rstar)
-                        stats.swaps += 1
-                        return True
-                    shift(tj, sj, rstar, r2)
-                    shift(ti, si, r2, rstar)
+                    set_rank(ti, si, rstar, r2)
+                    set_rank(tj, sj, r2, rstar)
+                    stats.swaps += 1
+                    return True
+                stats.evaluations += int(valid.sum())
         return False
 
     def try_reoption(rstar: int, score: tuple[float, int]) -> bool:
         nonlocal st
+        # heaviest first; past REOPTION_TABLES, the heaviest and the lightest half of that
+        # each (the light ones are the fine steps that balance ranks)
         tabs = sorted({ti for ti, _ in on[rstar] if ti not in groups.coloc_of},
                       key=lambda ti: (-ct.table_weight[ti], ti))
+        if len(tabs) > REOPTION_TABLES:
+            half = REOPTION_TABLES // 2
+            tabs = tabs[:half] + tabs[len(tabs) - (REOPTION_TABLES - half):]
         for ti in tabs:
             oi0, rs0 = choice[ti]
             oc0 = ct.options[ti][oi0]
