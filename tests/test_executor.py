@@ -104,11 +104,14 @@ def test_layout_places_every_shard_once(name):
                 p.table(s.table).sharding_type, OutputKind.COLUMNS)
 
 
+@pytest.mark.parametrize("spill", [0, 3])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_input_routing_sends_each_id_to_its_block(name):
+def test_input_routing_sends_each_id_to_its_block(name, spill):
     """The vectorised input dist (one searchsorted per group) sends exactly what a slot-by-slot
     filter sends: per destination rank and slot, the ids in its rows (made local), in sample
-    order, and their per-sample counts."""
+    order, and their per-sample counts. With ``spill``, ids up to 3 outside their table (below
+    0 or past its last row) are in the batch: a row-block group drops them; none lands in the
+    next column slice's blocks."""
     import torch
 
     from shardplan.executor.group_dists import GroupDists, _route
@@ -120,13 +123,15 @@ def test_input_routing_sends_each_id_to_its_block(name):
     local = []
     for t in p.workload.tables:
         lengths = torch.randint(0, 5, (B,), generator=gen)
-        local.append((lengths, torch.randint(0, t.num_embeddings, (int(lengths.sum()),),
-                                             generator=gen)))
+        local.append((lengths, torch.randint(-spill, t.num_embeddings + spill,
+                                             (int(lengths.sum()),), generator=gen)))
     dists = GroupDists()
     dists.layout = lay
     for key in lay.groups:
         route = _route(lay, key)
         if route.whole_tables is not None:
+            if spill:  # whole tables go as the batch has them (bounds are the kernel's)
+                continue
             got = dists._whole_tables(route.whole_tables, local)
         else:
             got = dists._bucketized(route, local)

@@ -437,9 +437,10 @@ def calibrate(out: str | Path, topology: Topology, *, grid: CalibrationGrid = CP
         notes.append(f"{plans} random plans of {workload.name} (seed {plan_seed}), serial and "
                      f"pipelined, median of {plan_rounds} interleaved rounds of {plan_steps} "
                      "steps, virtual clock")
-    # gloo (the executor's CPU backend) has no reduce-scatter: it runs as an all-to-all plus a
-    # local sum (collectives._reduce_scatter), so both kinds get one efficiency and latency
-    tie = GLOO_TIE if plans and device == "cpu" else None
+    # the plans run on local gloo processes (launch.run_local), whatever ``device`` the lookups
+    # use; gloo has no reduce-scatter: it runs as an all-to-all plus a local sum
+    # (collectives._reduce_scatter), so both kinds get one efficiency and latency
+    tie = GLOO_TIE if plans else None
     rep = fit_plans(measured, tie=tie)
     if tie:
         notes.append("gloo: reduce_scatter (and all-gather) fitted as all_to_all (gloo has no "

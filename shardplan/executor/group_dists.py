@@ -34,7 +34,8 @@ class _Route:
     row-wise input dist (a constant number of tensor ops per group, not per slot).
     """
 
-    bases: tuple[tuple[int, int], ...]  # (table index, first global row) per column slice
+    #: (table index, first global row, rows) per column slice
+    bases: tuple[tuple[int, int, int], ...]
     starts: torch.Tensor  # [blocks] global first row of each block, ascending
     ends: torch.Tensor  # [blocks] global end row (exclusive)
     position: torch.Tensor  # [blocks] the block's slot in the send order
@@ -61,12 +62,13 @@ def _route(lay: Layout, key: GroupKey) -> _Route:
         len_splits.append(len(dest) * lay.batch_per_rank)
     bases, starts, ends, position, base = [], [], [], [], 0
     for (ti, _col), bl in sorted(blocks.items()):
-        bases.append((ti, base))
+        rows = max(lo + n for lo, n, _ in bl)
+        bases.append((ti, base, rows))
         for lo, n, p in sorted(bl):
             starts.append(base + lo)
             ends.append(base + lo + n)
             position.append(p)
-        base += max(lo + n for lo, n, _ in bl)
+        base += rows
     return _Route(bases=tuple(bases), starts=torch.tensor(starts, dtype=torch.int64),
                   ends=torch.tensor(ends, dtype=torch.int64),
                   position=torch.tensor(position, dtype=torch.int64), slots=pos,
@@ -117,12 +119,16 @@ class GroupDists:
         # a slot in sample order
         samples: dict[int, torch.Tensor] = {}
         gids, segs = [], []
-        for ti, base in route.bases:
+        for ti, base, rows in route.bases:
             lengths, ids = local[ti]
             if ti not in samples:
                 samples[ti] = torch.repeat_interleave(torch.arange(B), lengths)
+            seg = samples[ti]
+            valid = (ids >= 0) & (ids < rows)
+            if not bool(valid.all()):  # an id outside its table would land in the next slice
+                ids, seg = ids[valid], seg[valid]
             gids.append(ids + base)
-            segs.append(samples[ti])
+            segs.append(seg)
         gid, seg = torch.cat(gids), torch.cat(segs)
         block = torch.searchsorted(route.starts, gid, right=True) - 1
         inside = (block >= 0) & (gid < route.ends[block.clamp(min=0)])
