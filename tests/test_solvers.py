@@ -183,6 +183,37 @@ def test_ilp_details_and_bound(dozen):
         assert res.lower_bound_ms <= d["makespan_ms"] * (1 + TOL)
 
 
+def test_ilp_work_limit_gives_the_same_plan_on_a_slow_machine(dcnv2, monkeypatch):
+    """With ``max_checks``, HiGHS stops at the same limit check, and so at the same incumbent,
+    however long each piece of its work takes: the "slow machine" sleeps in every check."""
+    import time as _time
+
+    from shardplan.estimators import default_cost_model
+
+    from shardplan.enumerators import enumerate_options
+    from shardplan.solvers import ilp
+    from shardplan.types import MipStatus, PlanningContext
+
+    topo, work = dcnv2
+    ctx = PlanningContext(workload=work, topology=topo, cost_model=default_cost_model(work, topo),
+                          options=enumerate_options(work, topo), time_limit_s=120.0)
+
+    def run():
+        res = ilp.ILPSolver(max_checks=6, max_nodes=10, gap=0.0).solve(ctx)
+        return res.assignment, res.details
+
+    fast, d_fast = run()
+    count = ilp._WarmHiGHS._count_check
+    monkeypatch.setattr(ilp._WarmHiGHS, "_count_check",
+                        lambda self, event: (_time.sleep(0.3), count(self, event)))
+    slow, d_slow = run()
+    assert d_fast["mip_status"] == d_slow["mip_status"] == MipStatus.WORK_LIMIT
+    assert d_fast["mip_checks"] == d_slow["mip_checks"] == 6
+    assert d_slow["mip_wall_s"] > d_fast["mip_wall_s"] + 1.0
+    assert slow == fast
+    assert d_slow["objective_ms"] == d_fast["objective_ms"]
+
+
 def test_ilp_cbc_backend(cpu4):
     from shardplan.solvers.ilp import ILPSolver
     p = plan(make_workload(6, batch_size=64), cpu4, solver=ILPSolver(backend="cbc"),

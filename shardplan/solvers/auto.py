@@ -15,8 +15,9 @@ the best plan any of them found, so it is never worse than greedy or any baselin
    tables x ranks, decides what HiGHS can do) and the best plan is more than
    ``min_gain`` above the lower bound too (the cheap bounds and the option-mix LP, computed
    once and shared with the planner's bound); it stops at ``gap``, after ``ilp_max_nodes``
-   nodes (the work limit), or after ``ilp_share`` of the budget (at most ``ilp_max_s``, at
-   least ``ilp_min_s``: a safety net, reported in the details as ``mip_status: time_limit``).
+   nodes or ``ilp_max_checks`` of HiGHS's limit checks (the work limits), or after
+   ``ilp_share`` of the budget (at most ``ilp_max_s``, at least ``ilp_min_s``: a safety net,
+   reported in the details as ``mip_status: time_limit``).
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ class AutoSolver(Solver):
             DCNv2 on 2 x 8 H100 (about 6,000 variables) reaches its best plan at the root
             node in seconds; 16 heavy tables on 128 ranks (about 20,000 variables) too.
         ilp_share: share of the time budget the ILP may use.
-        ilp_max_s: and at most this many seconds: a safety net. The ILP's real limit is
-            ``ilp_max_nodes``, a work limit, so the plan is the same on a fast or a slow machine
-            (a time limit would cut HiGHS's root heuristics at a machine-dependent point);
-            only when this safety net trips may the plan vary.
+        ilp_max_s: and at most this many seconds: a safety net. The ILP's real limits are
+            ``ilp_max_nodes`` and ``ilp_max_checks``, work limits, so the plan is the same on a
+            fast or a slow machine (a time limit would cut HiGHS's root heuristics at a
+            machine-dependent point); only when this safety net trips may the plan vary.
         ilp_max_nodes: branch-and-bound nodes the ILP may explore.
+        ilp_max_checks: HiGHS limit checks the ILP may pass (``solvers.ilp._WarmHiGHS``): the
+            work limit of the root node's cuts and heuristics, where DCNv2-sized models spend
+            their time.
         ilp_min_s: the ILP's safety-net time limit is at least this.
         gap: the ILP's stopping gap.
         max_evals: local search's work limit (candidate evaluations) per run.
@@ -68,13 +72,14 @@ class AutoSolver(Solver):
     name = "auto"
 
     def __init__(self, ilp_max_vars: int = 40_000, ilp_max_rows: int = 40_000,
-                 ilp_share: float = 0.5, ilp_max_s: float = 10.0, ilp_min_s: float = 2.0,
-                 gap: float = 0.01, ilp_max_nodes: int = 10,
+                 ilp_share: float = 0.5, ilp_max_s: float = 30.0, ilp_min_s: float = 2.0,
+                 gap: float = 0.01, ilp_max_nodes: int = 10, ilp_max_checks: int = 30,
                  max_evals: int = DEFAULT_MAX_EVALS,
                  portfolio_max_cells: int = 200_000, min_gain: float = 0.05) -> None:
         self.min_gain = min_gain
         self.portfolio_max_cells = portfolio_max_cells
         self.ilp_max_nodes = ilp_max_nodes
+        self.ilp_max_checks = ilp_max_checks
         self.ilp_max_s = ilp_max_s
         self.ilp_max_vars = ilp_max_vars
         self.ilp_max_rows = ilp_max_rows
@@ -137,7 +142,8 @@ class AutoSolver(Solver):
                                       "stopped_by": stats.stopped_by}
         lb = None
         status = SolveStatus.FEASIBLE
-        ilp = ILPSolver(gap=self.gap, max_nodes=self.ilp_max_nodes)
+        ilp = ILPSolver(gap=self.gap, max_nodes=self.ilp_max_nodes,
+                        max_checks=self.ilp_max_checks)
         kept = ilp_options(ct, ilp.max_options, best[2])
         size, rows = model_size(ct, kept), model_rows(ct, kept)
         details["ilp_vars_estimate"] = size
@@ -172,4 +178,5 @@ class AutoSolver(Solver):
                 "max_evals": self.max_evals, "portfolio_max_cells": self.portfolio_max_cells,
                 "ilp_share": self.ilp_share, "ilp_max_s": self.ilp_max_s,
                 "ilp_min_s": self.ilp_min_s, "gap": self.gap, "ilp_max_nodes": self.ilp_max_nodes,
+                "ilp_max_checks": self.ilp_max_checks,
                 "min_gain": self.min_gain}

@@ -368,11 +368,33 @@ def decode(model: Model, ct: CostTables) -> Choice:
 
 
 class _WarmHiGHS(pulp.HiGHS):
-    """PuLP's HiGHS interface, plus a MIP start from the variables' initial values."""
+    """PuLP's HiGHS interface, plus a MIP start from the variables' initial values, and a work
+    limit: ``max_checks`` of HiGHS's MIP interrupt checks.
+
+    HiGHS checks its limits (and calls the MIP interrupt callback) at fixed points of its work:
+    root separation rounds, heuristics, nodes. Its iteration counts are not reported there, and
+    most of a large model's work is root cuts and heuristics, which ``mip_max_nodes`` does not
+    bound; so the count of checks is the work limit: a run with the same options stops at the
+    same check, and so at the same incumbent, on a fast or a slow machine (the time limit stays
+    as a safety net).
+    """
+
+    def __init__(self, *args, max_checks: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_checks = max_checks
+        self.checks = 0
+
+    def _count_check(self, event) -> None:
+        self.checks += 1
+        if self.max_checks is not None and self.checks >= self.max_checks:
+            event.data_in.user_interrupt = True
 
     def callSolver(self, lp):  # noqa: N802 (PuLP's name)
         import highspy
 
+        self.checks = 0
+        if self.max_checks is not None and self.mip:
+            lp.solverModel.cbMipInterrupt.subscribe(self._count_check)
         vs = lp.variables()
         if any(v.varValue is not None for v in vs):
             sol = highspy.HighsSolution()
@@ -411,14 +433,16 @@ class MipOutcome:
     num_constraints: int
     wall_s: float
     nodes: int | None = None
+    checks: int | None = None  # HiGHS's limit checks (with ``max_checks``)
 
 
 def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: float,
                 threads: int, gap: float, warm: Choice | None, relax: bool = False,
-                max_nodes: int | None = None) -> MipOutcome:
+                max_nodes: int | None = None, max_checks: int | None = None) -> MipOutcome:
     """Run ``backend`` (``highs`` or ``cbc``) on the model. ``max_nodes`` caps HiGHS's
-    branch-and-bound nodes: a work limit, so the result does not depend on the machine's
-    speed the way a time limit does (the time limit stays as a safety net)."""
+    branch-and-bound nodes and ``max_checks`` its limit checks (root rounds and heuristics
+    included; see :class:`_WarmHiGHS`): work limits, so the result does not depend on the
+    machine's speed the way a time limit does (the time limit stays as a safety net)."""
     start = time.perf_counter()
     if warm is not None and not relax:
         set_start(model, ct, warm)
@@ -426,7 +450,7 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
         silence_highs_banner()
         extra = {} if max_nodes is None or relax else {"mip_max_nodes": int(max_nodes)}
         solver = _WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.1), threads=threads,
-                            gapRel=gap, mip=not relax, **extra)
+                            gapRel=gap, mip=not relax, max_checks=max_checks, **extra)
     elif backend == "cbc":
         with warnings.catch_warnings():  # PuLP 3.x: bundled CBC "deprecated in 4.0"; still ships
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -460,6 +484,7 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
         status = {highspy.HighsModelStatus.kOptimal: MipStatus.OPTIMAL,
                   highspy.HighsModelStatus.kTimeLimit: MipStatus.TIME_LIMIT,
                   highspy.HighsModelStatus.kSolutionLimit: MipStatus.NODE_LIMIT,
+                  highspy.HighsModelStatus.kInterrupt: MipStatus.WORK_LIMIT,
                   highspy.HighsModelStatus.kInfeasible: MipStatus.INFEASIBLE}.get(
                       ms, MipStatus.OTHER)
     elif sol_status == pulp.LpSolutionOptimal:
@@ -475,7 +500,8 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     choice = decode(model, ct) if has_solution and not relax else None
     return MipOutcome(status=status, objective=objective, best_bound=best_bound, gap=g,
                       backend=backend, choice=choice, num_vars=model.num_vars,
-                      num_constraints=model.prob.numConstraints(), wall_s=wall, nodes=nodes)
+                      num_constraints=model.prob.numConstraints(), wall_s=wall, nodes=nodes,
+                      checks=solver.checks if isinstance(solver, _WarmHiGHS) else None)
 
 
 def ilp_options(ct: CostTables, max_options: int | None, warm: Choice | None) -> list[list[int]]:
@@ -505,13 +531,17 @@ class ILPSolver(Solver):
         fallback: try CBC when HiGHS is not installed.
         max_nodes: stop HiGHS after this many branch-and-bound nodes (a work limit: the same
             input then gives the same plan on any machine, unless the time limit trips first).
+        max_checks: stop HiGHS after this many of its limit checks (a work limit that also
+            bounds the root node's cuts and heuristics; see :class:`_WarmHiGHS`).
     """
 
     name = "ilp"
 
     def __init__(self, backend: str = "highs", gap: float = 0.005, max_options: int | None = 10,
-                 fallback: bool = True, max_nodes: int | None = None) -> None:
+                 fallback: bool = True, max_nodes: int | None = None,
+                 max_checks: int | None = None) -> None:
         self.max_nodes = max_nodes
+        self.max_checks = max_checks
         self.backend = backend
         self.gap = gap
         self.max_options = max_options
@@ -538,7 +568,8 @@ class ILPSolver(Solver):
             backend = "cbc"
         left = max(limit - (time.perf_counter() - start), 1.0)
         out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
-                          gap=self.gap, warm=warm, max_nodes=self.max_nodes)
+                          gap=self.gap, warm=warm, max_nodes=self.max_nodes,
+                          max_checks=self.max_checks)
         if out.status is MipStatus.INFEASIBLE and restricted:
             # the shortlist of options may be what is infeasible, not the problem: try them all
             allowed = [list(range(len(o))) for o in ct.options]
@@ -546,7 +577,8 @@ class ILPSolver(Solver):
             restricted = False
             left = max(limit - (time.perf_counter() - start), 1.0)
             out = solve_model(model, ct, backend=backend, time_limit_s=left, threads=ctx.threads,
-                              gap=self.gap, warm=warm, max_nodes=self.max_nodes)
+                              gap=self.gap, warm=warm, max_nodes=self.max_nodes,
+                              max_checks=self.max_checks)
         if out.status is MipStatus.INFEASIBLE:
             raise diagnose_infeasible(ctx, [], ct)
         choice = out.choice
@@ -564,7 +596,7 @@ class ILPSolver(Solver):
                    "gap": out.gap, "makespan_ms": st.makespan, "warm_start_ms": warm_ms,
                    "variables": out.num_vars, "constraints": out.num_constraints,
                    "restricted": restricted, "mip_wall_s": round(out.wall_s, 3),
-                   "mip_nodes": out.nodes}
+                   "mip_nodes": out.nodes, "mip_checks": out.checks}
         status = (SolveStatus.OPTIMAL if out.status is MipStatus.OPTIMAL and not restricted
                   else SolveStatus.FEASIBLE)
         lb = out.best_bound if (out.best_bound is not None and not restricted) else None
@@ -573,4 +605,4 @@ class ILPSolver(Solver):
 
     def options(self) -> dict[str, object]:
         return {"backend": self.backend, "gap": self.gap, "max_options": self.max_options,
-                "max_nodes": self.max_nodes}
+                "max_nodes": self.max_nodes, "max_checks": self.max_checks}

@@ -189,6 +189,7 @@ class MipStatus(StrEnum):
     OPTIMAL = "optimal"
     TIME_LIMIT = "time_limit"
     NODE_LIMIT = "node_limit"
+    WORK_LIMIT = "work_limit"  # HiGHS's limit checks (``solvers.ilp._WarmHiGHS``)
     INFEASIBLE = "infeasible"
     NO_SOLUTION = "no_solution"
     OTHER = "other"
