@@ -13,6 +13,7 @@ tables on 1,024 ranks; it is the start point of local search and the ILP's warm 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,12 +95,15 @@ class Placed:
 
 def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
                  caps: tuple[np.ndarray, np.ndarray] | None = None,
-                 extra: np.ndarray | None = None) -> Placed | None:
+                 extra: np.ndarray | None = None,
+                 stop_above: float | None = None) -> Placed | None:
     """Place ``oc``'s shards on top of ``st`` (not modified), each on the candidate rank with
     room where the step time (of the load plus ``extra`` lanes, e.g. the everywhere-costs still
     to come) grows least, ties to the least busy rank. ``banned`` is a boolean mask of ranks
     the table may not use (separation); ``caps`` the (HBM, DDR) capacities to fill up to, if
-    not the ranks' own. Returns None if it does not fit."""
+    not the ranks' own. Returns None if it does not fit, or (with ``stop_above``) as soon as
+    the step time exceeds ``stop_above``: each further shard only adds load, and the step
+    time is non-decreasing in every lane, so the placement would end above it too."""
     ct = st.ct
     cap_h, cap_d = caps if caps is not None else (ct.cap_hbm, ct.cap_ddr)
     l2 = st.load + every(oc.every_lanes_g, oc.group_of)
@@ -130,6 +134,10 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
     step = ct.step
     sync = step.composition is Composition.SYNCHRONIZED
     current = float(compose(step, stage_max(colmax))) if sync else makespan_of(step, view)
+    if stop_above is None:
+        stop_above = math.inf
+    elif current > stop_above:
+        return None
     g_of = ct.group_of
     one_group = ct.num_groups == 1
     ranks: list[int] = []
@@ -152,6 +160,8 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
                     view[r] += a
                 colmax = np.maximum(colmax, view[r])
                 current = float(t_new[r])
+                if current > stop_above:
+                    return None
                 h2[r] += mh
                 d2[r] += md
                 continue
@@ -187,6 +197,8 @@ def place_option(st: LoadState, oc: OptionCosts, banned: np.ndarray | None,
             view[r] += a
         colmax = np.maximum(colmax, view[r])
         current = float(t_new[j])
+        if current > stop_above:
+            return None
         h2[r] += mh if one_group else mh[j]
         d2[r] += md if one_group else md[j]
     return Placed(tuple(ranks), l2, h2, d2, new_key, current)

@@ -77,12 +77,18 @@ def candidate_moves(ct: CostTables, groups: TableGroups, choice: list) -> list[G
 
 
 def apply_group_move(ct: CostTables, groups: TableGroups, choice: list, st: LoadState,
-                     move: GroupMove, *, budget: float, target: float
-                     ) -> tuple[list, LoadState, int] | None:
+                     move: GroupMove, *, budget: float, target: float,
+                     stop_above: float | None = None
+                     ) -> tuple[list | None, LoadState | None, int] | None:
     """``move`` on a copy of (``choice``, ``st``): (new choice, new state, placements tried),
     or None if some table fits nowhere. Each table of the group, heaviest first, takes the
     option of type ``move.to`` (among its ``GROUP_SHORTLIST`` best by estimated cost) whose
-    placement gives the least ``(max(step time, target), total work)``."""
+    placement gives the least ``(max(step time, target), total work)``.
+
+    ``stop_above``: give up, as ``(None, None, placements tried)``, once the step time of the
+    tables put back so far exceeds it: putting the others back only adds load (every lane
+    cost is non-negative and the step time is non-decreasing in each lane), so the move
+    would end above it too."""
     new = list(choice)
     pending = set(move.tables)  # taken out, not yet put back
     s2 = st.copy()
@@ -115,7 +121,11 @@ def apply_group_move(ct: CostTables, groups: TableGroups, choice: list, st: Load
                 best = (key, oi, res)
         if best is None:
             return None
-        _, oi, res = best
+        key, oi, res = best
+        if stop_above is not None and key[0] > stop_above:  # max(step, target) > step
+            ms = res.ms if res.ms is not None else makespan_of(step, res.load)
+            if ms > stop_above:
+                return None, None, tried
         commit(s2, ocs[oi], res)
         new[ti] = (oi, res.ranks)
         pending.discard(ti)

@@ -340,6 +340,7 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
         if len(tabs) > REOPTION_TABLES:
             half = REOPTION_TABLES // 2
             tabs = tabs[:half] + tabs[len(tabs) - (REOPTION_TABLES - half):]
+        stop = score[0] * (1 + 2 * REL_EPS)  # past it, a placement is not _better
         for ti in tabs:
             oi0, rs0 = choice[ti]
             oc0 = ct.options[ti][oi0]
@@ -352,7 +353,7 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
             best = None
             for oi in _reoption_candidates(ct, ti, oi0, budget, k):
                 stats.evaluations += 1
-                res = place_option(st, ct.options[ti][oi], mask)
+                res = place_option(st, ct.options[ti][oi], mask, stop_above=stop)
                 if res is None:
                     continue
                 new = _score(ct, res.load)
@@ -377,13 +378,15 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
         for mv in candidate_moves(ct, groups, choice):
             if stats.evaluations >= max_evals:
                 return False
-            out = apply_group_move(ct, groups, choice, st, mv, budget=budget, target=score[0])
+            # a move that ends above the step time (beyond the tie tolerance) is not taken
+            out = apply_group_move(ct, groups, choice, st, mv, budget=budget, target=score[0],
+                                   stop_above=score[0] * (1 + 2 * REL_EPS))
             if out is None:
                 stats.evaluations += len(mv.tables)
                 continue
             new_choice, new_st, tried = out
             stats.evaluations += tried
-            if _better(_score(ct, new_st.load), score):
+            if new_st is not None and _better(_score(ct, new_st.load), score):
                 for r in range(world):
                     on[r].clear()
                 for ti, (_, rs) in enumerate(new_choice):
