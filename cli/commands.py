@@ -19,6 +19,7 @@ from shardplan.cli.base import (
     ProfileOpt,
     app,
     apply_overrides,
+    busy,
     check_time_limit,
     cost_model_for,
     handle_errors,
@@ -132,12 +133,21 @@ def solve(
     batch_scope: BatchScopeOpt = None,
     mode: ModeOpt = None,
     dtype: DTypeOpt = None,
+    replicas: Annotated[str, typer.Option(
+        help="2D sparse parallelism (TorchRec's DMPCollection): shard over a group of "
+             "world / R ranks and replicate it R times, each shard's replicas on one host. "
+             "1: an ordinary plan; 'auto': try every R that divides the devices per host and "
+             "keep the fastest.")] = "1",
+    sync_steps: Annotated[int, typer.Option(
+        help="With --replicas: the replicas' weights and optimizer state are averaged every "
+             "this many steps (priced per step as 1 / N of one sync).")] = 1,
 ) -> None:
     """Plan the sharding of a workload on a topology and write plan.json.
 
     Writes the plan first, then prints a per-rank table, the makespan, the lower bound and
     gap, the slowest rank, memory headroom per tier and the sharding-type mix; shows a
     spinner (and the best makespan so far, where the solver reports it) while it solves.
+    With --replicas the plan is for one sharding group (its ranks are the table's rows).
 
     Examples:
 
@@ -148,12 +158,19 @@ def solve(
       shardplan solve h100-16x8 -t w500.yaml --time-limit 30 --report report/
 
       shardplan solve cpu-4 -t tables.csv --batch-size 2048 --batch-scope global --mode inference
+
+      shardplan solve h100-128x8 --replicas auto --sync-steps 100
     """
     check_time_limit(time_limit)
     solver = resolve_solver_name(solver, "--solver")
+    reps = _replicas_arg(replicas, sync_steps)
     topo, work = load_cli_problem(topology, tables, batch_size, batch_scope, mode, dtype)
-    cm = cost_model_for(work, topo, profile)
-    p = plan_with_progress(work, topo, solver=solver, time_limit_s=time_limit, cost_model=cm)
+    tried = None
+    if reps == 1:
+        cm = cost_model_for(work, topo, profile)
+        p = plan_with_progress(work, topo, solver=solver, time_limit_s=time_limit, cost_model=cm)
+    else:
+        p, tried = _plan_2d(work, topo, reps, sync_steps, profile, solver, time_limit)
     try:  # first the plan: a reader that stops early (`| head`) must not cost the plan
         save_plan(p, out)
     except OSError as exc:
@@ -167,9 +184,47 @@ def solve(
                       "will run this plan with the torch kernels", ShardplanWarning, stacklevel=1)
     files = write_report(p, report) if report is not None else None
     print_summary(p)
+    if p.replicas > 1 or tried:
+        say(f"2D: {p.replicas} replica(s) of a sharding group of {p.topology.world_size} ranks "
+            f"({p.replicas * p.topology.world_size} in all), weights synced every {sync_steps} "
+            "step(s)" + ("; tried " + ", ".join(
+                f"R={c.replicas}: " + (f"{c.makespan_ms:.3f} ms" if c.makespan_ms is not None
+                                       else "does not fit") for c in tried) if tried else ""))
     say(f"wrote {escape(str(out))}")
     if files is not None:
         say(f"wrote {escape(str(files.html))} and {len(files.images)} PNGs")
+
+
+def _replicas_arg(replicas: str, sync_steps: int) -> int | None:
+    """``--replicas`` as a count, or None for 'auto'."""
+    if isinstance(sync_steps, bool) or sync_steps < 1:
+        raise SpecError(f"--sync-steps must be a whole number >= 1, got {sync_steps}",
+                        key_path="--sync-steps")
+    text = replicas.strip().lower()
+    if text == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SpecError(f"--replicas must be 'auto' or a whole number >= 1, got {replicas!r}",
+                        key_path="--replicas")
+    return n
+
+
+def _plan_2d(work, topo, replicas: int | None, sync_steps: int, profile: Path | None,
+             solver: str, time_limit: float):
+    """A 2D plan with ``replicas`` (None: the fastest count) and the counts tried."""
+    from shardplan.sparse2d import TwoDChoice, plan_2d, plan_best_2d, replica_options
+
+    kw = dict(sync_steps=sync_steps, profile=profile, solver=solver, time_limit_s=time_limit)
+    if replicas is None:
+        with busy(f"planning 2D: replicas {', '.join(map(str, replica_options(topo)))}"):
+            return plan_best_2d(work, topo, **kw)
+    with busy(f"planning 2D: {replicas} replicas"):
+        p = plan_2d(work, topo, replicas, **kw)
+    return p, [TwoDChoice(replicas=replicas, makespan_ms=p.summary.makespan_ms)]
 
 
 @app.command("topologies")

@@ -138,3 +138,29 @@ def test_compare_measure_runs_plans_on_the_executor(tmp_path: Path) -> None:
 def test_compare_measure_needs_a_cpu_topology() -> None:
     r = run("compare", "dgx-h100-2x8", "--solvers", "greedy", "--measure", "3")
     assert r.exit_code == 1 and "CPU topology" in r.output
+
+
+def test_solve_2d_picks_the_replica_count(tmp_path: Path) -> None:
+    """--replicas auto tries every count that divides the devices per host and keeps the
+    fastest; the plan file is for one sharding group, with its replica count."""
+    out = tmp_path / "p.json"
+    r = run("solve", "cpu-2x2", "--replicas", "auto", "--sync-steps", "100", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "2D:" in r.output and "R=1:" in r.output and "R=2:" in r.output
+    d = json.loads(out.read_text())
+    assert d["replicas"] in (1, 2) and len(d["ranks"]) * d["replicas"] == 4
+    r = run("solve", "cpu-2x2", "--replicas", "2", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["replicas"] == 2
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--replicas", "x"], "--replicas"),
+    (["--replicas", "0"], "--replicas"),
+    (["--replicas", "3"], "choose one of [1, 2]"),
+    (["--replicas", "2", "--sync-steps", "0"], "--sync-steps"),
+])
+def test_solve_2d_bad_options_exit_1(tmp_path: Path, args: list[str], needle: str) -> None:
+    r = run("solve", "cpu-2x2", *args, "--out", str(tmp_path / "p.json"))
+    assert r.exit_code == 1, r.output
+    assert needle in r.output and "Traceback" not in r.output

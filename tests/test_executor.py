@@ -562,3 +562,18 @@ def test_two_d_plan_runs_as_two_groups_of_two_and_equals_reference(tmp_path):
     for pipelined in (True, False):
         rep = validate_plan(again, steps=3, pipelined=pipelined)
         assert len(rep.ranks) == 4 and rep.passed, rep.mismatches[:3]
+
+
+@pytest.mark.slow
+def test_two_d_plan_synced_every_other_step_trains_apart_between_syncs():
+    """With ``sync_steps=2`` the groups train apart (local SGD) and are averaged after step 1:
+    steps 0-1 and then step 2 (not followed by a sync) match a reference doing the same (a
+    reference averaged every step differs from step 1 on)."""
+    from shardplan.executor import validate_plan
+    from shardplan.sparse2d import plan_2d
+
+    topo, work = load_problem("cpu-2x2")
+    p = plan_2d(work, topo, 2, sync_steps=2, solver="greedy")
+    for pipelined in (True, False):
+        rep = validate_plan(p, steps=3, pipelined=pipelined)
+        assert len(rep.ranks) == 4 and rep.passed, rep.mismatches[:3]

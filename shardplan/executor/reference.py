@@ -30,6 +30,8 @@ class Reference:
         self.states = [torch.zeros(t.num_embeddings, len(layout.col_blocks[i]))
                        if cfg.optimizer is Optimizer.ROWWISE_ADAGRAD else None
                        for i, t in enumerate(workload.tables)]
+        #: 2D, between syncs: each replica group's (weights, states); None right after a sync
+        self._replicas: list[tuple[list, list]] | None = None
 
     def step(self, batch: list[TableBatch]) -> list[torch.Tensor]:
         """Forward the global batch, then update every table. Returns pooled outputs
@@ -52,24 +54,36 @@ class Reference:
             outs.append(out.detach())
         return outs
 
-    def step_replicas(self, batches: list[list[TableBatch]]) -> list[list[torch.Tensor]]:
-        """2D: every replica group steps on its own batch from the same weights, then weights
-        and optimizer states are averaged (``DMPCollection.sync()`` every step). Returns each
-        group's pooled outputs."""
-        w0 = [w.clone() for w in self.weights]
-        s0 = [None if s is None else s.clone() for s in self.states]
-        outs, ws, ss = [], [], []
-        for b in batches:
-            self.weights = [w.clone() for w in w0]
-            self.states = [None if s is None else s.clone() for s in s0]
-            outs.append(self.step(b))
-            ws.append(self.weights)
-            ss.append(self.states)
+    def step_replicas(self, batches: list[list[TableBatch]], sync: bool = True
+                      ) -> list[list[torch.Tensor]]:
+        """2D: every replica group steps on its own batch from its own weights (all equal
+        after a sync); with ``sync`` (``DMPCollection.sync()``, every ``sync_steps`` steps)
+        the groups' weights and optimizer states are then averaged. Between syncs the groups
+        train apart (local SGD): :meth:`select_replica` picks the one to compare with.
+        Returns each group's pooled outputs."""
         n = len(batches)
-        self.weights = [sum(w[i] for w in ws) / n for i in range(len(w0))]
-        self.states = [None if s0[i] is None else sum(s[i] for s in ss) / n
-                       for i in range(len(s0))]
+        if self._replicas is None or len(self._replicas) != n:
+            self._replicas = [([w.clone() for w in self.weights],
+                               [None if s is None else s.clone() for s in self.states])
+                              for _ in range(n)]
+        outs = []
+        for q, b in enumerate(batches):
+            self.weights, self.states = self._replicas[q]
+            outs.append(self.step(b))
+            self._replicas[q] = (self.weights, self.states)
+        if sync:
+            k = len(self.weights)
+            self.weights = [sum(r[0][i] for r in self._replicas) / n for i in range(k)]
+            self.states = [None if self._replicas[0][1][i] is None
+                           else sum(r[1][i] for r in self._replicas) / n for i in range(k)]
+            self._replicas = None
         return outs
+
+    def select_replica(self, group: int) -> None:
+        """Make replica group ``group``'s weights and states the reference's (a no-op right
+        after a sync, when all groups hold the average)."""
+        if self._replicas is not None:
+            self.weights, self.states = self._replicas[group]
 
     def state_of(self, table_index: int, row_offset: int, num_rows: int,
                  col_offset: int) -> torch.Tensor | None:

@@ -212,6 +212,7 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
         _corrupt(model, job.corrupt[0])
     B = layout.batch_per_rank
     R, g, local = plan.replicas, model.comm.replica, model.comm.rank
+    sync = _sync_steps(plan)
     mismatches: list[dict[str, Any]] = []
     worst = {"output": 0.0, "gradient": 0.0, "weight": 0.0, "state": 0.0}
 
@@ -227,7 +228,8 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
     for step in range(job.steps):
         batch = batches[step][g]
         got = model.step(batch, batches[step + 1][g] if step + 1 < job.steps else None)
-        want = ref.step_replicas(batches[step]) if R > 1 else [ref.step(batch)]
+        want = (ref.step_replicas(batches[step], sync=(step + 1) % sync == 0) if R > 1
+                else [ref.step(batch)])
         want = want[g]
         for ti, name in enumerate(layout.table_names):
             exp = want[ti][local * B:(local + 1) * B]
@@ -246,6 +248,7 @@ def _validate(plan: Plan, layout: Layout, job: Job, rank: int, dev: torch.device
             ok, err = _close(got.slot_grads[k], exp)
             record("gradient", step, s.table, str(s.shard_index), ok, err)
     model.finish()
+    ref.select_replica(g)  # 2D, last step not a sync: this group's own weights
     for s, w, st in zip(model.slots, model.weights(), model.states()):
         exp = ref.weights[s.table_index][s.row_offset:s.row_offset + s.num_rows,
                                          s.col_offset:s.col_offset + s.num_cols]
