@@ -105,6 +105,38 @@ def test_prices_our_plan_and_sees_shard_shapes():
     assert d["max_perf_ms"] == cost.max_perf_ms and len(d["ranks"]) == topo.world_size
 
 
+def test_fp32_comms_price_the_pooled_outputs_at_the_runtimes_bytes():
+    """TorchRec's estimator prices a table's pooled-embedding all-to-all at its storage dtype;
+    ``comm_dtype="fp32"`` prices it at the 4 bytes TorchRec's training runtime sends (FBGEMM's
+    TBE outputs FP32 by default): an fp16 table's output comms double (an int8 one's too:
+    TorchRec's training EmbeddingBagCollection holds it as an fp16 tensor), an fp32 table's stay; storage does not move (compute may: TorchRec counts the
+    kernel's output write at the same dtype)."""
+    from shardplan.torchrec_interop.pricing import torchrec_sharding_options
+    from shardplan.types import DType
+
+    work = synthetic_workload(6, seed=1, max_rows=10**5)
+    dtypes = (DType.FP32, DType.FP16, DType.INT8)
+    work = dataclasses.replace(work, tables=tuple(
+        dataclasses.replace(t, dtype=dtypes[i % 3]) for i, t in enumerate(work.tables)))
+    topo = load_topology("dgx-a100-1x8")
+    plan = shardplan.plan(work, topo, solver="greedy")
+    by = {cd: {so.name: so for so in torchrec_sharding_options(plan, comm_dtype=cd)}
+          for cd in ("table", "fp32")}
+    factor = {DType.FP32: 1.0, DType.FP16: 2.0, DType.INT8: 2.0}
+    for t in work.tables:
+        a, b = by["table"][t.name], by["fp32"][t.name]
+        for sa, sb in zip(a.shards, b.shards):
+            if sa.perf.fwd_comms > 0:
+                assert sb.perf.fwd_comms == pytest.approx(sa.perf.fwd_comms * factor[t.dtype])
+                assert sb.perf.bwd_comms == pytest.approx(sa.perf.bwd_comms * factor[t.dtype])
+            if t.dtype is DType.FP32:
+                assert sb.perf.fwd_compute == pytest.approx(sa.perf.fwd_compute)
+            assert sb.perf.fwd_compute >= sa.perf.fwd_compute * (1 - 1e-9)
+            assert sb.storage.hbm == sa.storage.hbm
+    with pytest.raises(ValueError, match="comm_dtype"):
+        cost_under_torchrec(plan, comm_dtype="fp8")
+
+
 def test_rejects_partial_replication():
     work = synthetic_workload(4, seed=1, max_rows=10**5)
     topo = load_topology("dgx-a100-1x8")

@@ -13,6 +13,16 @@ TorchRec's perf estimates do not depend on which rank a shard is on (only on the
 shape, the sharding type, the kernel, the batch and the topology's world/local sizes and
 bandwidths), so re-pricing TorchRec's own plan this way gives back its planner's numbers
 (tests/test_torchrec_pricing.py checks that).
+
+``comm_dtype``: TorchRec's estimator prices the pooled embeddings' all-to-all and
+reduce-scatter at the table's storage dtype (``planner/utils.py``,
+``extract_comm_data_type_size``: ``tensor.element_size()``, 2 bytes for fp16, and for int8,
+which TorchRec's training ``EmbeddingBagCollection`` holds as fp16)
+unless quantized comms are configured, while its training runtime sends what FBGEMM's TBE
+outputs, FP32 by default (``batched_embedding_kernel.py``: ``fused_params.get("output_dtype",
+SparseType.FP32)``). ``"table"`` (the default) prices as TorchRec's planner does; ``"fp32"``
+prices those collectives at 4 bytes, what the runtime sends without qcomms, through TorchRec's
+own qcomm path (a sharder whose codec registry says FP32).
 """
 
 from __future__ import annotations
@@ -119,7 +129,12 @@ class TorchRecCost:
         }
 
 
-def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None) -> list[Any]:
+#: How :func:`cost_under_torchrec` prices the pooled embeddings' collectives (module doc).
+COMM_DTYPES = ("table", "fp32")
+
+
+def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None,
+                              comm_dtype: str = "table") -> list[Any]:
     """TorchRec ``ShardingOption``s of ``plan`` (one per table, plan order), each shard with
     the plan's exact size, offset and rank, priced by TorchRec's ``EmbeddingPerfEstimator`` and
     ``EmbeddingStorageEstimator`` (``shard.perf`` and ``shard.storage`` set).
@@ -129,10 +144,16 @@ def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None) 
     :func:`torchrec_constraints` and :func:`torchrec_module`), restricted to the table's
     sharding type and kernel; their shards are then replaced by the plan's and re-estimated.
 
+    ``comm_dtype``: ``table`` (TorchRec's planner) or ``fp32`` (the runtime's bytes; see the
+    module doc).
+
     Raises:
         PlanError: the plan uses something TorchRec cannot run (see :func:`export_torchrec`).
         TorchRecMissingError: TorchRec is not installed.
+        ValueError: an unknown ``comm_dtype``.
     """
+    if comm_dtype not in COMM_DTYPES:
+        raise ValueError(f"comm_dtype must be one of {COMM_DTYPES}, not {comm_dtype!r}")
     _torchrec()
     from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
     from torchrec.distributed.planner.shard_estimators import (
@@ -167,7 +188,8 @@ def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None) 
                       EmbeddingStorageEstimator(topology=tr_topo, constraints=constraints)]
         enumerator = EmbeddingEnumerator(topology=tr_topo, batch_size=batch,
                                          constraints=constraints, estimator=estimators)
-        options = enumerator.enumerate(torchrec_module(workload), [_pricing_sharder()])
+        options = enumerator.enumerate(torchrec_module(workload),
+                                       [_pricing_sharder(fp32_comms=comm_dtype == "fp32")])
         by_name = {}
         for so in options:
             if so.name in by_name:
@@ -188,11 +210,31 @@ def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None) 
     return ordered
 
 
-def _pricing_sharder() -> Any:
+class _Fp32Codec:
+    """What TorchRec's planner reads of a quantized-comm codec: the dtype on the wire."""
+
+    quantized_dtype = None  # set on first use (torch is imported lazily)
+
+
+def _fp32_comm_registry() -> dict[str, Any]:
+    """A qcomm codec registry that says "FP32" for the pooled embeddings' collectives: the
+    planner then prices them at 4 bytes (``planner/utils.py``, ``qcomm_dtype_sizes``); nothing
+    is ever encoded with it."""
+    import torch
+    from torchrec.distributed.types import CommOp, QuantizedCommCodecs
+
+    _Fp32Codec.quantized_dtype = torch.float32
+    return {op.name: QuantizedCommCodecs(forward=_Fp32Codec(), backward=_Fp32Codec())
+            for op in (CommOp.POOLED_EMBEDDINGS_ALL_TO_ALL, CommOp.POOLED_EMBEDDINGS_REDUCE_SCATTER,
+                       CommOp.SEQUENCE_EMBEDDINGS_ALL_TO_ALL)}
+
+
+def _pricing_sharder(fp32_comms: bool = False) -> Any:
     """TorchRec's ``EmbeddingBagCollectionSharder`` that offers every sharding type and kernel
     on every device. Its CPU lists leave out row-wise and table-row-wise (and its GPU lists
     follow the installed FBGEMM), but the estimators price any type; which one a table gets
-    is fixed by the constraints, so this only lets a plan of ours be priced as it is."""
+    is fixed by the constraints, so this only lets a plan of ours be priced as it is. With
+    ``fp32_comms``, the pooled embeddings' collectives are priced at FP32."""
     from torchrec.distributed.embedding_types import EmbeddingComputeKernel
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.types import ShardingType as TRShardingType
@@ -204,7 +246,7 @@ def _pricing_sharder() -> Any:
         def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
             return [k.value for k in EmbeddingComputeKernel]
 
-    return _PricingSharder()
+    return _PricingSharder(qcomm_codecs_registry=_fp32_comm_registry() if fp32_comms else None)
 
 
 def _shards_of(entry: dict[str, Any], so: Any, world: int, shard_cls: Any) -> list[Any]:
@@ -259,12 +301,16 @@ def cost_of_torchrec_options(options: list[Any], *, world_size: int, batch_size:
                         batch_size=batch_size, compute_device=compute_device)
 
 
-def cost_under_torchrec(plan: Plan, *, compute_device: str | None = None) -> TorchRecCost:
+def cost_under_torchrec(plan: Plan, *, compute_device: str | None = None,
+                        comm_dtype: str = "table") -> TorchRecCost:
     """Price ``plan`` with TorchRec's estimators, on its exact shards.
 
     Args:
         plan: any of our plans that TorchRec can run (``export_torchrec`` accepts it).
         compute_device: ``cpu`` or ``cuda``; by default inferred from the topology.
+        comm_dtype: ``table``: as TorchRec's planner prices (the pooled embeddings'
+            collectives at the table's storage dtype); ``fp32``: at the 4 bytes its training
+            runtime sends by default (module doc).
 
     Returns:
         Per-rank ``Perf`` (fwd/bwd compute and comms, prefetch, total) and sparse storage
@@ -285,7 +331,7 @@ def cost_under_torchrec(plan: Plan, *, compute_device: str | None = None) -> Tor
         True
     """
     device = compute_device or infer_compute_device(plan.topology)
-    options = torchrec_sharding_options(plan, compute_device=device)
+    options = torchrec_sharding_options(plan, compute_device=device, comm_dtype=comm_dtype)
     world = plan.topology.world_size
     return cost_of_torchrec_options(options, world_size=world,
                                     batch_size=max(1, round(plan.workload.batch_per_rank(world))),
