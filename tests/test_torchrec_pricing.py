@@ -109,8 +109,9 @@ def test_fp32_comms_price_the_pooled_outputs_at_the_runtimes_bytes():
     """TorchRec's estimator prices a table's pooled-embedding all-to-all at its storage dtype;
     ``comm_dtype="fp32"`` prices it at the 4 bytes TorchRec's training runtime sends (FBGEMM's
     TBE outputs FP32 by default): an fp16 table's output comms double (an int8 one's too:
-    TorchRec's training EmbeddingBagCollection holds it as an fp16 tensor), an fp32 table's stay; storage does not move (compute may: TorchRec counts the
-    kernel's output write at the same dtype)."""
+    TorchRec's training EmbeddingBagCollection holds it as an fp16 tensor), an fp32 table's
+    stay; storage does not move (compute may: TorchRec counts the kernel's output write at
+    the same dtype)."""
     from shardplan.torchrec_interop.pricing import torchrec_sharding_options
     from shardplan.types import DType
 
