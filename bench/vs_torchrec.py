@@ -469,7 +469,8 @@ def write_results(rows: list[dict[str, object]], stem: str, command: str, seeds:
         "critical-path estimate. trmodel32_ms: the same estimators with the pooled "
         "embeddings' all-to-all and reduce-scatter at FP32, what TorchRec's training runtime "
         "sends (its estimator uses the table's storage dtype: 2 bytes for fp16 and int8 tables; "
-        "`cost_under_torchrec(comm_dtype=\"fp32\")`, docs/torchrec.md). "
+        "`cost_under_torchrec(comm_dtype=\"fp32\")`, docs/torchrec.md; TorchRec's plan there "
+        "is the same seed's, the one its own rating picks). "
         "gain_pct = 1 - ours/torchrec (negative: ours is worse).",
         f"- measured_ms: our CPU/gloo executor (per plan the median over {MEASURE_ROUNDS} "
         f"interleaved rounds, ABBA order, of the median of {measure_steps} steps)" if measure_steps

@@ -137,10 +137,10 @@ def solve(
         help="2D sparse parallelism (TorchRec's DMPCollection): shard over a group of "
              "world / R ranks and replicate it R times, each shard's replicas on one host. "
              "1: an ordinary plan; 'auto': try every R that divides the devices per host and "
-             "keep the fastest.")] = "1",
+             "keep the fastest (each R gets the whole --time-limit).")] = "1",
     sync_steps: Annotated[int, typer.Option(
-        help="With --replicas: the replicas' weights and optimizer state are averaged every "
-             "this many steps (priced per step as 1 / N of one sync).")] = 1,
+        help="With --replicas other than 1: the replicas' weights and optimizer state are "
+             "averaged every this many steps (priced per step as 1 / N of one sync).")] = 1,
 ) -> None:
     """Plan the sharding of a workload on a topology and write plan.json.
 
@@ -185,11 +185,14 @@ def solve(
     files = write_report(p, report) if report is not None else None
     print_summary(p)
     if p.replicas > 1 or tried:
-        say(f"2D: {p.replicas} replica(s) of a sharding group of {p.topology.world_size} ranks "
-            f"({p.replicas * p.topology.world_size} in all), weights synced every {sync_steps} "
-            "step(s)" + ("; tried " + ", ".join(
-                f"R={c.replicas}: " + (f"{c.makespan_ms:.3f} ms" if c.makespan_ms is not None
-                                       else "does not fit") for c in tried) if tried else ""))
+        head = (f"2D: {p.replicas} replicas of a sharding group of {p.topology.world_size} "
+                f"ranks ({p.replicas * p.topology.world_size} in all), weights synced every "
+                f"{sync_steps} step(s)" if p.replicas > 1
+                else "2D: one replica (an ordinary plan) is the fastest")
+        say(head + ("; tried " + ", ".join(
+            f"R={c.replicas}: " + (f"{c.makespan_ms:.3f} ms" if c.makespan_ms is not None
+                                   else escape(c.why) if len(c.why) < 120 else "does not fit")
+            for c in tried) if tried else ""))
     say(f"wrote {escape(str(out))}")
     if files is not None:
         say(f"wrote {escape(str(files.html))} and {len(files.images)} PNGs")
@@ -218,6 +221,8 @@ def _plan_2d(work, topo, replicas: int | None, sync_steps: int, profile: Path | 
     """A 2D plan with ``replicas`` (None: the fastest count) and the counts tried."""
     from shardplan.sparse2d import TwoDChoice, plan_2d, plan_best_2d, replica_options
 
+    if profile is not None:
+        say(f"cost model: profile {escape(str(profile))}")
     kw = dict(sync_steps=sync_steps, profile=profile, solver=solver, time_limit_s=time_limit)
     if replicas is None:
         with busy(f"planning 2D: replicas {', '.join(map(str, replica_options(topo)))}"):

@@ -98,7 +98,8 @@ def plan_best_2d(workload: Workload, topology: Topology, *,
                  profile: Any = None, options: Any = None, **plan_kwargs: Any
                  ) -> tuple[Plan, list[TwoDChoice]]:
     """The fastest of the plans for each replica count (default: all of
-    :func:`replica_options`); ties go to fewer replicas (less memory).
+    :func:`replica_options`); ties go to fewer replicas (less memory). A count that does not
+    fit, or whose global batch does not split over it, is skipped (listed with why).
 
     Raises:
         InfeasiblePlanError: no replica count fits (the error of ``replicas=1``).
@@ -112,6 +113,12 @@ def plan_best_2d(workload: Workload, topology: Topology, *,
                         options=options, **plan_kwargs)
         except InfeasiblePlanError as exc:
             first_error = first_error or exc
+            tried.append(TwoDChoice(replicas=r, makespan_ms=None, why=exc.message))
+            continue
+        except SpecError as exc:
+            if exc.key_path != "workload.batch_size" or r == 1:
+                raise
+            # a global batch that does not split over r replicas: not an option, not an error
             tried.append(TwoDChoice(replicas=r, makespan_ms=None, why=exc.message))
             continue
         tried.append(TwoDChoice(replicas=r, makespan_ms=p.summary.makespan_ms))

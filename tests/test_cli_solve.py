@@ -164,3 +164,12 @@ def test_solve_2d_bad_options_exit_1(tmp_path: Path, args: list[str], needle: st
     r = run("solve", "cpu-2x2", *args, "--out", str(tmp_path / "p.json"))
     assert r.exit_code == 1, r.output
     assert needle in r.output and "Traceback" not in r.output
+
+
+def test_solve_2d_skips_a_count_the_global_batch_does_not_split_over(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    r = run("solve", "cpu-2x2", "--replicas", "auto", "--batch-size", "1001", "--batch-scope",
+            "global", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "R=2: " in r.output and "does not split" in r.output
+    assert json.loads(out.read_text())["replicas"] == 1

@@ -243,6 +243,27 @@ def test_ilp_model_names_constraints(dozen):
                for v in m.prob.variables())
 
 
+def test_ilp_interrupted_before_any_solution_reports_none(dozen):
+    """Stopped at its first limit check with no start plan, HiGHS has no solution: the ILP
+    says so (no choice, no objective) instead of decoding all-zero values as a plan."""
+    from shardplan.estimators import default_cost_model
+
+    from shardplan.enumerators import enumerate_options
+    from shardplan.solvers.common import CostTables, TableGroups
+    from shardplan.solvers.ilp import build_model, solve_model
+    from shardplan.types import MipStatus, PlanningContext
+
+    topo = make_topology(hosts=1, devices_per_host=4)
+    ctx = PlanningContext(workload=dozen, topology=topo, cost_model=default_cost_model(dozen, topo),
+                          options=enumerate_options(dozen, topo))
+    ct = CostTables.build(ctx)
+    m = build_model(ct, TableGroups.of(ctx, ct), [list(range(len(o))) for o in ct.options])
+    out = solve_model(m, ct, backend="highs", time_limit_s=60.0, threads=1, gap=0.0, warm=None,
+                      max_checks=1)
+    assert out.status is MipStatus.WORK_LIMIT and out.checks == 1
+    assert out.choice is None and out.objective is None
+
+
 def test_registry_solvers_all_run_on_one_case(cpu4):
     work = make_workload(5, batch_size=32)
     for name in sorted(SOLVERS):

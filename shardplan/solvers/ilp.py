@@ -408,9 +408,16 @@ class _WarmHiGHS(pulp.HiGHS):
 
     def findSolutionValues(self, lp):  # noqa: N802 (PuLP's name)
         """PuLP's, plus HiGHS's node-limit status (``kSolutionLimit``), which PuLP does not
-        map: the values are already read by then; report "stopped, with a solution"."""
+        map: the values are already read by then; report "stopped, with a solution". And an
+        interrupt (``max_checks``) before any solution: PuLP maps ``kInterrupt`` to
+        "integer feasible" whatever the objective; report "no solution" when it is infinite."""
         import highspy
 
+        model = lp.solverModel
+        if (model.getModelStatus() == highspy.HighsModelStatus.kInterrupt
+                and not math.isfinite(model.getInfo().objective_function_value)):
+            super().findSolutionValues(lp)  # reads the (meaningless) values; PuLP's bookkeeping
+            return pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
         try:
             return super().findSolutionValues(lp)
         except KeyError:
@@ -501,7 +508,8 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     return MipOutcome(status=status, objective=objective, best_bound=best_bound, gap=g,
                       backend=backend, choice=choice, num_vars=model.num_vars,
                       num_constraints=model.prob.numConstraints(), wall_s=wall, nodes=nodes,
-                      checks=solver.checks if isinstance(solver, _WarmHiGHS) else None)
+                      checks=(solver.checks if isinstance(solver, _WarmHiGHS)
+                              and solver.max_checks is not None and not relax else None))
 
 
 def ilp_options(ct: CostTables, max_options: int | None, warm: Choice | None) -> list[list[int]]:
@@ -585,6 +593,10 @@ class ILPSolver(Solver):
         warm_ms = evaluate(ct, warm).makespan if warm is not None else None
         if choice is None:
             if warm is None:
+                if out.status is MipStatus.WORK_LIMIT:
+                    raise SolverError(f"the ILP ({out.backend}) stopped at its work limit "
+                                      f"({out.checks} limit checks) before finding a plan, and "
+                                      "greedy found none either; raise max_checks")
                 raise SolverError(f"the ILP ({out.backend}) found no plan in {left:.1f} s and "
                                   "greedy found none either; give it more time")
             choice = warm

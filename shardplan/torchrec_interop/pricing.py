@@ -22,7 +22,8 @@ unless quantized comms are configured, while its training runtime sends what FBG
 outputs, FP32 by default (``batched_embedding_kernel.py``: ``fused_params.get("output_dtype",
 SparseType.FP32)``). ``"table"`` (the default) prices as TorchRec's planner does; ``"fp32"``
 prices those collectives at 4 bytes, what the runtime sends without qcomms, through TorchRec's
-own qcomm path (a sharder whose codec registry says FP32).
+own qcomm path (a sharder whose codec registry says FP32; TorchRec counts the kernel's output
+write at the same size, so the compute estimate of an fp16 table grows a little too).
 """
 
 from __future__ import annotations
