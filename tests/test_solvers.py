@@ -307,3 +307,20 @@ def test_force_table_row_wise_on_a_chosen_host(solver):
     t = p.table("giant")
     assert t.sharding_type is ShardingType.TABLE_ROW_WISE
     assert sorted(s.rank for s in t.shards) == [12, 13, 14, 15]
+
+
+def test_negative_lane_costs_are_refused(monkeypatch, dozen, topo16):
+    """The solvers' early exits and bounds assume adding load never lowers the step time: a
+    cost model that prices something below zero is refused, naming the table."""
+    from shardplan.errors import SolverError
+    from shardplan.solvers import common
+
+    orig = common._cost_arrays
+
+    def negative(*args, **kwargs):
+        lg, *rest = orig(*args, **kwargs)
+        return (lg - 1.0, *rest)
+
+    monkeypatch.setattr(common, "_cost_arrays", negative)
+    with pytest.raises(SolverError, match="negative time"):
+        _plan(dozen, topo16, "greedy")

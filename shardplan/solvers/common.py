@@ -360,6 +360,12 @@ class CostTables:
                 arrays = cache.get(key) if key is not None else None
                 if arrays is None:
                     arrays = _cost_arrays(cm, o, groups, ng, n)
+                    if (arrays[0] < 0).any() or (arrays[3] < 0).any():
+                        # the solvers' early exits and bounds rest on adding load never
+                        # lowering the step time
+                        raise SolverError(f"the cost model gave table {t.name!r} "
+                                          f"({o.sharding_type.value}) a negative time; lane "
+                                          "costs must be >= 0")
                     if key is not None:
                         cache[key] = arrays
                 lg, hg, dg, ev_l, ev_h, ev_d = arrays
