@@ -6,6 +6,7 @@ bundled real workloads.
     .venv/bin/python bench/solvers.py --quick    # a subset, a few minutes
     .venv/bin/python bench/solvers.py --hard     # the hard suite (bench/hard_cases.py)
     .venv/bin/python bench/solvers.py --scale    # 10,000 tables x 1,024 and x 4,096 ranks
+    .venv/bin/python bench/solvers.py --monotone # DCNv2, fixed global batch, 16/128/1,024 GPUs
 
 Prints a table and writes ``bench/results/solvers[-quick].{csv,md}``.
 
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --hard: only these cases (repeatable)")
     ap.add_argument("--scale", action="store_true",
                     help="auto on 10,000 tables x 1,024 and x 4,096 ranks (solvers-scale.*)")
+    ap.add_argument("--monotone", action="store_true",
+                    help="DCNv2 at a fixed global batch on 16, 128 and 1,024 GPUs, 1D and 2D "
+                         "(solvers-monotone.*)")
     ap.add_argument("--only", default=None, help="only these synthetic cells, e.g. "
                     "'10000x1024,500x8' (results go to solvers-only.*)")
     args = ap.parse_args(argv)
@@ -144,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from solvers_hard import run_hard
 
         return run_hard(args.case, args.time_limit)
+    if args.monotone:
+        from solvers_monotone import run_monotone
+
+        return run_monotone(args.time_limit)
     if args.scale:
         args.only = args.only or "10000x1024,10000x4096"
     rows: list[dict[str, object]] = []
