@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from shardplan.errors import InfeasiblePlanError, SpecError
-from shardplan.types import BatchScope, Plan, Topology, Workload
+from shardplan.types import BatchScope, Mode, Plan, Topology, Workload
 
 __all__ = ["replica_options", "group_workload", "plan_2d", "plan_best_2d", "TwoDChoice"]
 
@@ -71,6 +71,10 @@ def plan_2d(workload: Workload, topology: Topology, replicas: int, *,
     from shardplan.estimators import CostModelOptions, default_cost_model
     from shardplan.planner import plan
 
+    if replicas > 1 and workload.mode is Mode.INFERENCE:
+        raise SpecError(f"replicas={replicas}: 2D sparse parallelism is for training (the "
+                        "replicas average their weights); an inference plan uses replicas 1",
+                        key_path="replicas")
     if replicas not in replica_options(topology):
         raise SpecError(f"replicas={replicas}: choose one of {replica_options(topology)} (a "
                         f"divisor of the devices per host of {topology.name!r})",

@@ -159,6 +159,7 @@ def test_solve_2d_picks_the_replica_count(tmp_path: Path) -> None:
     (["--replicas", "0"], "--replicas"),
     (["--replicas", "3"], "choose one of [1, 2]"),
     (["--replicas", "2", "--sync-steps", "0"], "--sync-steps"),
+    (["--replicas", "auto", "--mode", "inference"], "for training"),
 ])
 def test_solve_2d_bad_options_exit_1(tmp_path: Path, args: list[str], needle: str) -> None:
     r = run("solve", "cpu-2x2", *args, "--out", str(tmp_path / "p.json"))
