@@ -14,6 +14,7 @@ from shardplan.solvers.common import (
     silence_highs_banner,
     stage_max,
 )
+from shardplan.types import Composition
 
 #: Tables whose pairs the pair bound tries (the heaviest by their single-table bound).
 PAIR_TABLES = 20
@@ -265,11 +266,13 @@ def _mix_bound(ct: CostTables, max_options: int) -> float | None:
     for k in range(K):
         lanes_k = ct.key_cost(k)[0]
         key_min[k], key_mean[k] = lanes_k.min(0), lanes_k.sum(0) / ct.world
-    # columns: x (nopt) | C (L) | zm (S) | y (n x S) | g (K) | T
+    # columns: x (nopt) | C (L) | zm (S) | y (n x S) | g (K) | T | Z (S, synchronized only)
     c_C, c_zm, c_y = nopt, nopt + L, nopt + L + S
     c_g = c_y + n * S
     c_T = c_g + K
-    ncol = c_T + 1
+    sync = ct.step.composition is Composition.SYNCHRONIZED
+    c_Z = c_T + 1
+    ncol = c_Z + (S if sync else 0)
     rows_i: list[np.ndarray] = []
     rows_j: list[np.ndarray] = []
     rows_v: list[np.ndarray] = []
@@ -329,6 +332,15 @@ def _mix_bound(ct: CostTables, max_options: int) -> float | None:
             add(np.concatenate([cols, [c_C + l, zc[stage_of[l]]]]),
                 np.concatenate([extra[cols, l], [1.0, -1.0]]), -inf, -float(base_min[l]))
         compose_rows(zc)
+    if sync:
+        # synchronized stages: each stage costs its slowest rank, so its time Z_s is at least
+        # every table's heaviest-shard rank's (y_{t, s}) and the mean rank's (zm_s) at once,
+        # though different tables (and ranks) may set different stages
+        for si in range(S):
+            for ti in range(n):
+                add(np.array([c_Z + si, c_y + ti * S + si]), np.array([1.0, -1.0]), 0.0, inf)
+            add(np.array([c_Z + si, c_zm + si]), np.array([1.0, -1.0]), 0.0, inf)
+        compose_rows(c_Z + np.arange(S))
     I = np.concatenate(rows_i)
     J = np.concatenate(rows_j)
     V = np.concatenate(rows_v)
