@@ -212,7 +212,10 @@ def mix_bound(ct: CostTables, *, max_options: int = MIX_MAX_OPTIONS) -> float | 
       sum x * certain + sum_k g[k] * (least per-rank cost of group k)`` (lanes);
     * sharding groups: ``g[k] >= sum of x[t, o] over table t's options in group k``, for every
       table (group k's fixed cost is paid once if any table uses it), and at least one group
-      when every option has one.
+      when every option has one;
+    * with synchronized stages (each stage costs its slowest rank): per stage, ``Z_s`` at least
+      the mean rank's and every table's heaviest-shard rank's stage time at once, and
+      ``T >= compose(Z)``: different tables may set different stages.
 
     Every integer plan satisfies both (each table's heaviest shard is on some rank), so the
     optimum is a lower bound. Stage times are per-stage auxiliaries ``z >= lane``; the
