@@ -36,7 +36,7 @@ from shardplan.generate import synthetic_workload, write_workload
 from shardplan.plans import FBGEMM_WIDTH_MULTIPLE, fbgemm_unsupported, save_plan
 from shardplan.report import write_report
 from shardplan.solvers import DEFAULT_SOLVER, SOLVERS
-from shardplan.types import Mode, Plan
+from shardplan.types import Plan
 from shardplan.units import GiB
 
 
@@ -165,9 +165,6 @@ def solve(
     solver = resolve_solver_name(solver, "--solver")
     reps = _replicas_arg(replicas, sync_steps)
     topo, work = load_cli_problem(topology, tables, batch_size, batch_scope, mode, dtype)
-    if reps != 1 and work.mode is Mode.INFERENCE:
-        raise SpecError("2D sparse parallelism is for training (the replicas average their "
-                        "weights); plan inference with --replicas 1", key_path="--replicas")
     tried = None
     if reps == 1:
         cm = cost_model_for(work, topo, profile)

@@ -48,6 +48,15 @@ def group_workload(workload: Workload, replicas: int) -> Workload:
     return dataclasses.replace(workload, batch_size=workload.batch_size // replicas)
 
 
+def _check_training(workload: Workload, counts: Sequence[int]) -> None:
+    """2D is a training layout: refuse more than one replica for an inference workload."""
+    many = [r for r in counts if r > 1]
+    if many and workload.mode is Mode.INFERENCE:
+        raise SpecError(f"replicas={many[0]}: 2D sparse parallelism is for training (the "
+                        "replicas average their weights); plan inference with replicas 1",
+                        key_path="replicas")
+
+
 def plan_2d(workload: Workload, topology: Topology, replicas: int, *,
             sync_steps: int = 1, profile: Any = None, options: Any = None,
             **plan_kwargs: Any) -> Plan:
@@ -71,10 +80,7 @@ def plan_2d(workload: Workload, topology: Topology, replicas: int, *,
     from shardplan.estimators import CostModelOptions, default_cost_model
     from shardplan.planner import plan
 
-    if replicas > 1 and workload.mode is Mode.INFERENCE:
-        raise SpecError(f"replicas={replicas}: 2D sparse parallelism is for training (the "
-                        "replicas average their weights); an inference plan uses replicas 1",
-                        key_path="replicas")
+    _check_training(workload, [replicas])
     if replicas not in replica_options(topology):
         raise SpecError(f"replicas={replicas}: choose one of {replica_options(topology)} (a "
                         f"divisor of the devices per host of {topology.name!r})",
@@ -107,11 +113,14 @@ def plan_best_2d(workload: Workload, topology: Topology, *,
 
     Raises:
         InfeasiblePlanError: no replica count fits (the error of ``replicas=1``).
+        SpecError: a count above 1 for an inference workload (before anything is planned).
     """
+    counts = list(replicas or replica_options(topology))
+    _check_training(workload, counts)
     tried: list[TwoDChoice] = []
     best: Plan | None = None
     first_error: InfeasiblePlanError | None = None
-    for r in replicas or replica_options(topology):
+    for r in counts:
         try:
             p = plan_2d(workload, topology, r, sync_steps=sync_steps, profile=profile,
                         options=options, **plan_kwargs)

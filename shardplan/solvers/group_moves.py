@@ -118,14 +118,12 @@ def apply_group_move(ct: CostTables, groups: TableGroups, choice: list, st: Load
             key = (tie_round(max(ms, target)),
                    tie_round(float(scalar_time(res.load).sum())), oi)
             if best is None or key < best[0]:
-                best = (key, oi, res)
+                best = (key, oi, res, ms)
         if best is None:
             return None
-        key, oi, res = best
-        if stop_above is not None and key[0] > stop_above:  # max(step, target) > step
-            ms = res.ms if res.ms is not None else makespan_of(step, res.load)
-            if ms > stop_above:
-                return None, None, tried
+        _, oi, res, ms = best
+        if stop_above is not None and ms > stop_above:
+            return None, None, tried
         commit(s2, ocs[oi], res)
         new[ti] = (oi, res.ranks)
         pending.discard(ti)

@@ -382,7 +382,7 @@ class _WarmHiGHS(pulp.HiGHS):
     def __init__(self, *args, max_checks: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.max_checks = max_checks
-        self.checks = 0
+        self.checks: int | None = None  # counted only with max_checks, on a MIP
 
     def _count_check(self, event) -> None:
         self.checks += 1
@@ -392,8 +392,9 @@ class _WarmHiGHS(pulp.HiGHS):
     def callSolver(self, lp):  # noqa: N802 (PuLP's name)
         import highspy
 
-        self.checks = 0
+        self.checks = None
         if self.max_checks is not None and self.mip:
+            self.checks = 0
             lp.solverModel.cbMipInterrupt.subscribe(self._count_check)
         vs = lp.variables()
         if any(v.varValue is not None for v in vs):
@@ -508,8 +509,7 @@ def solve_model(model: Model, ct: CostTables, *, backend: str, time_limit_s: flo
     return MipOutcome(status=status, objective=objective, best_bound=best_bound, gap=g,
                       backend=backend, choice=choice, num_vars=model.num_vars,
                       num_constraints=model.prob.numConstraints(), wall_s=wall, nodes=nodes,
-                      checks=(solver.checks if isinstance(solver, _WarmHiGHS)
-                              and solver.max_checks is not None and not relax else None))
+                      checks=getattr(solver, "checks", None))
 
 
 def ilp_options(ct: CostTables, max_options: int | None, warm: Choice | None) -> list[list[int]]:

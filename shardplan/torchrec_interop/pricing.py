@@ -211,21 +211,17 @@ def torchrec_sharding_options(plan: Plan, *, compute_device: str | None = None,
     return ordered
 
 
-class _Fp32Codec:
-    """What TorchRec's planner reads of a quantized-comm codec: the dtype on the wire."""
-
-    quantized_dtype = None  # set on first use (torch is imported lazily)
-
-
 def _fp32_comm_registry() -> dict[str, Any]:
     """A qcomm codec registry that says "FP32" for the pooled embeddings' collectives: the
-    planner then prices them at 4 bytes (``planner/utils.py``, ``qcomm_dtype_sizes``); nothing
-    is ever encoded with it."""
+    planner reads only a codec's ``quantized_dtype`` (``planner/utils.py``,
+    ``qcomm_dtype_sizes``) and then prices them at 4 bytes; nothing is ever encoded with it."""
+    from types import SimpleNamespace
+
     import torch
     from torchrec.distributed.types import CommOp, QuantizedCommCodecs
 
-    _Fp32Codec.quantized_dtype = torch.float32
-    return {op.name: QuantizedCommCodecs(forward=_Fp32Codec(), backward=_Fp32Codec())
+    fp32 = SimpleNamespace(quantized_dtype=torch.float32)
+    return {op.name: QuantizedCommCodecs(forward=fp32, backward=fp32)
             for op in (CommOp.POOLED_EMBEDDINGS_ALL_TO_ALL, CommOp.POOLED_EMBEDDINGS_REDUCE_SCATTER,
                        CommOp.SEQUENCE_EMBEDDINGS_ALL_TO_ALL)}
 
