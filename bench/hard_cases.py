@@ -56,19 +56,21 @@ def force_all(work: Workload, types: tuple[ShardingType, ...], name: str) -> Wor
 
 
 def force_own_hosts(work: Workload, topo: Topology, tables: list[str],
-                    types: tuple[ShardingType, ...] = (S.TABLE_ROW_WISE,)) -> Workload:
-    """Each named table on a host of its own (host i for the i-th table), as ``types``."""
+                    types: tuple[ShardingType, ...] = (S.TABLE_ROW_WISE,),
+                    hosts_each: int = 1) -> Workload:
+    """Each named table on hosts of its own (hosts ``[i k, (i + 1) k)`` for the i-th table, k
+    = ``hosts_each``), as ``types``."""
     per = topo.host_groups[0].devices_per_host
     idx = {n: i for i, n in enumerate(tables)}
-    hosts = topo.num_hosts
+    blocks = topo.num_hosts // hosts_each
 
     def pin(t: TableSpec) -> TableSpec:
         if t.name not in idx:
             return t
-        h = idx[t.name] % hosts
+        h = (idx[t.name] % blocks) * hosts_each
         return dataclasses.replace(t, constraints=dataclasses.replace(
             t.constraints, sharding_types=types,
-            pinned_ranks=tuple(range(h * per, (h + 1) * per))))
+            pinned_ranks=tuple(range(h * per, (h + hosts_each) * per))))
 
     return dataclasses.replace(work, name=f"{work.name}/own-hosts",
                                tables=tuple(pin(t) for t in work.tables))
@@ -80,6 +82,7 @@ def _type_forcings(work: Workload) -> dict[str, Workload]:
         "all-TWRW": force_all(work, (S.TABLE_ROW_WISE,), "all-TWRW"),
         "all-RW": force_all(work, (S.ROW_WISE,), "all-RW"),
         "all-CW": force_all(work, (S.COLUMN_WISE,), "all-CW"),
+        "all-GRID": force_all(work, (S.GRID_SHARD,), "all-GRID"),
         "no-TW": force_all(work, tuple(s for s in S if s is not S.TABLE_WISE), "no-TW"),
     }
 
@@ -111,6 +114,11 @@ def skewed_giants(hosts: int, *, small: int = 180, seed: int = 0) -> HardCase:
     forced["giants-own-hosts-TWRW"] = force_own_hosts(work, topo, [t.name for t in giants])
     forced["giants-own-hosts-GRID"] = force_own_hosts(
         work, topo, [t.name for t in giants], (S.TABLE_ROW_WISE, S.ROW_WISE, S.GRID_SHARD))
+    # one sharding group (each group's all-to-all pays its latency on every rank), and each
+    # giant's hot first row blocks on hosts of its own: grid over 8 hosts per giant
+    forced["all-GRID-giants-own-8-hosts"] = force_own_hosts(
+        force_all(work, (S.GRID_SHARD,), "all-GRID"), topo, [t.name for t in giants],
+        (S.GRID_SHARD,), hosts_each=min(8, topo.num_hosts // len(giants)))
     return HardCase(name=f"skewed-giants-{topo.world_size}", topology=topo, workload=work,
                     forced=forced)
 

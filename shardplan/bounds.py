@@ -55,14 +55,19 @@ from shardplan.solvers.bounds import (
     work_bound,
 )
 from shardplan.solvers.common import CostTables, TableGroups
-from shardplan.solvers.ilp import build_model, model_size, solve_model
+from shardplan.solvers.ilp import build_model, model_nonzeros, model_size, solve_model
 from shardplan.types import MipStatus, PlanningContext
 
-__all__ = ["DEFAULT_LP_MAX_VARS", "DEFAULT_LP_TIME_LIMIT_S", "PAIR_TABLES", "LowerBound",
+__all__ = ["DEFAULT_LP_MAX_NONZEROS", "DEFAULT_LP_MAX_VARS", "DEFAULT_LP_TIME_LIMIT_S", "PAIR_TABLES", "LowerBound",
            "coupled_bound", "lower_bound", "lp_bound", "mix_bound", "pair_bound", "unit_bound", "work_bound"]
 
 #: Largest LP relaxation (variables) the planner solves for a bound by default.
 DEFAULT_LP_MAX_VARS = 8_000
+#: Largest LP relaxation (estimated coefficients, ``model_nonzeros``) it solves by default: the
+#: bundled problems that get the LP have at most about 50,000; a problem of few options with
+#: many fixed shards or everywhere-costs on 1,024 ranks can have millions, and minutes of
+#: model building.
+DEFAULT_LP_MAX_NONZEROS = 500_000
 #: Safety-net time limit of the LP relaxation, seconds.
 DEFAULT_LP_TIME_LIMIT_S = 30.0
 
@@ -112,6 +117,7 @@ def lp_bound(ct: CostTables, groups: TableGroups, *, time_limit_s: float = DEFAU
 
 def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
                 lp_max_vars: int = DEFAULT_LP_MAX_VARS,
+                lp_max_nonzeros: int = DEFAULT_LP_MAX_NONZEROS,
                 lp_time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S,
                 mix_max_options: int = MIX_MAX_OPTIONS) -> LowerBound:
     """The best of the work, unit, pair and (when affordable) LP bounds for ``ctx``.
@@ -120,7 +126,8 @@ def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
         ctx: the planning problem.
         ct: its cost tables, if already built.
         lp_max_vars: solve the LP relaxation only when the model has at most this many
-            variables (0: never).
+            variables (0: never) ...
+        lp_max_nonzeros: ... and about this many coefficients (``model_nonzeros``).
         lp_time_limit_s: safety-net time limit for the LP.
         mix_max_options: solve the mixed-option LP only up to this many options (0: never).
 
@@ -133,7 +140,8 @@ def lower_bound(ctx: PlanningContext, ct: CostTables | None = None, *,
     mx = mix_bound(ct, max_options=mix_max_options) if mix_max_options > 0 else None
     lp = None
     allowed = [list(range(len(ocs))) for ocs in ct.options]
-    if lp_max_vars > 0 and model_size(ct, allowed) <= lp_max_vars:
+    if (lp_max_vars > 0 and model_size(ct, allowed) <= lp_max_vars
+            and model_nonzeros(ct, allowed) <= lp_max_nonzeros):
         lp = lp_bound(ct, TableGroups.of(ctx, ct), time_limit_s=lp_time_limit_s,
                       threads=ctx.threads)
     parts = {"work": w, "unit": u, "pair": pb, "coupled": cb,

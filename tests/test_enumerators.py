@@ -171,7 +171,11 @@ def test_grid_shard_is_column_blocks_row_wise_in_hosts():
                   constraints=TableConstraints(sharding_types=(ShardingType.GRID_SHARD,),
                                                placements=(PlacementKind.HBM,)))
     opts = enumerate_options(Workload(tables=(t,), batch_size=8), topo)["g"]
-    assert sorted(len(o.shards) for o in opts) == [8, 16]  # 2 or 4 column blocks x 4 ranks
+    # 2 column blocks x 4 ranks on two windows of 2 hosts, or 4 blocks on all 4 hosts
+    assert sorted(len(o.shards) for o in opts) == [8, 8, 16]
+    hosts_of = sorted(tuple(sorted({topo.rank(c[0]).host for c in o.candidate_ranks}))
+                      for o in opts if len(o.shards) == 8)
+    assert hosts_of == [(0, 1), (2, 3)]  # the windows do not overlap
     for o in opts:
         by_block: dict = {}
         for sh, c in zip(o.shards, o.candidate_ranks):

@@ -11,7 +11,8 @@ the best plan any of them found, so it is never worse than greedy or any baselin
    (``shardplan.solvers.portfolio``: sharding groups' fixed costs make plans with fewer
    types better, and single-table steps cannot drop a type);
 4. the ILP, warm-started from the best plan so far, when its model has at most
-   ``ilp_max_vars`` variables and about ``ilp_max_rows`` constraints (the model's size, not
+   ``ilp_max_vars`` variables, about ``ilp_max_rows`` constraints and ``ilp_max_nonzeros``
+   coefficients (the model's size, not
    tables x ranks, decides what HiGHS can do) and the best plan is more than
    ``min_gain`` above the lower bound too (the cheap bounds and the option-mix LP, computed
    once and shared with the planner's bound); it stops at ``gap``, after ``ilp_max_nodes``
@@ -34,7 +35,7 @@ from shardplan.solvers.common import (
     evaluate,
 )
 from shardplan.solvers.greedy import DEFAULT_SHORTLIST, best_greedy
-from shardplan.solvers.ilp import ILPSolver, ilp_options, model_rows, model_size
+from shardplan.solvers.ilp import ILPSolver, ilp_options, model_nonzeros, model_rows, model_size
 from shardplan.solvers.local_search import DEFAULT_MAX_EVALS, improve
 from shardplan.solvers.portfolio import restricted_searches
 from shardplan.types import PlanningContext, Solver, SolveResult, SolveStatus
@@ -48,6 +49,9 @@ class AutoSolver(Solver):
         ilp_max_rows: largest ILP (constraints, estimated by ``model_rows``) auto tries.
             DCNv2 on 2 x 8 H100 (about 6,000 variables) reaches its best plan at the root
             node in seconds; 16 heavy tables on 128 ranks (about 20,000 variables) too.
+        ilp_max_nonzeros: ... and about this many coefficients (``model_nonzeros``): fixed
+            shards and everywhere-costs on many ranks add coefficients, not variables. The
+            ILPs auto runs on the hard suite have at most about 250,000.
         ilp_share: share of the time budget the ILP may use.
         ilp_max_s: and at most this many seconds: a safety net. The ILP's real limits are
             ``ilp_max_nodes`` and ``ilp_max_checks``, work limits, so the plan is the same on a
@@ -72,7 +76,8 @@ class AutoSolver(Solver):
     name = "auto"
 
     def __init__(self, ilp_max_vars: int = 40_000, ilp_max_rows: int = 40_000,
-                 ilp_share: float = 0.5, ilp_max_s: float = 30.0, ilp_min_s: float = 2.0,
+                 ilp_max_nonzeros: int = 1_000_000, ilp_share: float = 0.5,
+                 ilp_max_s: float = 30.0, ilp_min_s: float = 2.0,
                  gap: float = 0.01, ilp_max_nodes: int = 10, ilp_max_checks: int = 30,
                  max_evals: int = DEFAULT_MAX_EVALS,
                  portfolio_max_cells: int = 200_000, min_gain: float = 0.05) -> None:
@@ -83,6 +88,7 @@ class AutoSolver(Solver):
         self.ilp_max_s = ilp_max_s
         self.ilp_max_vars = ilp_max_vars
         self.ilp_max_rows = ilp_max_rows
+        self.ilp_max_nonzeros = ilp_max_nonzeros
         self.max_evals = max_evals
         self.ilp_share = ilp_share
         self.ilp_min_s = ilp_min_s
@@ -146,13 +152,16 @@ class AutoSolver(Solver):
                         max_checks=self.ilp_max_checks)
         kept = ilp_options(ct, ilp.max_options, best[2])
         size, rows = model_size(ct, kept), model_rows(ct, kept)
+        nonzeros = model_nonzeros(ct, kept)
         details["ilp_vars_estimate"] = size
         details["ilp_rows_estimate"] = rows
+        details["ilp_nonzeros_estimate"] = nonzeros
         details["bound_ms"] = details_bound
         # the ILP stops at its node limit (or its clock) near the root: it pays where the
         # plan is far from the bound, not where little is left to gain
         close = best[0] <= details_bound * (1 + self.min_gain)
-        if size <= self.ilp_max_vars and rows <= self.ilp_max_rows and not close:
+        if (size <= self.ilp_max_vars and rows <= self.ilp_max_rows
+                and nonzeros <= self.ilp_max_nonzeros and not close):
             # the node limit is the ILP's real limit; its clock is a safety net that does
             # not depend on how long the phases before it took (so a busy machine does not
             # skip the ILP), at least ilp_min_s
@@ -175,6 +184,7 @@ class AutoSolver(Solver):
 
     def options(self) -> dict[str, object]:
         return {"ilp_max_vars": self.ilp_max_vars, "ilp_max_rows": self.ilp_max_rows,
+                "ilp_max_nonzeros": self.ilp_max_nonzeros,
                 "max_evals": self.max_evals, "portfolio_max_cells": self.portfolio_max_cells,
                 "ilp_share": self.ilp_share, "ilp_max_s": self.ilp_max_s,
                 "ilp_min_s": self.ilp_min_s, "gap": self.gap, "ilp_max_nodes": self.ilp_max_nodes,

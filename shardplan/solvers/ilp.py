@@ -131,6 +131,30 @@ def model_size(ct: CostTables, allowed: list[list[int]]) -> int:
     return n
 
 
+def model_nonzeros(ct: CostTables, allowed: list[list[int]]) -> int:
+    """About how many constraint coefficients the model would have, without building it: an
+    option's everywhere-cost puts its choice variable in a lane row of every rank, and each
+    shard (fixed) or placement variable (movable) in its rank's lane and memory rows. This is
+    what building and solving grows with: a few hundred options of fixed 64-shard grid
+    options, or of everywhere-costs on 1,024 ranks, are few variables but millions of
+    coefficients."""
+    n = 0
+    per = NUM_LANES + 2
+    ranks_per_group = np.bincount(ct.group_of, minlength=ct.base_lanes_g.shape[0])
+    for ti, ois in enumerate(allowed):
+        for oi in ois:
+            oc = ct.options[ti][oi]
+            every = (np.count_nonzero(oc.every_lanes_g, axis=1) + (oc.every_hbm_g != 0)
+                     + (oc.every_ddr_g != 0))
+            n += int(every @ ranks_per_group)
+            if oc.fixed is not None:
+                n += oc.num_shards * per
+            else:
+                n += per * (sum(len(c) for c in oc.candidates) if oc.num_shards <= 2 else
+                            len(oc.candidates[0]) * min(oc.num_shards, 2))
+    return n
+
+
 def build_model(ct: CostTables, groups: TableGroups, allowed: list[list[int]], *,
                 relax: bool = False, name: str = "shardplan", max_cuts: int = MAX_CUTS) -> Model:
     """The placement MIP (or its LP relaxation with ``relax=True``) over the ``allowed``

@@ -66,8 +66,10 @@ SWAP_RANKS = 8
 SWAP_SHARDS = 16
 #: Tables of a critical rank a re-option step tries (half the heaviest, half the lightest).
 REOPTION_TABLES = 24
-#: Critical ranks tried per round.
+#: Critical ranks tried per round: the busiest ...
 CRITICAL_RANKS = 4
+#: ... and then this many more, taken round-robin over the active lanes' maxima.
+LANE_RANKS = 4
 #: Group moves are tried by default on instances up to this many tables x ranks.
 GROUP_MOVES_MAX_CELLS = 2_000_000
 #: Candidate evaluations (a rank for a move, a pair for a swap, an option for a re-option)
@@ -123,14 +125,22 @@ def _critical_ranks(ct: CostTables, load: np.ndarray) -> list[int]:
         rt = compose(step, stage_max(load))
         return [int(r) for r in np.argsort(-rt, kind="stable")[:CRITICAL_RANKS]]
     colmax = load.max(0)
-    out: list[int] = []
-    for l in _active_lanes(ct, colmax):
-        for r in np.flatnonzero(load[:, l] >= colmax[l] * (1 - REL_EPS)).tolist():
-            if r not in out:
-                out.append(r)
     busy = scalar_time(load)
-    out.sort(key=lambda r: (-busy[r], r))
-    return out[:CRITICAL_RANKS]
+    per_lane = [sorted(np.flatnonzero(load[:, l] >= colmax[l] * (1 - REL_EPS)).tolist(),
+                       key=lambda r: (-busy[r], r)) for l in _active_lanes(ct, colmax)]
+    # the busiest ranks at some active lane's maximum first ...
+    out = sorted({r for ranks in per_lane for r in ranks}, key=lambda r: (-busy[r], r))
+    out = out[:CRITICAL_RANKS]
+    # ... then the busiest of each lane's, round-robin: a stage whose maximum sits on many
+    # lightly loaded ranks (the output of tables spread over whole hosts) gets tried too,
+    # not only the busiest ranks (heavy shards that may have nowhere better to go)
+    for i in range(max((len(p) for p in per_lane), default=0)):
+        for ranks in per_lane:
+            if len(out) == CRITICAL_RANKS + LANE_RANKS:
+                return out
+            if i < len(ranks) and ranks[i] not in out:
+                out.append(ranks[i])
+    return out
 
 
 def _better(new: tuple[float, int], old: tuple[float, int]) -> bool:
