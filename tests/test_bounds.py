@@ -65,6 +65,24 @@ def test_lp_skipped_when_too_large(dozen, topo16):
     ctx = _ctx(dozen, topo16)
     b = lower_bound(ctx, CostTables.build(ctx), lp_max_vars=1)
     assert b.lp_ms is None and b.method in ("work", "unit", "pair", "coupled", "mix")
+    # few variables but too many coefficients: skipped too
+    b = lower_bound(ctx, CostTables.build(ctx), lp_max_nonzeros=1)
+    assert b.lp_ms is None
+
+
+def test_model_nonzeros_estimates_the_built_model(dozen, topo16):
+    """The coefficient estimate that gates the LP bound and auto's ILP is close to the model's
+    real count (within 2x either way), and counts what variables do not: fixed shards."""
+    from shardplan.solvers.common import TableGroups
+    from shardplan.solvers.ilp import build_model, model_nonzeros
+
+    ctx = _ctx(dozen, topo16)
+    ct = CostTables.build(ctx)
+    allowed = [list(range(len(ocs))) for ocs in ct.options]
+    model = build_model(ct, TableGroups.of(ctx, ct), allowed, relax=True)
+    real = sum(len(c) for c in model.prob.constraints.values())
+    est = model_nonzeros(ct, allowed)
+    assert real / 2 <= est <= real * 2, (est, real)
 
 
 

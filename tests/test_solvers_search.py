@@ -19,10 +19,12 @@ from shardplan.solvers.greedy import (
     tie_round,
 )
 from shardplan.solvers.group_moves import apply_group_move, candidate_moves
-from shardplan.solvers.portfolio import types_used, without_type
+from shardplan.solvers.portfolio import only_type, types_used, without_type
 from shardplan.types import (
+    LANES,
     PlanningContext,
     ShardingType,
+    StepModel,
     TableConstraints,
     TableSpec,
     Workload,
@@ -104,6 +106,43 @@ def test_portfolio_restriction_maps_back(dozen, topo16):
         if g.choice is not None:
             back = r.to_full(g.choice)
             assert evaluate(ct, back).makespan == pytest.approx(g.state.makespan)
+
+
+def test_portfolio_only_one_type(dozen, topo16):
+    ct, groups = _ct(dozen, topo16)
+    for t in ShardingType:
+        r = only_type(ct, t)
+        if r is None:
+            continue
+        for ti, ocs in enumerate(r.ct.options):
+            full = ct.options[ti]
+            has = any(oc.option.sharding_type is t for oc in full)
+            # a table with options of type t keeps only those; one without keeps all its own
+            assert all(oc.option.sharding_type is t for oc in ocs) if has else len(ocs) == len(full)
+            assert [full[i] for i in r.full_index[ti]] == ocs
+
+
+def test_critical_ranks_cover_every_active_lane():
+    """The busiest ranks come first, then the ranks at the other active lanes' maxima: a stage
+    whose maximum sits on lightly loaded ranks gets tried too."""
+    from types import SimpleNamespace
+
+    from shardplan.solvers.local_search import CRITICAL_RANKS, _critical_ranks
+
+    lane = {ln.value: i for i, ln in enumerate(LANES)}
+    load = np.zeros((64, len(LANES)))
+    load[:6, lane["fwd_compute"]] = 10.0  # six busy ranks, each at the compute maximum
+    load[:6, lane["bwd_compute"]] = 10.0
+    load[40:44, lane["output_send"]] = 1.0  # four light ranks at the output maximum
+    ct = SimpleNamespace(step=StepModel())
+    ranks = _critical_ranks(ct, load)
+    assert ranks[:CRITICAL_RANKS] == [0, 1, 2, 3]  # the busiest first, as before
+    assert 40 in ranks  # and the output stage's maximum
+    assert _critical_ranks(ct, load, lane_ranks=0) == [0, 1, 2, 3]
+    # a lane at its maximum on most ranks (a cost every rank pays) adds no ranks
+    load[6:, lane["grad_send"]] = 1.0
+    load[40:44, lane["output_send"]] = 0.0
+    assert _critical_ranks(ct, load) == [0, 1, 2, 3, 4, 5]
 
 
 def test_auto_uses_few_sharding_groups_when_they_cost():

@@ -139,7 +139,6 @@ def model_nonzeros(ct: CostTables, allowed: list[list[int]]) -> int:
     options, or of everywhere-costs on 1,024 ranks, are few variables but millions of
     coefficients."""
     n = 0
-    per = NUM_LANES + 2
     ranks_per_group = np.bincount(ct.group_of, minlength=ct.base_lanes_g.shape[0])
     for ti, ois in enumerate(allowed):
         for oi in ois:
@@ -147,11 +146,15 @@ def model_nonzeros(ct: CostTables, allowed: list[list[int]]) -> int:
             every = (np.count_nonzero(oc.every_lanes_g, axis=1) + (oc.every_hbm_g != 0)
                      + (oc.every_ddr_g != 0))
             n += int(every @ ranks_per_group)
+            if not oc.num_shards:
+                continue
+            # a shard's nonzero lanes and memory (the first shard's, on the first group)
+            per = int(np.count_nonzero(oc.lanes_g[0, 0])) + 2
             if oc.fixed is not None:
                 n += oc.num_shards * per
             else:
-                n += per * (sum(len(c) for c in oc.candidates) if oc.num_shards <= 2 else
-                            len(oc.candidates[0]) * min(oc.num_shards, 2))
+                n += (per + 1) * (sum(len(c) for c in oc.candidates) if oc.num_shards <= 2 else
+                                  len(oc.candidates[0]) * min(oc.num_shards, 2))
     return n
 
 
