@@ -4,8 +4,8 @@ Per table: table-wise; row-wise over all ranks, or over the ranks of ``k`` hosts
 of two below the host count, spans aligned: hosts ``[i k, (i+1) k)``); table-row-wise over the
 ranks of one host; column-wise into k shards (k a power of two, shard width a multiple of
 ``column_alignment``); table-column-wise (column shards kept within one host); grid (``k``
-column blocks on ``k`` consecutive hosts, each row-wise over its host's ranks: TorchRec's
-``GRID_SHARD``; on up to ``max_hosts_per_option`` windows of hosts); data-parallel.
+column blocks on ``k`` hosts, each row-wise over its host's ranks: TorchRec's ``GRID_SHARD``;
+on up to ``max_hosts_per_option`` aligned windows ``[j k, (j+1) k)``); data-parallel.
 Each with the placements allowed: HBM, UVM caching at ``cache_ratios``, and host memory (UVM).
 
 Pins (``constraints.pinned_ranks`` ``P``) work with every sharding type: table-wise and
@@ -50,7 +50,7 @@ class EnumerationOptions:
             most this many hosts per table (hosts of one group cost the same; tables start at
             different hosts, round-robin, so together they cover the cluster); row-wise over k
             hosts on at most this many spans per k; grid over k hosts on at most this many
-            windows of k consecutive hosts per k.
+            aligned windows of k hosts per k.
         row_span_hosts: row-wise over a subset of hosts is offered for these numbers of hosts
             (powers of two below the cluster's host count); () offers only all ranks.
         wide_min_share: a table is offered the options that touch many ranks (row-wise,
@@ -298,13 +298,15 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                     cols = column_splits(dim, k, alignment)
                     if k > len(usable) or cols is None or min(w for _, w in cols) < min_width:
                         continue
-                    # on up to max_hosts_per_option windows of k hosts, one after another
-                    # from the table's start host: each row block's rank is fixed (block i on
-                    # a host's i-th rank), so the windows are what lets a grid table leave
-                    # ranks another table loads (a skewed table's hot first block)
-                    first = host_start % len(usable)
-                    for win in range(min(len(usable) // k, opts.max_hosts_per_option)):
-                        chosen = [usable[(first + win * k + b) % len(usable)] for b in range(k)]
+                    # on up to max_hosts_per_option aligned windows of k hosts ([j k, (j+1) k)
+                    # of the usable hosts), from the table's start host's: each row block's
+                    # rank is fixed (block i on a host's i-th rank), so the windows are what
+                    # lets a grid table leave ranks another table loads (a skewed table's hot
+                    # first block); aligned, tables share windows and can trade them
+                    blocks = len(usable) // k
+                    for win in range(min(blocks, opts.max_hosts_per_option)):
+                        b0 = ((host_start // k + win) % blocks) * k
+                        chosen = [usable[b0 + b] for b in range(k)]
                         shards, cands = [], []
                         for (o, w), h in zip(cols, chosen):
                             hr = host_ranks[h]
