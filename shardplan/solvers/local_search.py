@@ -2,7 +2,8 @@
 large for the ILP.
 
 From a start assignment (greedy by default), repeat on the critical ranks (those at the
-maximum of a lane that sets a stage's time in the step, see ``StepModel``), most loaded first:
+maximum of a lane that sets a stage's time in the step, see ``StepModel``; the most loaded
+first, then more taken round-robin over those lanes):
 
 1. **move** one of its shards to the rank where the step time ends lowest;
 2. **swap** one of its shards with a shard of a less-loaded rank;

@@ -15,12 +15,13 @@ plan without column-wise tables that the ILP found, 10% faster than local search
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shardplan.solvers.common import CostTables, TableGroups
 from shardplan.solvers.greedy import best_greedy
 from shardplan.solvers.local_search import improve
-from shardplan.types import ShardingType
+from shardplan.types import ShardingOption, ShardingType
 
 Choice = list[tuple[int, tuple[int, ...]]]
 
@@ -36,7 +37,7 @@ class Restricted:
         return [(self.full_index[ti][oi], rs) for ti, (oi, rs) in enumerate(choice)]
 
 
-def restricted(ct: CostTables, keep) -> Restricted | None:
+def restricted(ct: CostTables, keep: Callable[[ShardingOption], bool]) -> Restricted | None:
     """``ct`` with each table's options narrowed to those ``keep(option)`` accepts (a table
     with none keeps all of its own); None if no table loses an option."""
     options, index, weights, changed = [], [], [], False
