@@ -19,7 +19,7 @@ from shardplan.solvers.greedy import (
     tie_round,
 )
 from shardplan.solvers.group_moves import apply_group_move, candidate_moves
-from shardplan.solvers.portfolio import only_type, types_used, without_type
+from shardplan.solvers.portfolio import fixed_share, only_type, types_used, without_type
 from shardplan.types import (
     LANES,
     PlanningContext,
@@ -120,6 +120,27 @@ def test_portfolio_only_one_type(dozen, topo16):
             # a table with options of type t keeps only those; one without keeps all its own
             assert all(oc.option.sharding_type is t for oc in ocs) if has else len(ocs) == len(full)
             assert [full[i] for i in r.full_index[ti]] == ocs
+
+
+def test_fixed_share_of_a_plan(dozen, topo16):
+    """What one group instead of a plan's several could save in fixed costs, per step: 0 for a
+    plan of one group, else the groups' busiest-rank costs but the largest, over the step."""
+    from shardplan.solvers.common import scalar_time
+
+    ct, groups = _ct(dozen, topo16)
+
+    def first(ti: int, t: ShardingType) -> tuple[int, tuple[int, ...]]:
+        oi = next(i for i, oc in enumerate(ct.options[ti]) if oc.option.sharding_type is t)
+        return oi, tuple(int(c[0]) for c in ct.options[ti][oi].candidates)
+
+    tw = [first(ti, ShardingType.TABLE_WISE) for ti in range(len(ct.tables))]
+    assert fixed_share(ct, tw) == 0.0  # one group
+    mixed = [first(0, ShardingType.COLUMN_WISE)] + tw[1:]
+    keys = sorted({ct.options[ti][oi].key for ti, (oi, _) in enumerate(mixed)} - {-1})
+    assert len(keys) == 2
+    cost = sorted(float(scalar_time(ct.key_cost(k)[0]).max()) for k in keys)
+    assert fixed_share(ct, mixed) == pytest.approx(cost[0] / evaluate(ct, mixed).makespan)
+    assert fixed_share(ct, mixed) > 0
 
 
 def test_critical_ranks_cover_every_active_lane():

@@ -152,7 +152,9 @@ class AutoSolver(Solver):
                         max_checks=self.ilp_max_checks)
         kept = ilp_options(ct, ilp.max_options, best[2])
         size, rows = model_size(ct, kept), model_rows(ct, kept)
-        nonzeros = model_nonzeros(ct, kept)
+        # counted only for a model small enough otherwise (it reads every kept option)
+        small = size <= self.ilp_max_vars and rows <= self.ilp_max_rows
+        nonzeros = model_nonzeros(ct, kept) if small else None
         details["ilp_vars_estimate"] = size
         details["ilp_rows_estimate"] = rows
         details["ilp_nonzeros_estimate"] = nonzeros
@@ -160,8 +162,7 @@ class AutoSolver(Solver):
         # the ILP stops at its node limit (or its clock) near the root: it pays where the
         # plan is far from the bound, not where little is left to gain
         close = best[0] <= details_bound * (1 + self.min_gain)
-        if (size <= self.ilp_max_vars and rows <= self.ilp_max_rows
-                and nonzeros <= self.ilp_max_nonzeros and not close):
+        if small and nonzeros <= self.ilp_max_nonzeros and not close:
             # the node limit is the ILP's real limit; its clock is a safety net that does
             # not depend on how long the phases before it took (so a busy machine does not
             # skip the ILP), at least ilp_min_s
