@@ -62,6 +62,7 @@ def force_own_hosts(work: Workload, topo: Topology, tables: list[str],
     = ``hosts_each``), as ``types``."""
     per = topo.host_groups[0].devices_per_host
     idx = {n: i for i, n in enumerate(tables)}
+    hosts_each = max(1, min(hosts_each, topo.num_hosts))
     blocks = topo.num_hosts // hosts_each
 
     def pin(t: TableSpec) -> TableSpec:
@@ -115,10 +116,11 @@ def skewed_giants(hosts: int, *, small: int = 180, seed: int = 0) -> HardCase:
     forced["giants-own-hosts-GRID"] = force_own_hosts(
         work, topo, [t.name for t in giants], (S.TABLE_ROW_WISE, S.ROW_WISE, S.GRID_SHARD))
     # one sharding group (each group's all-to-all pays its latency on every rank), and each
-    # giant's hot first row blocks on hosts of its own: grid over 8 hosts per giant
-    forced["all-GRID-giants-own-8-hosts"] = force_own_hosts(
+    # giant's hot first row blocks on hosts of its own: grid over up to 8 hosts per giant (4
+    # on 16 hosts)
+    forced["all-GRID-giants-own-hosts"] = force_own_hosts(
         force_all(work, (S.GRID_SHARD,), "all-GRID"), topo, [t.name for t in giants],
-        (S.GRID_SHARD,), hosts_each=min(8, topo.num_hosts // len(giants)))
+        (S.GRID_SHARD,), hosts_each=max(1, min(8, topo.num_hosts // len(giants))))
     return HardCase(name=f"skewed-giants-{topo.world_size}", topology=topo, workload=work,
                     forced=forced)
 

@@ -58,8 +58,9 @@ from shardplan.solvers.common import CostTables, TableGroups
 from shardplan.solvers.ilp import build_model, model_nonzeros, model_size, solve_model
 from shardplan.types import MipStatus, PlanningContext
 
-__all__ = ["DEFAULT_LP_MAX_NONZEROS", "DEFAULT_LP_MAX_VARS", "DEFAULT_LP_TIME_LIMIT_S", "PAIR_TABLES", "LowerBound",
-           "coupled_bound", "lower_bound", "lp_bound", "mix_bound", "pair_bound", "unit_bound", "work_bound"]
+__all__ = ["DEFAULT_LP_MAX_NONZEROS", "DEFAULT_LP_MAX_VARS", "DEFAULT_LP_TIME_LIMIT_S",
+           "PAIR_TABLES", "LowerBound", "coupled_bound", "lower_bound", "lp_bound", "mix_bound",
+           "pair_bound", "unit_bound", "work_bound"]
 
 #: Largest LP relaxation (variables) the planner solves for a bound by default.
 DEFAULT_LP_MAX_VARS = 8_000

@@ -5,7 +5,8 @@ of two below the host count, spans aligned: hosts ``[i k, (i+1) k)``); table-row
 ranks of one host; column-wise into k shards (k a power of two, shard width a multiple of
 ``column_alignment``); table-column-wise (column shards kept within one host); grid (``k``
 column blocks on ``k`` hosts, each row-wise over its host's ranks: TorchRec's ``GRID_SHARD``;
-on up to ``max_hosts_per_option`` aligned windows ``[j k, (j+1) k)``); data-parallel.
+on up to ``max_hosts_per_option`` aligned windows ``[j k, (j+1) k)`` of the usable hosts, all
+of them or the pinned ones, and their last ``k``); data-parallel.
 Each with the placements allowed: HBM, UVM caching at ``cache_ratios``, and host memory (UVM).
 
 Pins (``constraints.pinned_ranks`` ``P``) work with every sharding type: table-wise and
@@ -299,13 +300,16 @@ def enumerate_table(table: TableSpec, workload: Workload, topology: Topology,
                     if k > len(usable) or cols is None or min(w for _, w in cols) < min_width:
                         continue
                     # on up to max_hosts_per_option aligned windows of k hosts ([j k, (j+1) k)
-                    # of the usable hosts), from the table's start host's: each row block's
+                    # of the usable hosts, and the last k when k does not divide them, so that
+                    # every host gets some), from the table's start host's: each row block's
                     # rank is fixed (block i on a host's i-th rank), so the windows are what
                     # lets a grid table leave ranks another table loads (a skewed table's hot
                     # first block); aligned, tables share windows and can trade them
-                    blocks = len(usable) // k
-                    for win in range(min(blocks, opts.max_hosts_per_option)):
-                        b0 = ((host_start // k + win) % blocks) * k
+                    starts = list(range(0, len(usable) - k + 1, k))
+                    if len(usable) % k:
+                        starts.append(len(usable) - k)
+                    for win in range(min(len(starts), opts.max_hosts_per_option)):
+                        b0 = starts[(host_start // k + win) % len(starts)]
                         chosen = [usable[b0 + b] for b in range(k)]
                         shards, cands = [], []
                         for (o, w), h in zip(cols, chosen):

@@ -7,7 +7,12 @@ import numbers
 import time
 from typing import Any, Callable
 
-from shardplan.bounds import DEFAULT_LP_MAX_VARS, DEFAULT_LP_TIME_LIMIT_S, lower_bound
+from shardplan.bounds import (
+    DEFAULT_LP_MAX_NONZEROS,
+    DEFAULT_LP_MAX_VARS,
+    DEFAULT_LP_TIME_LIMIT_S,
+    lower_bound,
+)
 from shardplan.enumerators import EnumerationOptions, enumerate_options
 from shardplan.errors import SolverError, SpecError
 from shardplan.plans import build_plan
@@ -35,6 +40,7 @@ def plan(
     seed: int = 0,
     enumeration: EnumerationOptions | None = None,
     bound_lp_max_vars: int = DEFAULT_LP_MAX_VARS,
+    bound_lp_max_nonzeros: int = DEFAULT_LP_MAX_NONZEROS,
     bound_lp_time_limit_s: float = DEFAULT_LP_TIME_LIMIT_S,
     progress: Callable[[ProgressReport], None] | None = None,
 ) -> Plan:
@@ -51,7 +57,10 @@ def plan(
         enumeration: knobs of the option enumeration.
         bound_lp_max_vars: the LP relaxation behind ``summary.lower_bound_ms`` is solved only
             for models up to this many variables (0: never; the work and largest-unit bounds
-            are always computed).
+            are always computed) ...
+        bound_lp_max_nonzeros: ... and about this many coefficients
+            (``solvers.ilp.model_nonzeros``: fixed shards and everywhere-costs on many ranks
+            add coefficients, not variables).
         bound_lp_time_limit_s: a safety-net time limit for that LP, seconds (the LP is
             solved to optimality; if this trips, the bound is the cheap bounds' best).
         progress: called with a ``ProgressReport`` (best makespan and bound so far) as the
@@ -76,8 +85,9 @@ def plan(
         >>> p.summary.makespan_ms >= p.summary.lower_bound_ms
         True
     """
-    time_limit_s, threads, seed, bound_lp_max_vars = _check_arguments(
-        workload, topology, time_limit_s, threads, seed, bound_lp_max_vars)
+    time_limit_s, threads, seed, bound_lp_max_vars, bound_lp_max_nonzeros = _check_arguments(
+        workload, topology, time_limit_s, threads, seed, bound_lp_max_vars,
+        bound_lp_max_nonzeros)
     if cost_model is None:
         from shardplan.estimators import default_cost_model
 
@@ -98,6 +108,7 @@ def plan(
     if problem:
         raise SolverError(f"solver {s.name!r} broke a co-location/separation constraint: {problem}")
     bound = lower_bound(ctx, ct, lp_max_vars=bound_lp_max_vars,
+                        lp_max_nonzeros=bound_lp_max_nonzeros,
                         lp_time_limit_s=bound_lp_time_limit_s)
     lb = bound.value_ms
     if result.lower_bound_ms is not None:
@@ -111,7 +122,8 @@ def plan(
 
 
 def _check_arguments(workload: Any, topology: Any, time_limit_s: Any, threads: Any, seed: Any,
-                     bound_lp_max_vars: Any) -> tuple[float, int, int, int]:
+                     bound_lp_max_vars: Any, bound_lp_max_nonzeros: Any
+                     ) -> tuple[float, int, int, int, int]:
     """The numeric arguments of :func:`plan` as plain ``float``/``int`` (numpy scalars
     accepted; the plan records them as JSON); SpecError for one of the wrong type or out of
     range."""
@@ -129,7 +141,9 @@ def _check_arguments(workload: Any, topology: Any, time_limit_s: Any, threads: A
         raise SpecError(f"time_limit_s must be a finite number of seconds > 0, got "
                         f"{time_limit_s!r}", key_path="time_limit_s")
     for name, value, low in (("threads", threads, 1), ("seed", seed, 0),
-                             ("bound_lp_max_vars", bound_lp_max_vars, 0)):
+                             ("bound_lp_max_vars", bound_lp_max_vars, 0),
+                             ("bound_lp_max_nonzeros", bound_lp_max_nonzeros, 0)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise SpecError(f"{name} must be an integer >= {low}, got {value!r}", key_path=name)
-    return float(time_limit_s), int(threads), int(seed), int(bound_lp_max_vars)
+    return (float(time_limit_s), int(threads), int(seed), int(bound_lp_max_vars),
+            int(bound_lp_max_nonzeros))

@@ -183,3 +183,27 @@ def test_grid_shard_is_column_blocks_row_wise_in_hosts():
             assert sh.num_cols == 64 // (len(o.shards) // 4)
         assert all(len(h) == 1 for h in by_block.values())  # a block's rows stay in a host
         assert len({next(iter(h)) for h in by_block.values()}) == len(by_block)  # one host each
+
+
+@pytest.mark.parametrize("hosts,pinned_hosts", [(3, None), (5, None), (6, (1, 2, 3))])
+def test_grid_windows_cover_every_usable_host(hosts, pinned_hosts):
+    """Aligned windows of k hosts, and the last k when k does not divide the usable hosts: every
+    usable host is in some grid option of some table, and no window leaves the pins."""
+    topo = make_topology(hosts=hosts, devices_per_host=2)
+    pins = None if pinned_hosts is None else tuple(
+        r for h in pinned_hosts for r in topo.ranks_of_host(h))
+    tabs = tuple(TableSpec(name=f"g{i}", num_embeddings=10_000, embedding_dim=64,
+                           constraints=TableConstraints(
+                               sharding_types=(ShardingType.GRID_SHARD,),
+                               placements=(PlacementKind.HBM,), pinned_ranks=pins))
+                 for i in range(hosts))
+    opts = enumerate_options(Workload(tables=tabs, batch_size=8), topo)
+    usable = set(range(hosts)) if pinned_hosts is None else set(pinned_hosts)
+    seen: set[int] = set()
+    for name, per in opts.items():
+        keys = [tuple(sorted({topo.rank(c[0]).host for c in o.candidate_ranks})) for o in per]
+        assert len(keys) == len(set(keys)), name  # no window twice
+        for k in keys:
+            assert set(k) <= usable
+            seen.update(k)
+    assert seen == usable

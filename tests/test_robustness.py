@@ -173,6 +173,7 @@ def test_an_optimal_plan_within_its_gap_loads(tmp_path, plan_doc):
     ({"time_limit_s": "10"}, "time_limit_s"), ({"time_limit_s": True}, "time_limit_s"),
     ({"threads": 0}, "threads"), ({"threads": 1.5}, "threads"), ({"seed": -1}, "seed"),
     ({"seed": "1"}, "seed"), ({"bound_lp_max_vars": -5}, "bound_lp_max_vars"),
+    ({"bound_lp_max_nonzeros": 1.5}, "bound_lp_max_nonzeros"),
 ])
 def test_plan_checks_its_arguments(kwargs, needle):
     topo, work = load_problem("cpu-2")

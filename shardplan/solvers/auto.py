@@ -6,14 +6,15 @@ the best plan any of them found, so it is never worse than greedy or any baselin
 2. the baselines (random and the four paper heuristics; each cheap), kept only if feasible,
    with local search from the best of them;
 3. on instances up to ``portfolio_max_cells`` tables x ranks, when the best plan is more than
-   ``min_gain`` above the lower bound, greedy and local search without
-   each sharding type the best plan uses, polished over every option
+   ``min_gain`` above the lower bound, greedy and local search without each sharding type
+   the best plan uses, and with only one of them when the fixed costs of all its groups but
+   one are at least 15% of its step (``portfolio.fixed_share``), polished over every option
    (``shardplan.solvers.portfolio``: sharding groups' fixed costs make plans with fewer
    types better, and single-table steps cannot drop a type);
 4. the ILP, warm-started from the best plan so far, when its model has at most
    ``ilp_max_vars`` variables, about ``ilp_max_rows`` constraints and ``ilp_max_nonzeros``
-   coefficients (the model's size, not
-   tables x ranks, decides what HiGHS can do) and the best plan is more than
+   coefficients (the model's size, not tables x ranks, decides what HiGHS can do) and the
+   best plan is more than
    ``min_gain`` above the lower bound too (the cheap bounds and the option-mix LP, computed
    once and shared with the planner's bound); it stops at ``gap``, after ``ilp_max_nodes``
    nodes or ``ilp_max_checks`` of HiGHS's limit checks (the work limits), or after
@@ -35,7 +36,13 @@ from shardplan.solvers.common import (
     evaluate,
 )
 from shardplan.solvers.greedy import DEFAULT_SHORTLIST, best_greedy
-from shardplan.solvers.ilp import ILPSolver, ilp_options, model_nonzeros, model_rows, model_size
+from shardplan.solvers.ilp import (
+    ILPSolver,
+    ilp_options,
+    model_nonzeros,
+    model_rows,
+    model_size,
+)
 from shardplan.solvers.local_search import DEFAULT_MAX_EVALS, improve
 from shardplan.solvers.portfolio import restricted_searches
 from shardplan.types import PlanningContext, Solver, SolveResult, SolveStatus
@@ -65,7 +72,8 @@ class AutoSolver(Solver):
         gap: the ILP's stopping gap.
         max_evals: local search's work limit (candidate evaluations) per run.
         portfolio_max_cells: on instances up to this many tables x ranks, also search
-            without each sharding type the best plan uses (``solvers/portfolio.py``).
+            without each sharding type the best plan uses, or with only one of them
+            (``solvers/portfolio.py``).
         min_gain: run the portfolio and the ILP only when the best plan is more than this
             (relative) above the lower bound (the cheap bounds and the option-mix LP,
             ``solvers/bounds.py``): what they find where they pay is a different mix of

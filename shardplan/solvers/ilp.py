@@ -137,8 +137,10 @@ def model_nonzeros(ct: CostTables, allowed: list[list[int]]) -> int:
     shard (fixed) or placement variable (movable) in its rank's lane and memory rows. This is
     what building and solving grows with: a few hundred options of fixed 64-shard grid
     options, or of everywhere-costs on 1,024 ranks, are few variables but millions of
-    coefficients."""
+    coefficients. The sharding groups' fixed costs add their nonzero lanes and memory on every
+    rank."""
     n = 0
+    keys: set[int] = set()
     ranks_per_group = np.bincount(ct.group_of, minlength=ct.base_lanes_g.shape[0])
     for ti, ois in enumerate(allowed):
         for oi in ois:
@@ -146,6 +148,9 @@ def model_nonzeros(ct: CostTables, allowed: list[list[int]]) -> int:
             every = (np.count_nonzero(oc.every_lanes_g, axis=1) + (oc.every_hbm_g != 0)
                      + (oc.every_ddr_g != 0))
             n += int(every @ ranks_per_group)
+            if oc.key >= 0:
+                keys.add(oc.key)
+                n += 2  # choose <= group use
             if not oc.num_shards:
                 continue
             # a shard's nonzero lanes and memory (the first shard's, on the first group)
@@ -155,6 +160,9 @@ def model_nonzeros(ct: CostTables, allowed: list[list[int]]) -> int:
             else:
                 n += (per + 1) * (sum(len(c) for c in oc.candidates) if oc.num_shards <= 2 else
                                   len(oc.candidates[0]) * min(oc.num_shards, 2))
+    for k in sorted(keys):  # each group's fixed cost on every rank
+        lanes, hbm, ddr = ct.key_cost(k)
+        n += int(np.count_nonzero(lanes) + np.count_nonzero(hbm) + np.count_nonzero(ddr))
     return n
 
 
