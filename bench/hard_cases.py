@@ -120,7 +120,7 @@ def skewed_giants(hosts: int, *, small: int = 180, seed: int = 0) -> HardCase:
     # on 16 hosts)
     forced["all-GRID-giants-own-hosts"] = force_own_hosts(
         force_all(work, (S.GRID_SHARD,), "all-GRID"), topo, [t.name for t in giants],
-        (S.GRID_SHARD,), hosts_each=max(1, min(8, topo.num_hosts // len(giants))))
+        (S.GRID_SHARD,), hosts_each=min(8, topo.num_hosts // len(giants)))
     return HardCase(name=f"skewed-giants-{topo.world_size}", topology=topo, workload=work,
                     forced=forced)
 

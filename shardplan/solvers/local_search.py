@@ -200,10 +200,11 @@ def improve(ct: CostTables, groups: TableGroups, choice: Choice, *, deadline: fl
     (:mod:`shardplan.solvers.group_moves`); None: on instances up to
     ``GROUP_MOVES_MAX_CELLS`` tables x ranks (past that each group move re-places thousands of
     tables on thousands of ranks, and single moves are what balance many small tables)."""
+    small = len(ct.tables) * ct.world <= GROUP_MOVES_MAX_CELLS
     if group_moves is None:
-        group_moves = len(ct.tables) * ct.world <= GROUP_MOVES_MAX_CELLS
+        group_moves = small
     # the lanes' extra critical ranks too (each round that finds nothing tries them all)
-    lane_ranks = LANE_RANKS if len(ct.tables) * ct.world <= GROUP_MOVES_MAX_CELLS else 0
+    lane_ranks = LANE_RANKS if small else 0
     choice = list(choice)
     st = LoadState(ct)
     for ti, (oi, rs) in enumerate(choice):
